@@ -1,0 +1,57 @@
+# mixattn: one decoder runtime, per-layer attention (MHA / GQA / MQA / MLA).
+# `make` builds ./run, `make test` runs every test, `make bench` the benchmark.
+
+CC      ?= gcc
+CXX     ?= g++
+PYTHON  ?= /usr/bin/python3
+OPT     ?= -O3 -march=native
+CFLAGS  += -std=c11 $(OPT) -Wall -Wextra -fopenmp -I.
+CXXFLAGS+= -std=c++17 $(OPT) -Wall -Wextra -I.
+LDLIBS  += -lsentencepiece -lstdc++ -lm
+BUILD   ?= build
+
+CORE_SRC := $(wildcard model/*.c) $(wildcard attention/*.c)
+CORE_OBJ := $(patsubst %.c,$(BUILD)/%.o,$(CORE_SRC))
+TOK_OBJ  := $(BUILD)/tokenizer/tokenizer.o
+HDRS     := $(wildcard model/*.h attention/*.h tokenizer/*.h)
+
+TEST_SRC := $(wildcard tests/test_*.c)
+TEST_BIN := $(patsubst tests/%.c,$(BUILD)/tests/%,$(TEST_SRC))
+
+.PHONY: all test test-c test-py bench clean asan
+all: run
+
+run: run.c $(CORE_OBJ) $(TOK_OBJ) $(HDRS)
+	$(CC) $(CFLAGS) -o $@ run.c $(CORE_OBJ) $(TOK_OBJ) $(LDFLAGS) $(LDLIBS)
+
+$(BUILD)/%.o: %.c $(HDRS)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -c -o $@ $<
+
+$(BUILD)/%.o: %.cpp $(HDRS)
+	@mkdir -p $(dir $@)
+	$(CXX) $(CXXFLAGS) -c -o $@ $<
+
+$(BUILD)/tests/%: tests/%.c tests/*.h $(CORE_OBJ) $(TOK_OBJ) $(HDRS)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -o $@ $< $(CORE_OBJ) $(TOK_OBJ) $(LDFLAGS) -lcmocka $(LDLIBS)
+
+# C unit tests (cmocka), then the Python tests (converter, parity, CLI).
+test: test-c test-py
+
+test-c: $(TEST_BIN) run
+	@set -e; for t in $(TEST_BIN); do echo "== $$t"; $$t; done
+
+test-py: run
+	$(PYTHON) -m unittest discover -s tests/python -t . -v
+
+# The whole C suite under AddressSanitizer + UBSan, in its own build folder.
+asan:
+	$(MAKE) BUILD=build-asan OPT="-O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer" \
+	  LDFLAGS="-fsanitize=address,undefined" test-c
+
+bench: run
+	$(PYTHON) scripts/bench.py
+
+clean:
+	rm -rf build build-asan run

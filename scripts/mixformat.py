@@ -1,0 +1,313 @@
+"""The one writer (and a reader, for tests) of the .bin format in docs/FORMAT.md.
+
+numpy and the standard library only. Every converter and training script
+produces checkpoints through `write_model`.
+
+    cfg = dict(dim=64, n_layers=2, vocab_size=300, max_seq_len=256, hidden_dim=128,
+               norm_eps=1e-5, tied=False, bos_id=1, eos_id=2, rope_theta=10000.0,
+               rope_pairing="neox")             # or "interleaved"
+    layers = [dict(kind="gqa", n_heads=4, n_kv_heads=2, head_dim=16),
+              dict(kind="mla", n_heads=4, q_lora_rank=0, kv_lora_rank=32,
+                   qk_nope_head_dim=16, qk_rope_head_dim=8, v_head_dim=16)]
+    write_model("out.bin", cfg, layers, tensors, tokenizer_bytes=b"...", dtype="bf16")
+
+`tensors` maps the names of docs/FORMAT.md to float arrays of the listed shapes.
+"""
+import os
+import struct
+import tempfile
+
+import numpy as np
+
+MAGIC = b"MIXATTN\0"
+VERSION = 1
+HEADER_BYTES = 256
+LAYER_BYTES = 64
+ENTRY_BYTES = 128
+ALIGN = 64
+
+DTYPES = {"f32": 0, "f16": 1, "bf16": 2}
+DTYPE_NAMES = {v: k for k, v in DTYPES.items()}
+DTYPE_SIZE = {0: 4, 1: 2, 2: 2}
+PAIRING = {"neox": 0, "interleaved": 1}
+SCALING = {"none": 0, "linear": 1, "llama3": 2, "yarn": 3}
+KIND = {"gqa": 0, "mla": 1}
+
+# header: magic .. reserved(124), tokenizer offset/bytes
+_HEADER = struct.Struct("<8s9Iiiff2I3fI5fI3f2I2Q")
+_LAYER = struct.Struct("<11I")
+_ENTRY = struct.Struct("<64sII4QQQ")
+
+
+class FormatError(ValueError):
+    pass
+
+
+def _align(n):
+    return (n + ALIGN - 1) // ALIGN * ALIGN
+
+
+def defaults(cfg):
+    """Fill in optional header fields."""
+    c = dict(activation=0, tied=False, mlp_bias=False, bos_id=-1, eos_id=-1,
+             rope_theta=10000.0, rope_pairing="neox", sliding_window=0,
+             embed_scale=1.0, residual_scale=1.0, logit_scale=1.0)
+    c.update(cfg)
+    rs = dict(type="none", factor=1.0, low_freq_factor=0.0, high_freq_factor=0.0,
+              original_max_position_embeddings=0, beta_fast=32.0, beta_slow=1.0,
+              mscale=0.0, mscale_all_dim=0.0, attention_factor=0.0)
+    rs.update(c.get("rope_scaling") or {})
+    c["rope_scaling"] = rs
+    return c
+
+
+def layer_defaults(layer):
+    if layer["kind"] == "gqa":
+        l = dict(n_kv_heads=layer["n_heads"], rope_dim=layer.get("head_dim"),
+                 q_bias=False, k_bias=False, v_bias=False, o_bias=False)
+        l.update(layer)
+        if l["rope_dim"] is None:
+            l["rope_dim"] = l["head_dim"]
+    elif layer["kind"] == "mla":
+        l = dict(q_lora_rank=0, q_bias=False, kv_bias=False, o_bias=False)
+        l.update(layer)
+        l["rope_dim"] = l["qk_rope_head_dim"]
+    else:
+        raise FormatError("unknown attention kind %r" % (layer["kind"],))
+    return l
+
+
+def expected_tensors(cfg, layers):
+    """name -> shape, the exact set docs/FORMAT.md requires."""
+    c = defaults(cfg)
+    D, V, I = c["dim"], c["vocab_size"], c["hidden_dim"]
+    shapes = {"tok_embeddings": (V, D), "norm": (D,)}
+    if not c["tied"]:
+        shapes["output"] = (V, D)
+    for n, layer in enumerate(layers):
+        l = layer_defaults(layer)
+        p = "layers.%d." % n
+        shapes[p + "attn_norm"] = (D,)
+        shapes[p + "ffn_norm"] = (D,)
+        shapes[p + "w1"] = (I, D)
+        shapes[p + "w3"] = (I, D)
+        shapes[p + "w2"] = (D, I)
+        if c["mlp_bias"]:
+            shapes[p + "b1"] = (I,)
+            shapes[p + "b3"] = (I,)
+            shapes[p + "b2"] = (D,)
+        H = l["n_heads"]
+        if l["kind"] == "gqa":
+            d, Hkv = l["head_dim"], l["n_kv_heads"]
+            shapes[p + "wq"] = (H * d, D)
+            shapes[p + "wk"] = (Hkv * d, D)
+            shapes[p + "wv"] = (Hkv * d, D)
+            shapes[p + "wo"] = (D, H * d)
+            if l["q_bias"]:
+                shapes[p + "bq"] = (H * d,)
+            if l["k_bias"]:
+                shapes[p + "bk"] = (Hkv * d,)
+            if l["v_bias"]:
+                shapes[p + "bv"] = (Hkv * d,)
+            if l["o_bias"]:
+                shapes[p + "bo"] = (D,)
+        else:
+            dq, dc = l["q_lora_rank"], l["kv_lora_rank"]
+            dn, dr, dv = l["qk_nope_head_dim"], l["qk_rope_head_dim"], l["v_head_dim"]
+            if dq == 0:
+                shapes[p + "wq"] = (H * (dn + dr), D)
+                if l["q_bias"]:
+                    shapes[p + "bq"] = (H * (dn + dr),)
+            else:
+                shapes[p + "wq_a"] = (dq, D)
+                if l["q_bias"]:
+                    shapes[p + "bq_a"] = (dq,)
+                shapes[p + "q_a_norm"] = (dq,)
+                shapes[p + "wq_b"] = (H * (dn + dr), dq)
+            shapes[p + "wkv_a"] = (dc + dr, D)
+            if l["kv_bias"]:
+                shapes[p + "bkv_a"] = (dc + dr,)
+            shapes[p + "kv_a_norm"] = (dc,)
+            shapes[p + "w_uk"] = (H, dn, dc)
+            shapes[p + "w_uv"] = (H, dv, dc)
+            shapes[p + "wo"] = (D, H * dv)
+            if l["o_bias"]:
+                shapes[p + "bo"] = (D,)
+    return shapes
+
+
+def to_bf16_bits(a):
+    """float32 array -> uint16 bf16 bits, round to nearest even (as torch does)."""
+    a = np.ascontiguousarray(a, dtype=np.float32)
+    u = a.view(np.uint32).astype(np.uint64)
+    rounded = (u + 0x7FFF + ((u >> 16) & 1)) >> 16
+    nan = np.isnan(a)
+    out = rounded.astype(np.uint16)
+    out[nan] = 0x7FC0
+    return out
+
+
+def from_bf16_bits(b):
+    return (np.asarray(b, dtype=np.uint16).astype(np.uint32) << 16).view(np.float32)
+
+
+def encode(a, dtype):
+    a = np.asarray(a, dtype=np.float32)
+    if dtype == "f32":
+        return np.ascontiguousarray(a, dtype="<f4").tobytes()
+    if dtype == "f16":
+        return np.ascontiguousarray(a, dtype="<f2").tobytes()
+    if dtype == "bf16":
+        return to_bf16_bits(a).astype("<u2").tobytes()
+    raise FormatError("unknown dtype %r" % (dtype,))
+
+
+def _pack_header(c, n_tensors, tok_off, tok_bytes):
+    rs = c["rope_scaling"]
+    if rs["type"] not in SCALING:
+        raise FormatError("unknown rope scaling type %r" % (rs["type"],))
+    if c["rope_pairing"] not in PAIRING:
+        raise FormatError("unknown rope pairing %r" % (c["rope_pairing"],))
+    flags = (1 if c["tied"] else 0) | (2 if c["mlp_bias"] else 0)
+    return _HEADER.pack(
+        MAGIC, VERSION, HEADER_BYTES, c["dim"], c["n_layers"], c["vocab_size"],
+        c["max_seq_len"], c["hidden_dim"], c["activation"], flags,
+        c["bos_id"], c["eos_id"], c["norm_eps"], c["rope_theta"],
+        PAIRING[c["rope_pairing"]], SCALING[rs["type"]], rs["factor"],
+        rs["low_freq_factor"], rs["high_freq_factor"],
+        int(rs["original_max_position_embeddings"] or 0),
+        rs["beta_fast"], rs["beta_slow"], rs["mscale"] or 0.0,
+        rs["mscale_all_dim"] or 0.0, rs["attention_factor"] or 0.0,
+        c["sliding_window"] or 0, c["embed_scale"], c["residual_scale"],
+        c["logit_scale"], n_tensors, 0, tok_off, tok_bytes,
+    ).ljust(HEADER_BYTES, b"\0")
+
+
+def _pack_layer(layer):
+    l = layer_defaults(layer)
+    if l["kind"] == "gqa":
+        bias = (1 if l["q_bias"] else 0) | (2 if l["k_bias"] else 0) | \
+               (4 if l["v_bias"] else 0) | (8 if l["o_bias"] else 0)
+        vals = (0, l["n_heads"], l["n_kv_heads"], l["head_dim"], l["rope_dim"], bias,
+                0, 0, 0, 0, 0)
+    else:
+        bias = (1 if l["q_bias"] else 0) | (2 if l["kv_bias"] else 0) | (8 if l["o_bias"] else 0)
+        vals = (1, l["n_heads"], 0, 0, l["rope_dim"], bias, l["q_lora_rank"],
+                l["kv_lora_rank"], l["qk_nope_head_dim"], l["qk_rope_head_dim"],
+                l["v_head_dim"])
+    return _LAYER.pack(*vals).ljust(LAYER_BYTES, b"\0")
+
+
+def write_model(path, cfg, layers, tensors, tokenizer_bytes=None, dtype="f32",
+                dtypes=None):
+    """Validate against docs/FORMAT.md and write atomically (temp file + rename).
+
+    dtype: default storage dtype; `dtypes` may override it per tensor name
+    (norms are small, and some writers keep them in f32)."""
+    c = defaults(cfg)
+    if c["n_layers"] != len(layers):
+        raise FormatError("n_layers is %d but %d layer descriptors given"
+                          % (c["n_layers"], len(layers)))
+    want = expected_tensors(c, layers)
+    got = set(tensors)
+    missing = sorted(set(want) - got)
+    extra = sorted(got - set(want))
+    if missing:
+        raise FormatError("missing tensor %s" % missing[0])
+    if extra:
+        raise FormatError("unexpected tensor %s" % extra[0])
+    for name, shape in want.items():
+        if tuple(np.shape(tensors[name])) != tuple(shape):
+            raise FormatError("tensor %s has shape %s, expected %s"
+                              % (name, tuple(np.shape(tensors[name])), tuple(shape)))
+    names = list(want)  # deterministic order
+    tok = tokenizer_bytes or b""
+    dir_off = HEADER_BYTES + LAYER_BYTES * len(layers)
+    tok_off = _align(dir_off + ENTRY_BYTES * len(names))
+    off = _align(tok_off + len(tok))
+    entries, blobs = [], []
+    for name in names:
+        dt = (dtypes or {}).get(name, dtype)
+        data = encode(tensors[name], dt)
+        shape = list(want[name]) + [0] * (4 - len(want[name]))
+        if len(name.encode()) >= 64:
+            raise FormatError("tensor name too long: %s" % name)
+        entries.append(_ENTRY.pack(name.encode().ljust(64, b"\0"), DTYPES[dt],
+                                   len(want[name]), *shape, off, len(data))
+                       .ljust(ENTRY_BYTES, b"\0"))
+        blobs.append((off, data))
+        off = _align(off + len(data))
+    d = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(dir=d, prefix=".tmp-", suffix=".bin")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(_pack_header(c, len(names), tok_off if tok else 0, len(tok)))
+            for layer in layers:
+                f.write(_pack_layer(layer))
+            f.write(b"".join(entries))
+            f.write(b"\0" * (tok_off - f.tell()))
+            f.write(tok)
+            for o, data in blobs:
+                f.write(b"\0" * (o - f.tell()))
+                f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def read_model(path):
+    """Parse a .bin into (cfg, layers, tensors as float32 arrays, tokenizer bytes).
+
+    A reader for tests and reference code; the C loader is the one that validates
+    hostile files."""
+    with open(path, "rb") as f:
+        buf = f.read()
+    h = _HEADER.unpack_from(buf, 0)
+    if h[0] != MAGIC:
+        raise FormatError("bad magic")
+    (_, version, _, dim, n_layers, vocab, max_seq, hidden, act, flags, bos, eos, eps,
+     theta, pairing, scaling, factor, lff, hff, orig, bfast, bslow, msc, msc_all, attf,
+     sw, es, rsc, lsc, n_tensors, _, tok_off, tok_bytes) = h
+    cfg = dict(dim=dim, n_layers=n_layers, vocab_size=vocab, max_seq_len=max_seq,
+               hidden_dim=hidden, activation=act, tied=bool(flags & 1),
+               mlp_bias=bool(flags & 2), bos_id=bos, eos_id=eos, norm_eps=eps,
+               rope_theta=theta, rope_pairing={v: k for k, v in PAIRING.items()}[pairing],
+               rope_scaling=dict(type={v: k for k, v in SCALING.items()}[scaling],
+                                 factor=factor, low_freq_factor=lff, high_freq_factor=hff,
+                                 original_max_position_embeddings=orig, beta_fast=bfast,
+                                 beta_slow=bslow, mscale=msc, mscale_all_dim=msc_all,
+                                 attention_factor=attf),
+               sliding_window=sw, embed_scale=es, residual_scale=rsc, logit_scale=lsc)
+    layers = []
+    for n in range(n_layers):
+        v = _LAYER.unpack_from(buf, HEADER_BYTES + n * LAYER_BYTES)
+        if v[0] == 0:
+            layers.append(dict(kind="gqa", n_heads=v[1], n_kv_heads=v[2], head_dim=v[3],
+                               rope_dim=v[4], q_bias=bool(v[5] & 1), k_bias=bool(v[5] & 2),
+                               v_bias=bool(v[5] & 4), o_bias=bool(v[5] & 8)))
+        else:
+            layers.append(dict(kind="mla", n_heads=v[1], q_lora_rank=v[6],
+                               kv_lora_rank=v[7], qk_nope_head_dim=v[8],
+                               qk_rope_head_dim=v[9], v_head_dim=v[10],
+                               q_bias=bool(v[5] & 1), kv_bias=bool(v[5] & 2),
+                               o_bias=bool(v[5] & 8)))
+    tensors = {}
+    dir_off = HEADER_BYTES + LAYER_BYTES * n_layers
+    for i in range(n_tensors):
+        e = _ENTRY.unpack_from(buf, dir_off + i * ENTRY_BYTES)
+        name = e[0].split(b"\0", 1)[0].decode()
+        dt, ndim, shape, off, nbytes = e[1], e[2], e[3:3 + e[2]], e[7], e[8]
+        raw = buf[off:off + nbytes]
+        if dt == 0:
+            a = np.frombuffer(raw, dtype="<f4").astype(np.float32)
+        elif dt == 1:
+            a = np.frombuffer(raw, dtype="<f2").astype(np.float32)
+        elif dt == 2:
+            a = from_bf16_bits(np.frombuffer(raw, dtype="<u2"))
+        else:
+            raise FormatError("unknown dtype %d" % dt)
+        tensors[name] = a.reshape(shape)
+    tok = buf[tok_off:tok_off + tok_bytes] if tok_bytes else b""
+    return cfg, layers, tensors, tok
