@@ -1,0 +1,103 @@
+// The attention families. Each routine processes n consecutive tokens at positions
+// pos0 .. pos0+n-1 (n = 1 when decoding, n > 1 for a prefill chunk): it projects
+// them, appends their keys to the layer's KV cache, attends causally over the cache,
+// and writes the output projection.
+//
+//   x:   [n, dim]  the normalised input of the layer
+//   out: [n, dim]  the attention branch (before the residual add)
+//
+// GQA family (gqa.c): one routine for MHA, GQA and MQA. H query heads share
+//   Hkv key/value heads; query head h reads KV head h / (H / Hkv).
+//     MHA: Hkv = H (group size 1)   GQA: 1 < Hkv < H   MQA: Hkv = 1 (group size H)
+//   Cache per token: K and V for each KV head = 2 * Hkv * head_dim floats.
+//
+// MLA (mla.c): DeepSeek's multi-head latent attention. Keys and values of every
+//   head are up-projections of one small latent c (kv_lora_rank), plus one RoPE key
+//   shared by all heads. Cache per token: kv_lora_rank + qk_rope_head_dim floats.
+//   Two routines over the same cache: naive (decompress per-head K, V, then MHA)
+//   and absorbed (fold W_UK into the query, apply W_UV after the weighted sum).
+#ifndef MIXATTN_ATTENTION_H
+#define MIXATTN_ATTENTION_H
+
+#include "attention/rope.h"
+
+typedef enum { ATTN_GQA = 0, ATTN_MLA = 1 } AttnKind;
+typedef enum { MLA_ABSORBED = 0, MLA_NAIVE = 1 } MlaMode;
+
+// --- GQA family ------------------------------------------------------------------
+
+typedef struct {
+    int n_heads;     // H query heads
+    int n_kv_heads;  // Hkv key/value heads, H % Hkv == 0
+    int head_dim;    // d
+    const float *wq; // [H*d, dim]
+    const float *wk; // [Hkv*d, dim]
+    const float *wv; // [Hkv*d, dim]
+    const float *wo; // [dim, H*d]
+    const float *bq, *bk, *bv, *bo; // [H*d], [Hkv*d], [Hkv*d], [dim]; NULL if absent
+} GQAWeights;
+
+typedef struct {
+    float *key;   // [context, Hkv*d], after RoPE
+    float *value; // [context, Hkv*d]
+} GQACache;
+
+// --- MLA -------------------------------------------------------------------------
+
+typedef struct {
+    int n_heads;          // H
+    int q_lora_rank;      // dq; 0 = a single query projection wq
+    int kv_lora_rank;     // dc, the latent width
+    int qk_nope_head_dim; // dn, per-head query/key dims without position
+    int qk_rope_head_dim; // dr, per-head query dims with RoPE = the shared rope key width
+    int v_head_dim;       // dv
+    float softmax_scale;  // (dn+dr)^-0.5, times mscale^2 under yarn
+    const float *wq;        // [H*(dn+dr), dim]   when dq == 0
+    const float *wq_a;      // [dq, dim]          when dq > 0
+    const float *q_a_norm;  // [dq]
+    const float *wq_b;      // [H*(dn+dr), dq]
+    const float *wkv_a;     // [dc+dr, dim]: rows [0,dc) latent, [dc,dc+dr) rope key
+    const float *kv_a_norm; // [dc]
+    const float *w_uk;      // [H, dn, dc]  W_UK: latent -> per-head key
+    const float *w_uv;      // [H, dv, dc]  W_UV: latent -> per-head value
+    const float *wo;        // [dim, H*dv]
+    const float *bq, *bq_a, *bkv_a, *bo; // optional biases, NULL if absent
+} MLAWeights;
+
+typedef struct {
+    float *latent;   // [context, dc]  normalised latent c
+    float *rope_key; // [context, dr]  shared rope key, after RoPE
+} MLACache;
+
+// --- scratch ---------------------------------------------------------------------
+
+// Work buffers shared by every layer, sized by the caller for the widest layer,
+// the largest chunk of tokens and the number of threads (see attn_scratch_floats).
+typedef struct {
+    int context;       // KV cache length
+    int max_tokens;    // largest n per call
+    int n_threads;
+    float *q;          // [max_tokens, max query width]
+    float *q_a;        // [max_tokens, max dq]
+    float *kv_a;       // [max_tokens, max dc+dr]
+    float *heads;      // [max_tokens, max H*d or H*dv] concatenated head outputs
+    float *att;        // [n_threads, context] attention weights
+    float *latent_tmp; // [n_threads, 2 * max dc] absorbed path: latent query and output
+    float *k_decomp;   // [max H, context, max dn] naive MLA path only, else NULL
+    float *v_decomp;   // [max H, context, max dv] naive MLA path only, else NULL
+} AttnScratch;
+
+void gqa_attention(const GQAWeights *w, const GQACache *cache, const Rope *rope, int dim,
+                   int n, int pos0, int window, const float *x, float *out, AttnScratch *s);
+
+void mla_attention(const MLAWeights *w, const MLACache *cache, const Rope *rope, int dim,
+                   int n, int pos0, int window, MlaMode mode, const float *x, float *out,
+                   AttnScratch *s);
+
+// First key position visible from pos: causal, and within the sliding window if any
+// (key k is visible iff pos - window < k <= pos, so exactly `window` keys).
+static inline int attn_first_key(int pos, int window) {
+    return (window > 0 && pos - window + 1 > 0) ? pos - window + 1 : 0;
+}
+
+#endif

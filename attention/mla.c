@@ -1,0 +1,148 @@
+// Multi-head latent attention (DeepSeek-V2/V3), with decoupled RoPE.
+//
+// Per token, one down-projection gives a small latent and one shared rope key:
+//   [c ; k_pe] = W_kv_a x,   c_hat = RMSNorm(c)            c_hat: dc,  k_pe: dr
+// and every head's key and value are up-projections of that same latent:
+//   k[h] = [ W_UK[h] c_hat ; rope(k_pe) ]     v[h] = W_UV[h] c_hat
+// The cache therefore holds only c_hat and rope(k_pe): dc + dr floats per token.
+//
+// Naive path (what transformers computes): decompress k[h], v[h] for every cached
+// token, then ordinary multi-head attention.
+//
+// Absorbed path (what DeepSeek decodes with): by associativity
+//   q_nope[h] . (W_UK[h] c_s)  =  (W_UK[h]^T q_nope[h]) . c_s  =  q_lat[h] . c_s
+//   sum_s p_s (W_UV[h] c_s)    =  W_UV[h] (sum_s p_s c_s)
+// so each head scores its latent-space query q_lat (dc) against the cached latents,
+// plus its rope part against the shared rope keys, sums latents with the softmax
+// weights, and only then applies W_UV. No per-head K or V ever exists. RoPE must stay
+// out of c (it is "decoupled" into k_pe): a position-dependent rotation between
+// q_nope and W_UK would block the re-association.
+#include <math.h>
+#include <omp.h>
+#include <string.h>
+
+#include "attention/attention.h"
+#include "model/kernels.h"
+
+static const float MLA_INNER_NORM_EPS = 1e-6f; // q_a / kv_a norms: fixed in transformers
+
+// Naive: materialise per-head keys and values of every cached token, then MHA.
+static void attend_naive(const MLAWeights *w, const MLACache *cache, int n, int pos0,
+                         int window, AttnScratch *s) {
+    const int H = w->n_heads, dc = w->kv_lora_rank, dn = w->qk_nope_head_dim,
+              dr = w->qk_rope_head_dim, dv = w->v_head_dim;
+    const int last = pos0 + n - 1, first_all = attn_first_key(pos0, window);
+    float *k_nope = s->k_decomp; // [H, context, dn]
+    float *v = s->v_decomp;      // [H, context, dv]
+
+    // decompress: k_nope[h][k] = W_UK[h] c_k,  v[h][k] = W_UV[h] c_k
+    #pragma omp parallel for collapse(2) schedule(static)
+    for (int h = 0; h < H; h++) {
+        for (int k = first_all; k <= last; k++) {
+            const float *c = cache->latent + (size_t)k * dc;
+            float *kh = k_nope + ((size_t)h * s->context + k) * dn;
+            float *vh = v + ((size_t)h * s->context + k) * dv;
+            for (int i = 0; i < dn; i++) kh[i] = dot(w->w_uk + ((size_t)h * dn + i) * dc, c, dc);
+            for (int i = 0; i < dv; i++) vh[i] = dot(w->w_uv + ((size_t)h * dv + i) * dc, c, dc);
+        }
+    }
+
+    // ordinary multi-head attention over [k_nope ; k_pe] and v
+    #pragma omp parallel for collapse(2) schedule(dynamic)
+    for (int t = 0; t < n; t++) {
+        for (int h = 0; h < H; h++) {
+            const int pos = pos0 + t, first = attn_first_key(pos, window);
+            const float *q_nope = s->q + ((size_t)t * H + h) * (dn + dr);
+            const float *q_pe = q_nope + dn;
+            float *att = s->att + (size_t)omp_get_thread_num() * s->context;
+            for (int k = first; k <= pos; k++) {
+                const float *kh = k_nope + ((size_t)h * s->context + k) * dn;
+                att[k - first] = (dot(q_nope, kh, dn) + dot(q_pe, cache->rope_key + (size_t)k * dr, dr)) *
+                                 w->softmax_scale;
+            }
+            softmax(att, pos - first + 1);
+            float *o_h = s->heads + ((size_t)t * H + h) * dv;
+            memset(o_h, 0, sizeof(float) * dv);
+            for (int k = first; k <= pos; k++)
+                axpy(o_h, att[k - first], v + ((size_t)h * s->context + k) * dv, dv);
+        }
+    }
+}
+
+// Absorbed: attend in latent space; W_UK goes into the query, W_UV after the sum.
+static void attend_absorbed(const MLAWeights *w, const MLACache *cache, int n, int pos0,
+                            int window, AttnScratch *s) {
+    const int H = w->n_heads, dc = w->kv_lora_rank, dn = w->qk_nope_head_dim,
+              dr = w->qk_rope_head_dim, dv = w->v_head_dim;
+
+    #pragma omp parallel for collapse(2) schedule(dynamic)
+    for (int t = 0; t < n; t++) {
+        for (int h = 0; h < H; h++) {
+            const int pos = pos0 + t, first = attn_first_key(pos, window);
+            const float *q_nope = s->q + ((size_t)t * H + h) * (dn + dr);
+            const float *q_pe = q_nope + dn;
+            const float *w_uk = w->w_uk + (size_t)h * dn * dc; // [dn, dc]
+            const float *w_uv = w->w_uv + (size_t)h * dv * dc; // [dv, dc]
+            const int thread = omp_get_thread_num();
+            float *att = s->att + (size_t)thread * s->context;
+            float *q_lat = s->latent_tmp + (size_t)thread * 2 * dc; // [dc]
+            float *o_lat = q_lat + dc;                              // [dc]
+
+            // q_lat = W_UK[h]^T q_nope
+            memset(q_lat, 0, sizeof(float) * dc);
+            for (int i = 0; i < dn; i++) axpy(q_lat, q_nope[i], w_uk + (size_t)i * dc, dc);
+
+            // score_k = scale * (q_lat . c_k + q_pe . k_pe_k)
+            for (int k = first; k <= pos; k++)
+                att[k - first] = (dot(q_lat, cache->latent + (size_t)k * dc, dc) +
+                                  dot(q_pe, cache->rope_key + (size_t)k * dr, dr)) * w->softmax_scale;
+            softmax(att, pos - first + 1);
+
+            // o_lat = sum_k p_k c_k;  o[h] = W_UV[h] o_lat
+            memset(o_lat, 0, sizeof(float) * dc);
+            for (int k = first; k <= pos; k++) axpy(o_lat, att[k - first], cache->latent + (size_t)k * dc, dc);
+            float *o_h = s->heads + ((size_t)t * H + h) * dv;
+            for (int i = 0; i < dv; i++) o_h[i] = dot(w_uv + (size_t)i * dc, o_lat, dc);
+        }
+    }
+}
+
+void mla_attention(const MLAWeights *w, const MLACache *cache, const Rope *rope, int dim,
+                   int n, int pos0, int window, MlaMode mode, const float *x, float *out,
+                   AttnScratch *s) {
+    const int H = w->n_heads, dq = w->q_lora_rank, dc = w->kv_lora_rank,
+              dn = w->qk_nope_head_dim, dr = w->qk_rope_head_dim, dv = w->v_head_dim;
+    const int q_dim = H * (dn + dr);
+
+    // --- query: q = W_q x, or q = W_q_b RMSNorm(W_q_a x) with a low-rank bottleneck
+    if (dq == 0) {
+        matmul(s->q, w->wq, x, w->bq, n, q_dim, dim);
+    } else {
+        matmul(s->q_a, w->wq_a, x, w->bq_a, n, dq, dim);
+        for (int t = 0; t < n; t++)
+            rmsnorm(s->q_a + (size_t)t * dq, s->q_a + (size_t)t * dq, w->q_a_norm, dq, MLA_INNER_NORM_EPS);
+        matmul(s->q, w->wq_b, s->q_a, NULL, n, q_dim, dq);
+    }
+
+    // --- latent and shared rope key: the only things cached
+    matmul(s->kv_a, w->wkv_a, x, w->bkv_a, n, dc + dr, dim);
+    for (int t = 0; t < n; t++) {
+        const int pos = pos0 + t;
+        const float *kv = s->kv_a + (size_t)t * (dc + dr);
+        float *c = cache->latent + (size_t)pos * dc;
+        float *k_pe = cache->rope_key + (size_t)pos * dr;
+        rmsnorm(c, kv, w->kv_a_norm, dc, MLA_INNER_NORM_EPS);
+        memcpy(k_pe, kv + dc, sizeof(float) * dr);
+
+        // decoupled RoPE: only the rope part of each query head and the one shared key
+        float cos_t[dr / 2 + 1], sin_t[dr / 2 + 1];
+        rope_angles(rope, pos, cos_t, sin_t);
+        rope_rotate(rope, k_pe, cos_t, sin_t);
+        for (int h = 0; h < H; h++) rope_rotate(rope, s->q + (size_t)t * q_dim + h * (dn + dr) + dn, cos_t, sin_t);
+    }
+
+    if (mode == MLA_NAIVE) attend_naive(w, cache, n, pos0, window, s);
+    else attend_absorbed(w, cache, n, pos0, window, s);
+
+    matmul(out, w->wo, s->heads, w->bo, n, dim, H * dv);
+}

@@ -1,0 +1,57 @@
+// The forward pass, top to bottom:
+//
+//   x = embed(token) * embed_scale
+//   for each layer:
+//       x += residual_scale * Attention(RMSNorm(x))     (the layer's kind decides which)
+//       x += residual_scale * W2 (silu(W1 n) * W3 n),   n = RMSNorm(x)
+//   logits = W_out (RMSNorm(x) * logit_scale)
+#include <string.h>
+
+#include "model/kernels.h"
+#include "model/model.h"
+
+float *forward(const Model *m, RunState *s, const int *tokens, int n, int pos0, int all_logits) {
+    const Config *c = &m->cfg;
+    const int D = c->dim, I = c->hidden_dim, V = c->vocab_size;
+
+    // --- embedding
+    for (int t = 0; t < n; t++) {
+        const float *row = m->tok_embeddings + (size_t)tokens[t] * D;
+        for (int i = 0; i < D; i++) s->x[(size_t)t * D + i] = row[i] * c->embed_scale;
+    }
+
+    for (int l = 0; l < c->n_layers; l++) {
+        const Layer *layer = &m->layers[l];
+
+        // --- attention block
+        for (int t = 0; t < n; t++)
+            rmsnorm(s->xb + (size_t)t * D, s->x + (size_t)t * D, layer->attn_norm, D, c->norm_eps);
+        if (layer->kind == ATTN_GQA)
+            gqa_attention(&layer->gqa, &s->cache[l].gqa, layer->rope, D, n, pos0, c->sliding_window,
+                          s->xb, s->xb2, &s->scratch);
+        else
+            mla_attention(&layer->mla, &s->cache[l].mla, layer->rope, D, n, pos0, c->sliding_window,
+                          s->mla_mode, s->xb, s->xb2, &s->scratch);
+        axpy(s->x, c->residual_scale, s->xb2, n * D);
+
+        // --- SwiGLU feed-forward block
+        for (int t = 0; t < n; t++)
+            rmsnorm(s->xb + (size_t)t * D, s->x + (size_t)t * D, layer->ffn_norm, D, c->norm_eps);
+        matmul(s->hb, layer->w1, s->xb, layer->b1, n, I, D);
+        matmul(s->hb2, layer->w3, s->xb, layer->b3, n, I, D);
+        swiglu(s->hb, s->hb2, n * I);
+        matmul(s->xb2, layer->w2, s->hb, layer->b2, n, D, I);
+        axpy(s->x, c->residual_scale, s->xb2, n * D);
+    }
+
+    // --- final norm and head: every position, or only the last one
+    const int first = all_logits ? 0 : n - 1, count = n - first;
+    for (int t = first; t < n; t++) {
+        float *xt = s->xb + (size_t)(t - first) * D;
+        rmsnorm(xt, s->x + (size_t)t * D, m->norm, D, c->norm_eps);
+        if (c->logit_scale != 1.0f)
+            for (int i = 0; i < D; i++) xt[i] *= c->logit_scale;
+    }
+    matmul(s->logits, m->output, s->xb, NULL, count, V, D);
+    return s->logits;
+}

@@ -1,0 +1,456 @@
+// Reads and validates a checkpoint (docs/FORMAT.md). Every size that comes from the
+// file is checked before it is used: counts, products (for overflow), offsets and
+// lengths against the file size, dtypes, and each tensor's shape against the config.
+#define _DEFAULT_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "model/model.h"
+
+#define HEADER_BYTES 256
+#define LAYER_BYTES 64
+#define ENTRY_BYTES 128
+#define FORMAT_VERSION 1
+#define MAX_SIZE (1u << 24) // no single dimension of a sane model is larger
+
+enum { DTYPE_F32 = 0, DTYPE_F16 = 1, DTYPE_BF16 = 2 };
+
+typedef struct {
+    char name[64];
+    uint32_t dtype, ndim;
+    uint64_t shape[4];
+    uint64_t offset, nbytes;
+    int used;
+} Entry;
+
+static int fail(char *err, size_t errlen, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(err, errlen, fmt, ap);
+    va_end(ap);
+    return -1;
+}
+
+static uint32_t rd_u32(const unsigned char *p) { uint32_t v; memcpy(&v, p, 4); return v; }
+static int32_t rd_i32(const unsigned char *p) { int32_t v; memcpy(&v, p, 4); return v; }
+static float rd_f32(const unsigned char *p) { float v; memcpy(&v, p, 4); return v; }
+static uint64_t rd_u64(const unsigned char *p) { uint64_t v; memcpy(&v, p, 8); return v; }
+
+// a * b without wrapping; 0 on overflow
+static int mul_ok(uint64_t a, uint64_t b, uint64_t *out) {
+    if (a != 0 && b > UINT64_MAX / a) return 0;
+    *out = a * b;
+    return 1;
+}
+
+static float half_to_float(uint16_t h) {
+    const uint32_t sign = (uint32_t)(h & 0x8000) << 16;
+    uint32_t exp = (h >> 10) & 0x1f, mant = h & 0x3ff, bits;
+    if (exp == 0) {
+        if (mant == 0) bits = sign;
+        else { // subnormal: renormalise
+            exp = 127 - 15 + 1;
+            while (!(mant & 0x400)) { mant <<= 1; exp--; }
+            bits = sign | (exp << 23) | ((mant & 0x3ff) << 13);
+        }
+    } else if (exp == 31) bits = sign | 0x7f800000 | (mant << 13);
+    else bits = sign | ((exp - 15 + 127) << 23) | (mant << 13);
+    float f;
+    memcpy(&f, &bits, 4);
+    return f;
+}
+
+static float bf16_to_float(uint16_t b) {
+    const uint32_t bits = (uint32_t)b << 16;
+    float f;
+    memcpy(&f, &bits, 4);
+    return f;
+}
+
+// --- header and layer descriptors ---------------------------------------------------
+
+static int finite_pos(float v) { return isfinite(v) && v > 0.0f; }
+
+static int parse_header(Config *c, const unsigned char *h, size_t nbytes, uint32_t *n_tensors,
+                        uint64_t *tok_off, uint64_t *tok_bytes, char *err, size_t errlen) {
+    if (nbytes < HEADER_BYTES) return fail(err, errlen, "file too short for a header (%zu bytes)", nbytes);
+    if (memcmp(h, "MIXATTN\0", 8) != 0) return fail(err, errlen, "bad magic: not a mixattn checkpoint");
+    if (rd_u32(h + 8) != FORMAT_VERSION)
+        return fail(err, errlen, "unsupported format version %u (this build reads %d)", rd_u32(h + 8), FORMAT_VERSION);
+    if (rd_u32(h + 12) != HEADER_BYTES) return fail(err, errlen, "bad header size %u", rd_u32(h + 12));
+    const uint32_t dim = rd_u32(h + 16), n_layers = rd_u32(h + 20), vocab = rd_u32(h + 24),
+                   max_seq = rd_u32(h + 28), hidden = rd_u32(h + 32), act = rd_u32(h + 36),
+                   flags = rd_u32(h + 40);
+    if (dim == 0 || dim > MAX_SIZE) return fail(err, errlen, "bad dim %u", dim);
+    if (n_layers == 0 || n_layers > 65536) return fail(err, errlen, "bad n_layers %u", n_layers);
+    if (vocab == 0 || vocab > MAX_SIZE) return fail(err, errlen, "bad vocab_size %u", vocab);
+    if (max_seq == 0 || max_seq > MAX_SIZE) return fail(err, errlen, "bad max_seq_len %u", max_seq);
+    if (hidden == 0 || hidden > MAX_SIZE) return fail(err, errlen, "bad hidden_dim %u", hidden);
+    if (act != 0) return fail(err, errlen, "unknown activation %u (only 0 = SiLU)", act);
+    if (flags & ~3u) return fail(err, errlen, "unknown header flags 0x%x", flags);
+    c->dim = (int)dim; c->n_layers = (int)n_layers; c->vocab_size = (int)vocab;
+    c->max_seq_len = (int)max_seq; c->hidden_dim = (int)hidden;
+    c->tied_embeddings = flags & 1; c->mlp_bias = (flags >> 1) & 1;
+    c->bos_id = rd_i32(h + 44); c->eos_id = rd_i32(h + 48);
+    if (c->bos_id < -1 || c->bos_id >= (int)vocab) return fail(err, errlen, "bos_id %d out of range", c->bos_id);
+    if (c->eos_id < -1 || c->eos_id >= (int)vocab) return fail(err, errlen, "eos_id %d out of range", c->eos_id);
+    c->norm_eps = rd_f32(h + 52);
+    if (!finite_pos(c->norm_eps)) return fail(err, errlen, "bad norm_eps");
+    RopeConfig *r = &c->rope;
+    r->theta = rd_f32(h + 56);
+    r->pairing = (int)rd_u32(h + 60);
+    r->scaling = (int)rd_u32(h + 64);
+    r->factor = rd_f32(h + 68);
+    r->low_freq_factor = rd_f32(h + 72);
+    r->high_freq_factor = rd_f32(h + 76);
+    const uint32_t orig = rd_u32(h + 80);
+    r->beta_fast = rd_f32(h + 84);
+    r->beta_slow = rd_f32(h + 88);
+    r->mscale = rd_f32(h + 92);
+    r->mscale_all_dim = rd_f32(h + 96);
+    r->attention_factor = rd_f32(h + 100);
+    if (!finite_pos(r->theta) || r->theta == 1.0f) return fail(err, errlen, "bad rope_theta");
+    if (rd_u32(h + 60) > 1) return fail(err, errlen, "unknown rope pairing %u", rd_u32(h + 60));
+    if (rd_u32(h + 64) > 3) return fail(err, errlen, "unknown rope scaling type %u", rd_u32(h + 64));
+    if (orig > MAX_SIZE) return fail(err, errlen, "bad rope original_max_pos %u", orig);
+    r->original_max_pos = (int)orig;
+    if (r->scaling != ROPE_SCALING_NONE && !finite_pos(r->factor)) return fail(err, errlen, "bad rope factor");
+    if (r->scaling == ROPE_SCALING_LLAMA3 &&
+        (orig == 0 || !finite_pos(r->low_freq_factor) || !finite_pos(r->high_freq_factor) ||
+         r->high_freq_factor <= r->low_freq_factor))
+        return fail(err, errlen, "bad llama3 rope parameters");
+    if (r->scaling == ROPE_SCALING_YARN &&
+        (orig == 0 || !finite_pos(r->beta_fast) || !finite_pos(r->beta_slow) || !isfinite(r->mscale) ||
+         !isfinite(r->mscale_all_dim) || !isfinite(r->attention_factor) || r->attention_factor < 0))
+        return fail(err, errlen, "bad yarn rope parameters");
+    const uint32_t window = rd_u32(h + 104);
+    if (window > MAX_SIZE) return fail(err, errlen, "bad sliding_window %u", window);
+    c->sliding_window = (int)window;
+    c->embed_scale = rd_f32(h + 108);
+    c->residual_scale = rd_f32(h + 112);
+    c->logit_scale = rd_f32(h + 116);
+    if (!isfinite(c->embed_scale) || !isfinite(c->residual_scale) || !isfinite(c->logit_scale))
+        return fail(err, errlen, "bad embed/residual/logit scale");
+    *n_tensors = rd_u32(h + 120);
+    *tok_off = rd_u64(h + 128);
+    *tok_bytes = rd_u64(h + 136);
+    return 0;
+}
+
+static int size_ok(uint32_t v) { return v >= 1 && v <= 65536; }
+
+static int parse_layer(Layer *l, int n, const unsigned char *p, char *err, size_t errlen) {
+    const uint32_t kind = rd_u32(p), H = rd_u32(p + 4), Hkv = rd_u32(p + 8), d = rd_u32(p + 12),
+                   rope_dim = rd_u32(p + 16), bias = rd_u32(p + 20), dq = rd_u32(p + 24),
+                   dc = rd_u32(p + 28), dn = rd_u32(p + 32), dr = rd_u32(p + 36), dv = rd_u32(p + 40);
+    memset(l, 0, sizeof(*l));
+    if (!size_ok(H)) return fail(err, errlen, "layer %d: bad n_heads %u", n, H);
+    if (bias & ~0xfu) return fail(err, errlen, "layer %d: unknown bias flags 0x%x", n, bias);
+    if (kind == ATTN_GQA) {
+        if (!size_ok(Hkv) || H % Hkv != 0)
+            return fail(err, errlen, "layer %d: n_kv_heads %u does not divide n_heads %u", n, Hkv, H);
+        if (!size_ok(d)) return fail(err, errlen, "layer %d: bad head_dim %u", n, d);
+        if (rope_dim > d || rope_dim % 2) return fail(err, errlen, "layer %d: bad rope_dim %u", n, rope_dim);
+        l->kind = ATTN_GQA;
+        l->gqa.n_heads = (int)H; l->gqa.n_kv_heads = (int)Hkv; l->gqa.head_dim = (int)d;
+    } else if (kind == ATTN_MLA) {
+        if (dq > 65536) return fail(err, errlen, "layer %d: bad q_lora_rank %u", n, dq);
+        if (!size_ok(dc)) return fail(err, errlen, "layer %d: bad kv_lora_rank %u", n, dc);
+        if (!size_ok(dn)) return fail(err, errlen, "layer %d: bad qk_nope_head_dim %u", n, dn);
+        if (!size_ok(dr) || dr % 2) return fail(err, errlen, "layer %d: bad qk_rope_head_dim %u", n, dr);
+        if (!size_ok(dv)) return fail(err, errlen, "layer %d: bad v_head_dim %u", n, dv);
+        if (rope_dim != dr) return fail(err, errlen, "layer %d: rope_dim %u != qk_rope_head_dim %u", n, rope_dim, dr);
+        if (bias & 4u) return fail(err, errlen, "layer %d: MLA has no v bias", n);
+        l->kind = ATTN_MLA;
+        l->mla.n_heads = (int)H; l->mla.q_lora_rank = (int)dq; l->mla.kv_lora_rank = (int)dc;
+        l->mla.qk_nope_head_dim = (int)dn; l->mla.qk_rope_head_dim = (int)dr; l->mla.v_head_dim = (int)dv;
+    } else {
+        return fail(err, errlen, "layer %d: unknown attention kind %u", n, kind);
+    }
+    l->rope_dim = (int)rope_dim;
+    return (int)bias;
+}
+
+// --- tensors --------------------------------------------------------------------------
+
+typedef struct {
+    const unsigned char *base;
+    size_t nbytes;
+    Entry *entries;
+    uint32_t n_entries;
+    Model *m;
+    char *err;
+    size_t errlen;
+} Ctx;
+
+// Finds `name` with exactly the given shape, converts it to f32 if needed, returns
+// its data. NULL (with err set) if it is missing, duplicated or misshapen.
+static const float *take(Ctx *c, const char *name, int ndim, uint64_t d0, uint64_t d1, uint64_t d2) {
+    const uint64_t want[3] = {d0, d1, d2};
+    Entry *found = NULL;
+    for (uint32_t i = 0; i < c->n_entries; i++) {
+        if (strcmp(c->entries[i].name, name) != 0) continue;
+        if (found) { fail(c->err, c->errlen, "duplicate tensor %s", name); return NULL; }
+        found = &c->entries[i];
+    }
+    if (!found) { fail(c->err, c->errlen, "missing tensor %s", name); return NULL; }
+    int ok = (int)found->ndim == ndim;
+    for (int k = 0; ok && k < ndim; k++) ok = found->shape[k] == want[k];
+    if (!ok) {
+        char got[96] = "", exp[96] = "";
+        for (uint32_t k = 0; k < found->ndim; k++)
+            snprintf(got + strlen(got), sizeof(got) - strlen(got), "%s%llu", k ? "," : "", (unsigned long long)found->shape[k]);
+        for (int k = 0; k < ndim; k++)
+            snprintf(exp + strlen(exp), sizeof(exp) - strlen(exp), "%s%llu", k ? "," : "", (unsigned long long)want[k]);
+        fail(c->err, c->errlen, "tensor %s has shape [%s], expected [%s]", name, got, exp);
+        return NULL;
+    }
+    found->used = 1;
+    const unsigned char *src = c->base + found->offset;
+    if (found->dtype == DTYPE_F32) return (const float *)src;
+    const uint64_t count = found->nbytes / 2;
+    float *dst = malloc(sizeof(float) * count);
+    float **owned = realloc(c->m->owned, sizeof(float *) * (size_t)(c->m->n_owned + 1));
+    if (!dst || !owned) {
+        free(dst);
+        if (owned) c->m->owned = owned;
+        fail(c->err, c->errlen, "out of memory converting tensor %s", name);
+        return NULL;
+    }
+    c->m->owned = owned;
+    c->m->owned[c->m->n_owned++] = dst;
+    for (uint64_t i = 0; i < count; i++) {
+        uint16_t v;
+        memcpy(&v, src + 2 * i, 2);
+        dst[i] = found->dtype == DTYPE_F16 ? half_to_float(v) : bf16_to_float(v);
+    }
+    return dst;
+}
+
+static const float *take_opt(Ctx *c, int present, const char *name, uint64_t d0, int *bad) {
+    if (!present) return NULL;
+    const float *p = take(c, name, 1, d0, 0, 0);
+    if (!p) *bad = 1;
+    return p;
+}
+
+#define TAKE(dst, ...) do { if (!((dst) = take(&ctx, __VA_ARGS__))) return -1; } while (0)
+
+static int bind_layer(Ctx *c, Layer *l, int n, int bias, const Config *cfg) {
+    Ctx ctx = *c;
+    char nm[64];
+    const uint64_t D = (uint64_t)cfg->dim, I = (uint64_t)cfg->hidden_dim;
+    int bad = 0;
+#define NAME(s) (snprintf(nm, sizeof nm, "layers.%d.%s", n, s), nm)
+    TAKE(l->attn_norm, NAME("attn_norm"), 1, D, 0, 0);
+    TAKE(l->ffn_norm, NAME("ffn_norm"), 1, D, 0, 0);
+    TAKE(l->w1, NAME("w1"), 2, I, D, 0);
+    TAKE(l->w3, NAME("w3"), 2, I, D, 0);
+    TAKE(l->w2, NAME("w2"), 2, D, I, 0);
+    l->b1 = take_opt(&ctx, cfg->mlp_bias, NAME("b1"), I, &bad);
+    l->b3 = take_opt(&ctx, cfg->mlp_bias, NAME("b3"), I, &bad);
+    l->b2 = take_opt(&ctx, cfg->mlp_bias, NAME("b2"), D, &bad);
+    if (l->kind == ATTN_GQA) {
+        GQAWeights *g = &l->gqa;
+        const uint64_t q = (uint64_t)g->n_heads * g->head_dim, kv = (uint64_t)g->n_kv_heads * g->head_dim;
+        if (q > MAX_SIZE) return fail(c->err, c->errlen, "layer %d: n_heads*head_dim too large", n);
+        TAKE(g->wq, NAME("wq"), 2, q, D, 0);
+        TAKE(g->wk, NAME("wk"), 2, kv, D, 0);
+        TAKE(g->wv, NAME("wv"), 2, kv, D, 0);
+        TAKE(g->wo, NAME("wo"), 2, D, q, 0);
+        g->bq = take_opt(&ctx, bias & 1, NAME("bq"), q, &bad);
+        g->bk = take_opt(&ctx, bias & 2, NAME("bk"), kv, &bad);
+        g->bv = take_opt(&ctx, bias & 4, NAME("bv"), kv, &bad);
+        g->bo = take_opt(&ctx, bias & 8, NAME("bo"), D, &bad);
+    } else {
+        MLAWeights *a = &l->mla;
+        const uint64_t H = (uint64_t)a->n_heads, dq = (uint64_t)a->q_lora_rank, dc = (uint64_t)a->kv_lora_rank,
+                       dn = (uint64_t)a->qk_nope_head_dim, dr = (uint64_t)a->qk_rope_head_dim,
+                       dv = (uint64_t)a->v_head_dim;
+        if (H * (dn + dr) > MAX_SIZE || H * dv > MAX_SIZE)
+            return fail(c->err, c->errlen, "layer %d: MLA head sizes too large", n);
+        if (dq == 0) {
+            TAKE(a->wq, NAME("wq"), 2, H * (dn + dr), D, 0);
+            a->bq = take_opt(&ctx, bias & 1, NAME("bq"), H * (dn + dr), &bad);
+        } else {
+            TAKE(a->wq_a, NAME("wq_a"), 2, dq, D, 0);
+            a->bq_a = take_opt(&ctx, bias & 1, NAME("bq_a"), dq, &bad);
+            TAKE(a->q_a_norm, NAME("q_a_norm"), 1, dq, 0, 0);
+            TAKE(a->wq_b, NAME("wq_b"), 2, H * (dn + dr), dq, 0);
+        }
+        TAKE(a->wkv_a, NAME("wkv_a"), 2, dc + dr, D, 0);
+        a->bkv_a = take_opt(&ctx, bias & 2, NAME("bkv_a"), dc + dr, &bad);
+        TAKE(a->kv_a_norm, NAME("kv_a_norm"), 1, dc, 0, 0);
+        TAKE(a->w_uk, NAME("w_uk"), 3, H, dn, dc);
+        TAKE(a->w_uv, NAME("w_uv"), 3, H, dv, dc);
+        TAKE(a->wo, NAME("wo"), 2, D, H * dv, 0);
+        a->bo = take_opt(&ctx, bias & 8, NAME("bo"), D, &bad);
+        // softmax scale: (dn+dr)^-0.5, times mscale^2 when the rope is scaled and
+        // mscale_all_dim is set (transformers' DeepSeek attention)
+        a->softmax_scale = 1.0f / sqrtf((float)(dn + dr));
+        if (cfg->rope.scaling != ROPE_SCALING_NONE && cfg->rope.mscale_all_dim != 0.0f) {
+            const float m = yarn_get_mscale(cfg->rope.factor, cfg->rope.mscale_all_dim);
+            a->softmax_scale *= m * m;
+        }
+    }
+#undef NAME
+    return bad ? -1 : 0;
+}
+
+int model_load_buffer(Model *m, const void *data, size_t nbytes, char *err, size_t errlen) {
+    const unsigned char *base = data;
+    memset(m, 0, sizeof(*m));
+    uint32_t n_tensors = 0;
+    uint64_t tok_off = 0, tok_bytes = 0;
+    if (parse_header(&m->cfg, base, nbytes, &n_tensors, &tok_off, &tok_bytes, err, errlen)) return -1;
+    Config *cfg = &m->cfg;
+
+    // layer descriptors and directory must lie inside the file
+    uint64_t dir_off = HEADER_BYTES + (uint64_t)LAYER_BYTES * cfg->n_layers, dir_bytes;
+    if (dir_off > nbytes) return fail(err, errlen, "file truncated: layer descriptors run past the end");
+    if (n_tensors == 0 || !mul_ok(n_tensors, ENTRY_BYTES, &dir_bytes) || dir_off + dir_bytes > nbytes)
+        return fail(err, errlen, "tensor directory (%u entries) runs past the end of the file", n_tensors);
+    if (tok_bytes > 0 && (tok_off > nbytes || tok_bytes > nbytes - tok_off))
+        return fail(err, errlen, "tokenizer blob runs past the end of the file");
+    m->tokenizer = tok_bytes ? base + tok_off : NULL;
+    m->tokenizer_bytes = (size_t)tok_bytes;
+
+    m->layers = calloc((size_t)cfg->n_layers, sizeof(Layer));
+    Entry *entries = calloc(n_tensors, sizeof(Entry));
+    int *bias = calloc((size_t)cfg->n_layers, sizeof(int));
+    if (!m->layers || !entries || !bias) {
+        free(entries); free(bias); model_free(m);
+        return fail(err, errlen, "out of memory reading the tensor directory");
+    }
+    int rc = -1;
+    for (int n = 0; n < cfg->n_layers; n++) {
+        bias[n] = parse_layer(&m->layers[n], n, base + HEADER_BYTES + (size_t)n * LAYER_BYTES, err, errlen);
+        if (bias[n] < 0) goto done;
+    }
+
+    // directory entries: every field checked on its own first
+    static const uint64_t dtype_size[] = {4, 2, 2};
+    for (uint32_t i = 0; i < n_tensors; i++) {
+        const unsigned char *p = base + dir_off + (uint64_t)i * ENTRY_BYTES;
+        Entry *e = &entries[i];
+        memcpy(e->name, p, 64);
+        if (!memchr(e->name, 0, 64)) { fail(err, errlen, "tensor %u: name is not NUL-terminated", i); goto done; }
+        e->dtype = rd_u32(p + 64);
+        e->ndim = rd_u32(p + 68);
+        for (int k = 0; k < 4; k++) e->shape[k] = rd_u64(p + 72 + 8 * k);
+        e->offset = rd_u64(p + 104);
+        e->nbytes = rd_u64(p + 112);
+        if (e->dtype > DTYPE_BF16) {
+            fail(err, errlen, "tensor %s: %s dtype %u", e->name, e->dtype == 3 ? "unsupported (q8_0 is reserved)" : "unknown", e->dtype);
+            goto done;
+        }
+        if (e->ndim < 1 || e->ndim > 4) { fail(err, errlen, "tensor %s: bad ndim %u", e->name, e->ndim); goto done; }
+        uint64_t count = 1;
+        for (uint32_t k = 0; k < e->ndim; k++)
+            if (e->shape[k] == 0 || !mul_ok(count, e->shape[k], &count)) {
+                fail(err, errlen, "tensor %s: bad shape", e->name);
+                goto done;
+            }
+        uint64_t want;
+        if (!mul_ok(count, dtype_size[e->dtype], &want) || want != e->nbytes) {
+            fail(err, errlen, "tensor %s: nbytes %llu does not match its shape", e->name, (unsigned long long)e->nbytes);
+            goto done;
+        }
+        if (e->offset % 64 != 0) { fail(err, errlen, "tensor %s: offset not 64-byte aligned", e->name); goto done; }
+        if (e->offset > nbytes || e->nbytes > nbytes - e->offset) {
+            fail(err, errlen, "tensor %s: data runs past the end of the file (truncated?)", e->name);
+            goto done;
+        }
+    }
+
+    // bind the expected tensors (each exactly once, with its shape), then make sure
+    // nothing else is in the file
+    Ctx ctx = {base, nbytes, entries, n_tensors, m, err, errlen};
+    const uint64_t V = (uint64_t)cfg->vocab_size, D = (uint64_t)cfg->dim;
+    if (!(m->tok_embeddings = take(&ctx, "tok_embeddings", 2, V, D, 0))) goto done;
+    if (!(m->norm = take(&ctx, "norm", 1, D, 0, 0))) goto done;
+    if (cfg->tied_embeddings) m->output = m->tok_embeddings;
+    else if (!(m->output = take(&ctx, "output", 2, V, D, 0))) goto done;
+    for (int n = 0; n < cfg->n_layers; n++)
+        if (bind_layer(&ctx, &m->layers[n], n, bias[n], cfg)) goto done;
+    for (uint32_t i = 0; i < n_tensors; i++) {
+        if (!entries[i].used) { fail(err, errlen, "unexpected tensor %s", entries[i].name); goto done; }
+        m->n_params += entries[i].nbytes / dtype_size[entries[i].dtype];
+    }
+    for (int n = 0; n < cfg->n_layers; n++) {
+        if (!(m->layers[n].rope = rope_create(&cfg->rope, m->layers[n].rope_dim))) {
+            fail(err, errlen, "out of memory building RoPE tables");
+            goto done;
+        }
+    }
+    rc = 0;
+done:
+    free(entries);
+    free(bias);
+    if (rc) model_free(m);
+    return rc;
+}
+
+int model_load(Model *m, const char *path, char *err, size_t errlen) {
+    memset(m, 0, sizeof(*m));
+    int fd = open(path, O_RDONLY);
+    if (fd < 0) return fail(err, errlen, "cannot open %s: %s", path, strerror(errno));
+    struct stat st;
+    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+        close(fd);
+        return fail(err, errlen, "%s is not a regular file", path);
+    }
+    const size_t nbytes = (size_t)st.st_size;
+    if (nbytes < HEADER_BYTES) {
+        close(fd);
+        return fail(err, errlen, "%s: file too short for a header (%zu bytes)", path, nbytes);
+    }
+    void *map = mmap(NULL, nbytes, PROT_READ, MAP_PRIVATE, fd, 0);
+    close(fd);
+    if (map == MAP_FAILED) return fail(err, errlen, "cannot map %s: %s", path, strerror(errno));
+    char inner[512];
+    if (model_load_buffer(m, map, nbytes, inner, sizeof inner) != 0) {
+        munmap(map, nbytes);
+        return fail(err, errlen, "%s: %s", path, inner);
+    }
+    m->map = map;
+    m->map_bytes = nbytes;
+    return 0;
+}
+
+void model_free(Model *m) {
+    if (m->layers)
+        for (int n = 0; n < m->cfg.n_layers; n++) free(m->layers[n].rope);
+    free(m->layers);
+    for (int i = 0; i < m->n_owned; i++) free(m->owned[i]);
+    free(m->owned);
+    if (m->map) munmap(m->map, m->map_bytes);
+    memset(m, 0, sizeof(*m));
+}
+
+const char *layer_kind_name(const Layer *l) {
+    if (l->kind == ATTN_MLA) return "mla";
+    if (l->gqa.n_kv_heads == l->gqa.n_heads) return "mha";
+    if (l->gqa.n_kv_heads == 1) return "mqa";
+    return "gqa";
+}
+
+size_t layer_kv_floats_per_token(const Layer *l) {
+    if (l->kind == ATTN_MLA) return (size_t)l->mla.kv_lora_rank + (size_t)l->mla.qk_rope_head_dim;
+    return 2 * (size_t)l->gqa.n_kv_heads * (size_t)l->gqa.head_dim;
+}
+
+size_t model_kv_bytes_per_token(const Model *m) {
+    size_t total = 0;
+    for (int n = 0; n < m->cfg.n_layers; n++) total += layer_kv_floats_per_token(&m->layers[n]) * sizeof(float);
+    return total;
+}

@@ -1,0 +1,100 @@
+// The model: hyperparameters, per-layer weights, and the run state (activations and
+// KV cache) that one forward pass reads and writes.
+#ifndef MIXATTN_MODEL_H
+#define MIXATTN_MODEL_H
+
+#include <stddef.h>
+
+#include "attention/attention.h"
+
+// --- configuration (from the file header, docs/FORMAT.md) -------------------------
+
+typedef struct {
+    int dim;             // D, model width
+    int n_layers;        // L
+    int vocab_size;      // V
+    int max_seq_len;     // context the model was built for
+    int hidden_dim;      // I, SwiGLU width
+    int tied_embeddings; // output head = tok_embeddings
+    int mlp_bias;        // FFN has biases
+    int bos_id, eos_id;  // -1 if none
+    float norm_eps;      // input, post-attention and final RMSNorm epsilon
+    RopeConfig rope;
+    int sliding_window;  // 0 = none; else each query sees the last W keys
+    float embed_scale, residual_scale, logit_scale; // 1 for every family loaded today
+} Config;
+
+// One decoder layer: its attention kind and sizes, and pointers to its weights.
+typedef struct {
+    AttnKind kind;
+    int rope_dim;              // rotary width of this layer
+    Rope *rope;                // inv_freq table for rope_dim
+    GQAWeights gqa;            // kind == ATTN_GQA
+    MLAWeights mla;            // kind == ATTN_MLA
+    const float *attn_norm;    // [D]
+    const float *ffn_norm;     // [D]
+    const float *w1, *w3;      // [I, D] gate, up
+    const float *w2;           // [D, I] down
+    const float *b1, *b3, *b2; // [I], [I], [D] or NULL
+} Layer;
+
+typedef struct {
+    Config cfg;
+    Layer *layers;                  // [L]
+    const float *tok_embeddings;    // [V, D]
+    const float *norm;              // [D]
+    const float *output;            // [V, D] (= tok_embeddings when tied)
+    const unsigned char *tokenizer; // SentencePiece model bytes embedded in the file
+    size_t tokenizer_bytes;         // 0 if none
+    size_t n_params;                // weights counted once (tied head not twice)
+    // storage
+    void *map;             // the mmapped file (NULL when loaded from a caller's buffer)
+    size_t map_bytes;
+    float **owned;         // f16/bf16 tensors converted to f32 at load
+    int n_owned;
+} Model;
+
+// Load and validate a checkpoint. On failure return -1 with one line in err.
+int model_load(Model *m, const char *path, char *err, size_t errlen);
+// The same from bytes in memory (the caller keeps them alive as long as the model).
+int model_load_buffer(Model *m, const void *data, size_t nbytes, char *err, size_t errlen);
+void model_free(Model *m);
+
+// "mha", "gqa", "mqa" or "mla"
+const char *layer_kind_name(const Layer *layer);
+// KV-cache floats one token costs in this layer: 2*Hkv*d (GQA family) or dc+dr (MLA)
+size_t layer_kv_floats_per_token(const Layer *layer);
+size_t model_kv_bytes_per_token(const Model *m);
+
+// --- run state ---------------------------------------------------------------------
+
+typedef struct {
+    GQACache gqa;
+    MLACache mla;
+} LayerCache;
+
+typedef struct {
+    int context;     // KV-cache length in tokens
+    int max_tokens;  // largest chunk forward() takes at once
+    MlaMode mla_mode;
+    float *x;        // [max_tokens, D] residual stream
+    float *xb;       // [max_tokens, D] normalised input of a branch
+    float *xb2;      // [max_tokens, D] branch output
+    float *hb, *hb2; // [max_tokens, I] FFN gate and up
+    float *logits;   // [max_tokens, V]
+    AttnScratch scratch;
+    LayerCache *cache;  // [L], slices of kv_memory
+    float *kv_memory;   // one allocation for every layer's cache
+    size_t kv_bytes;    // its size: context * model_kv_bytes_per_token
+} RunState;
+
+int state_create(RunState *s, const Model *m, int context, int max_tokens, MlaMode mode,
+                 char *err, size_t errlen);
+void state_free(RunState *s);
+
+// Runs tokens[0..n) at positions pos0.. (n <= max_tokens, pos0 + n <= context),
+// appending to the KV cache. Returns the logits: [n, V] if all_logits, else the
+// last token's [V].
+float *forward(const Model *m, RunState *s, const int *tokens, int n, int pos0, int all_logits);
+
+#endif
