@@ -1,0 +1,630 @@
+#!/usr/bin/env python3
+"""Convert a Hugging Face checkpoint folder into a mixattn .bin (docs/FORMAT.md).
+
+    python3 scripts/convert_hf.py HF_DIR OUT.bin [--dtype f32|f16|bf16]
+
+Supported: LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM (GQA-family
+layers: MHA, GQA or MQA) and dense DeepseekV2ForCausalLM / DeepseekV3ForCausalLM
+(MLA layers). See docs/CONVERT.md for the mapping, the RoPE layout choice and
+what is refused.
+
+numpy and the standard library only. Every failure prints one line
+`convert_hf: error: ...` and exits 1 without creating OUT (the file is written
+by mixformat.write_model, atomically).
+"""
+import argparse
+import json
+import math
+import os
+import re
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import numpy as np  # noqa: E402
+
+import mixformat  # noqa: E402
+import safetensors_np as st  # noqa: E402
+
+PROG = "convert_hf"
+
+ARCHITECTURES = {
+    "LlamaForCausalLM": "llama",
+    "MistralForCausalLM": "mistral",
+    "Qwen2ForCausalLM": "qwen2",
+    "DeepseekV2ForCausalLM": "deepseek_v2",
+    "DeepseekV3ForCausalLM": "deepseek_v3",
+}
+MODEL_TYPES = {v: v for v in ARCHITECTURES.values()}
+GQA_FAMILIES = ("llama", "mistral", "qwen2")
+MLA_FAMILIES = ("deepseek_v2", "deepseek_v3")
+
+# transformers config-class defaults for the ids (used only when the key is absent)
+DEFAULT_IDS = {"llama": (1, 2), "mistral": (1, 2), "qwen2": (None, None),
+               "deepseek_v2": (1, 2), "deepseek_v3": (0, 1)}
+DEFAULT_MAX_POS = 2048
+U32_MAX = 2 ** 32 - 1
+
+
+class ConvertError(Exception):
+    pass
+
+
+# --------------------------------------------------------------------------- config access
+
+_MISSING = object()
+
+
+def _is_int(v):
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def cfg_int(cfg, key, default=_MISSING, minimum=1, none_ok=False):
+    """An integer config value; absent -> default (error if none); null -> None if none_ok."""
+    if key not in cfg:
+        if default is _MISSING:
+            raise ConvertError("config.json lacks %s" % key)
+        return default
+    v = cfg[key]
+    if v is None:
+        if none_ok:
+            return None
+        if default is not _MISSING:
+            return default
+        raise ConvertError("config.json: %s is null" % key)
+    if isinstance(v, float) and v.is_integer():
+        v = int(v)
+    if not _is_int(v) or v < minimum or v > U32_MAX:
+        raise ConvertError("config.json: %s must be an integer >= %d, got %r" % (key, minimum, v))
+    return v
+
+
+def num(v, what, positive=False, default=None):
+    """A finite float from a config value; None -> default."""
+    if v is None:
+        if default is None:
+            raise ConvertError("%s is missing or null" % what)
+        return float(default)
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+        raise ConvertError("%s must be a number, got %r" % (what, v))
+    if positive and v <= 0:
+        raise ConvertError("%s must be positive, got %r" % (what, v))
+    return float(v)
+
+
+def cfg_bool(cfg, key, default=False):
+    v = cfg.get(key, default)
+    if v is None:
+        return default
+    if not isinstance(v, bool):
+        raise ConvertError("config.json: %s must be true or false, got %r" % (key, v))
+    return v
+
+
+def token_id(cfg, key, default):
+    v = cfg.get(key, default)
+    if isinstance(v, list):
+        v = v[0] if v else None
+    if v is None:
+        return -1
+    if not _is_int(v) or v < 0 or v >= 2 ** 31:
+        raise ConvertError("config.json: %s must be a token id, got %r" % (key, v))
+    return v
+
+
+def load_config(hf_dir):
+    if not os.path.isdir(hf_dir):
+        raise ConvertError("%s is not a directory" % hf_dir)
+    path = os.path.join(hf_dir, "config.json")
+    if not os.path.isfile(path):
+        raise ConvertError("no config.json in %s" % hf_dir)
+    try:
+        with open(path, "rb") as f:
+            cfg = json.loads(f.read().decode("utf-8"))
+    except OSError as e:
+        raise ConvertError("cannot read %s: %s" % (path, e.strerror or e))
+    except (UnicodeDecodeError, ValueError) as e:
+        raise ConvertError("%s is not valid JSON: %s" % (path, e))
+    if not isinstance(cfg, dict):
+        raise ConvertError("%s is not a JSON object" % path)
+    return cfg
+
+
+def family_of(cfg):
+    archs = cfg.get("architectures")
+    if isinstance(archs, list) and archs:
+        a = archs[0]
+        if a not in ARCHITECTURES:
+            raise ConvertError("unsupported architecture %r (supported: %s)"
+                               % (a, ", ".join(ARCHITECTURES)))
+        return ARCHITECTURES[a]
+    mt = cfg.get("model_type")
+    if mt is None:
+        raise ConvertError("config.json names no architecture (neither 'architectures' nor 'model_type')")
+    if mt not in MODEL_TYPES:
+        raise ConvertError("unsupported model_type %r (supported: %s)" % (mt, ", ".join(MODEL_TYPES)))
+    return MODEL_TYPES[mt]
+
+
+# --------------------------------------------------------------------------- RoPE
+
+def rope_settings(cfg, max_pos):
+    """-> (theta, rope_scaling dict for mixformat, params dict).
+
+    Old form: top-level rope_theta, rope_scaling {"type"|"rope_type", ...}.
+    transformers-5 form: rope_parameters {"rope_theta", "rope_type", ...}.
+    As in transformers 5, a non-empty legacy rope_scaling wins over rope_parameters."""
+    for key in ("rope_scaling", "rope_parameters"):
+        if cfg.get(key) is not None and not isinstance(cfg[key], dict):
+            raise ConvertError("config.json: %s must be an object or null" % key)
+    p = cfg.get("rope_scaling") or cfg.get("rope_parameters") or {}
+    if p and all(isinstance(v, dict) for v in p.values()):
+        raise ConvertError("per-layer-type rope parameters (%s) are not supported"
+                           % ", ".join(sorted(p)))
+    theta = num(p.get("rope_theta", cfg.get("rope_theta")), "rope_theta", positive=True,
+                default=10000.0)
+    rtype = p.get("rope_type", p.get("type")) or "default"
+    where = "rope %s" % rtype
+    if rtype in ("default", "none"):
+        return theta, None, p
+    if rtype == "linear":
+        return theta, dict(type="linear", factor=num(p.get("factor"), where + " factor",
+                                                     positive=True)), p
+    if rtype == "llama3":
+        orig = p.get("original_max_position_embeddings")
+        if not _is_int(orig) or orig <= 0:
+            raise ConvertError("rope llama3 needs original_max_position_embeddings, got %r" % (orig,))
+        lo = num(p.get("low_freq_factor"), where + " low_freq_factor", positive=True)
+        hi = num(p.get("high_freq_factor"), where + " high_freq_factor", positive=True)
+        if lo == hi:
+            raise ConvertError("rope llama3: low_freq_factor equals high_freq_factor (%g)" % lo)
+        return theta, dict(type="llama3", factor=num(p.get("factor"), where + " factor", positive=True),
+                           low_freq_factor=lo, high_freq_factor=hi,
+                           original_max_position_embeddings=orig), p
+    if rtype == "yarn":
+        orig = p.get("original_max_position_embeddings")
+        if orig is None:
+            orig = max_pos
+        if not _is_int(orig) or orig <= 0:
+            raise ConvertError("rope yarn: original_max_position_embeddings must be a positive "
+                               "integer, got %r" % (orig,))
+        factor = p.get("factor")
+        factor = max_pos / orig if factor is None else num(factor, where + " factor", positive=True)
+        if p.get("truncate", True) is False:
+            raise ConvertError("rope yarn with truncate=false is not supported")
+        return theta, dict(
+            type="yarn", factor=float(factor), original_max_position_embeddings=orig,
+            beta_fast=num(p.get("beta_fast"), where + " beta_fast", default=32.0),
+            beta_slow=num(p.get("beta_slow"), where + " beta_slow", default=1.0),
+            mscale=num(p.get("mscale"), where + " mscale", default=0.0),
+            mscale_all_dim=num(p.get("mscale_all_dim"), where + " mscale_all_dim", default=0.0),
+            attention_factor=num(p.get("attention_factor"), where + " attention_factor",
+                                 default=0.0)), p
+    raise ConvertError("unsupported rope type %r (supported: default, linear, llama3, yarn)"
+                       % (rtype,))
+
+
+# --------------------------------------------------------------------------- weights
+
+class Weights:
+    """Every tensor of model.safetensors or of the shards named by model.safetensors.index.json."""
+
+    def __init__(self, hf_dir):
+        single = os.path.join(hf_dir, "model.safetensors")
+        index = os.path.join(hf_dir, "model.safetensors.index.json")
+        self.where = {}
+        try:
+            if os.path.isfile(single):
+                f = st.SafetensorsFile(single)
+                for name in f.names():
+                    self.where[name] = f
+            elif os.path.isfile(index):
+                self._open_index(hf_dir, index)
+            else:
+                other = [n for n in ("pytorch_model.bin", "pytorch_model.bin.index.json",
+                                     "consolidated.00.pth") if os.path.exists(os.path.join(hf_dir, n))]
+                hint = (" (found %s: PyTorch pickles are not supported; save as safetensors)"
+                        % other[0]) if other else ""
+                raise ConvertError("no model.safetensors or model.safetensors.index.json in %s%s"
+                                   % (hf_dir, hint))
+        except st.SafetensorsError as e:
+            raise ConvertError(str(e))
+
+    def _open_index(self, hf_dir, index):
+        try:
+            with open(index, "rb") as fh:
+                idx = json.loads(fh.read().decode("utf-8"))
+        except (UnicodeDecodeError, ValueError) as e:
+            raise ConvertError("%s is not valid JSON: %s" % (index, e))
+        wm = idx.get("weight_map") if isinstance(idx, dict) else None
+        if not isinstance(wm, dict) or not wm:
+            raise ConvertError("%s has no weight_map" % index)
+        files = {}
+        for name, fname in wm.items():
+            if not isinstance(fname, str) or os.path.basename(fname) != fname:
+                raise ConvertError("%s: bad shard file name %r for %s" % (index, fname, name))
+            if fname not in files:
+                path = os.path.join(hf_dir, fname)
+                if not os.path.isfile(path):
+                    raise ConvertError("shard %s named by %s is missing" % (fname, index))
+                files[fname] = st.SafetensorsFile(path)
+            if name not in files[fname]:
+                raise ConvertError("tensor %s is listed in %s but is not in %s" % (name, index, fname))
+            self.where[name] = files[fname]
+
+    def __contains__(self, name):
+        return name in self.where
+
+    def names(self):
+        return list(self.where)
+
+    def info(self, name):
+        return self.where[name].info(name)
+
+    def get(self, name):
+        try:
+            return self.where[name].get(name)
+        except st.SafetensorsError as e:
+            raise ConvertError(str(e))
+
+
+class Lazy:
+    """A tensor read from the checkpoint only when write_model encodes it."""
+
+    def __init__(self, shape, fn):
+        self.shape = tuple(shape)
+        self._fn = fn
+
+    def __array__(self, dtype=None, copy=None):
+        a = np.asarray(self._fn(), dtype=np.float32)
+        if a.shape != self.shape:  # cannot happen after the checks in plan()
+            raise ConvertError("internal: %s read as %s" % (self.shape, a.shape))
+        return a if dtype is None else a.astype(dtype, copy=False)
+
+
+# --------------------------------------------------------------------------- the plan
+
+class Spec:
+    """One output tensor: from HF tensor `src` of shape `src_shape`, optionally transformed."""
+
+    def __init__(self, dst, src, src_shape, shape=None, fn=None):
+        self.dst, self.src, self.src_shape = dst, src, tuple(src_shape)
+        self.shape = tuple(shape) if shape is not None else self.src_shape
+        self.fn = fn
+
+
+def common_sizes(cfg):
+    return dict(D=cfg_int(cfg, "hidden_size"), L=cfg_int(cfg, "num_hidden_layers"),
+                H=cfg_int(cfg, "num_attention_heads"), I=cfg_int(cfg, "intermediate_size"),
+                V=cfg_int(cfg, "vocab_size"))
+
+
+def check_act(cfg):
+    act = cfg.get("hidden_act", "silu")
+    if act is None:
+        act = "silu"
+    if act not in ("silu", "swish"):  # transformers' ACT2FN maps both to SiLU
+        raise ConvertError("hidden_act %r is not supported (only silu)" % (act,))
+
+
+def ffn_specs(p, hp, D, I, bias):
+    s = [Spec(p + "attn_norm", hp + "input_layernorm.weight", (D,)),
+         Spec(p + "ffn_norm", hp + "post_attention_layernorm.weight", (D,)),
+         Spec(p + "w1", hp + "mlp.gate_proj.weight", (I, D)),
+         Spec(p + "w3", hp + "mlp.up_proj.weight", (I, D)),
+         Spec(p + "w2", hp + "mlp.down_proj.weight", (D, I))]
+    if bias:
+        s += [Spec(p + "b1", hp + "mlp.gate_proj.bias", (I,)),
+              Spec(p + "b3", hp + "mlp.up_proj.bias", (I,)),
+              Spec(p + "b2", hp + "mlp.down_proj.bias", (D,))]
+    return s
+
+
+def sliding_window_of(cfg, family, L):
+    if family == "mistral":
+        # MistralConfig's class default is 4096; null means no window
+        w = cfg_int(cfg, "sliding_window", default=4096, none_ok=True)
+        return w or 0
+    if family == "qwen2":
+        if not cfg_bool(cfg, "use_sliding_window", False):
+            return 0
+        w = cfg_int(cfg, "sliding_window", default=4096, none_ok=True)
+        if w is None:
+            return 0
+        types = cfg.get("layer_types")
+        if types is None:
+            mwl = cfg_int(cfg, "max_window_layers", default=28, minimum=0)
+            types = ["sliding_attention" if i >= mwl else "full_attention" for i in range(L)]
+        if not isinstance(types, list) or len(types) != L:
+            raise ConvertError("config.json: layer_types must list %d layers" % L)
+        n_sliding = sum(1 for t in types if t == "sliding_attention")
+        if n_sliding == 0:
+            return 0
+        if n_sliding != L:
+            raise ConvertError(
+                "use_sliding_window with %d of %d layers sliding (max_window_layers=%r) is not "
+                "supported: the format has one window for every layer"
+                % (n_sliding, L, cfg.get("max_window_layers", 28)))
+        return w
+    return 0
+
+
+def plan_gqa(cfg, family):
+    z = common_sizes(cfg)
+    D, L, H, I, V = z["D"], z["L"], z["H"], z["I"], z["V"]
+    Hkv = cfg_int(cfg, "num_key_value_heads", default=H, none_ok=True) or H
+    if H % Hkv:
+        raise ConvertError("num_attention_heads %d is not a multiple of num_key_value_heads %d"
+                           % (H, Hkv))
+    d = cfg_int(cfg, "head_dim", default=None, none_ok=True)
+    if d is None:
+        if D % H:
+            raise ConvertError("hidden_size %d is not a multiple of num_attention_heads %d and "
+                               "config.json gives no head_dim" % (D, H))
+        d = D // H
+    max_pos = cfg_int(cfg, "max_position_embeddings", default=DEFAULT_MAX_POS)
+    theta, scaling, rp = rope_settings(cfg, max_pos)
+    prf = num(rp.get("partial_rotary_factor", cfg.get("partial_rotary_factor")),
+              "partial_rotary_factor", positive=True, default=1.0)
+    r = int(d * prf)
+    if r <= 0 or r > d or r % 2:
+        raise ConvertError("rotary width int(head_dim %d x partial_rotary_factor %g) = %d must be "
+                           "even and in [2, head_dim]" % (d, prf, r))
+    if family == "llama":
+        ab = cfg_bool(cfg, "attention_bias")
+        qb = kb = vb = ob = ab
+        mlp_bias = cfg_bool(cfg, "mlp_bias")
+    elif family == "qwen2":
+        qb = kb = vb = True
+        ob = False
+        mlp_bias = False
+    else:  # mistral: bias-free everywhere
+        qb = kb = vb = ob = mlp_bias = False
+    layer = dict(kind="gqa", n_heads=H, n_kv_heads=Hkv, head_dim=d, rope_dim=r,
+                 q_bias=qb, k_bias=kb, v_bias=vb, o_bias=ob)
+    specs = []
+    for n in range(L):
+        p, hp = "layers.%d." % n, "model.layers.%d." % n
+        a = hp + "self_attn."
+        specs += [Spec(p + "wq", a + "q_proj.weight", (H * d, D)),
+                  Spec(p + "wk", a + "k_proj.weight", (Hkv * d, D)),
+                  Spec(p + "wv", a + "v_proj.weight", (Hkv * d, D)),
+                  Spec(p + "wo", a + "o_proj.weight", (D, H * d))]
+        if qb:
+            specs.append(Spec(p + "bq", a + "q_proj.bias", (H * d,)))
+        if kb:
+            specs.append(Spec(p + "bk", a + "k_proj.bias", (Hkv * d,)))
+        if vb:
+            specs.append(Spec(p + "bv", a + "v_proj.bias", (Hkv * d,)))
+        if ob:
+            specs.append(Spec(p + "bo", a + "o_proj.bias", (D,)))
+        specs += ffn_specs(p, hp, D, I, mlp_bias)
+    mcfg = dict(dim=D, n_layers=L, vocab_size=V, max_seq_len=max_pos, hidden_dim=I,
+                mlp_bias=mlp_bias, rope_theta=theta, rope_pairing="neox",
+                rope_scaling=scaling, sliding_window=sliding_window_of(cfg, family, L))
+    return mcfg, [dict(layer) for _ in range(L)], specs
+
+
+def check_dense(cfg, family, L):
+    default_experts = 64 if family == "deepseek_v2" else 256
+    n_routed = cfg_int(cfg, "n_routed_experts", default=default_experts, minimum=0, none_ok=True)
+    if not n_routed:
+        return
+    fkd = cfg_int(cfg, "first_k_dense_replace", default=0 if family == "deepseek_v2" else 3,
+                  minimum=0, none_ok=True) or 0
+    freq = cfg_int(cfg, "moe_layer_freq", default=1, none_ok=True) or 1
+    for n in range(L):
+        if n >= fkd and n % freq == 0:
+            raise ConvertError("layer %d is mixture-of-experts; not supported yet (n_routed_experts=%d, "
+                               "first_k_dense_replace=%d)" % (n, n_routed, fkd))
+
+
+def plan_mla(cfg, family):
+    z = common_sizes(cfg)
+    D, L, H, I, V = z["D"], z["L"], z["H"], z["I"], z["V"]
+    check_dense(cfg, family, L)
+    dq = cfg_int(cfg, "q_lora_rank", default=1536, minimum=0, none_ok=True) or 0
+    dc = cfg_int(cfg, "kv_lora_rank", default=512)
+    dn = cfg_int(cfg, "qk_nope_head_dim", default=128)
+    dr = cfg_int(cfg, "qk_rope_head_dim", default=64)
+    dv = cfg_int(cfg, "v_head_dim", default=128)
+    if dr % 2:
+        raise ConvertError("qk_rope_head_dim %d is odd" % dr)
+    max_pos = cfg_int(cfg, "max_position_embeddings", default=DEFAULT_MAX_POS)
+    theta, scaling, _ = rope_settings(cfg, max_pos)
+    pairing = "interleaved"
+    if family == "deepseek_v3" and not cfg_bool(cfg, "rope_interleave", True):
+        pairing = "neox"
+    ab = cfg_bool(cfg, "attention_bias")
+    # transformers' DeepseekV2MLP is LlamaMLP (honours mlp_bias); V3's MLP has no biases
+    mlp_bias = family == "deepseek_v2" and cfg_bool(cfg, "mlp_bias")
+    layer = dict(kind="mla", n_heads=H, q_lora_rank=dq, kv_lora_rank=dc, qk_nope_head_dim=dn,
+                 qk_rope_head_dim=dr, v_head_dim=dv,
+                 q_bias=ab and dq > 0,  # transformers: q_proj never has a bias, q_a_proj does
+                 kv_bias=ab, o_bias=ab)
+    specs = []
+    for n in range(L):
+        p, hp = "layers.%d." % n, "model.layers.%d." % n
+        a = hp + "self_attn."
+        if dq == 0:
+            specs.append(Spec(p + "wq", a + "q_proj.weight", (H * (dn + dr), D)))
+        else:
+            specs += [Spec(p + "wq_a", a + "q_a_proj.weight", (dq, D)),
+                      Spec(p + "q_a_norm", a + "q_a_layernorm.weight", (dq,)),
+                      Spec(p + "wq_b", a + "q_b_proj.weight", (H * (dn + dr), dq))]
+            if ab:
+                specs.append(Spec(p + "bq_a", a + "q_a_proj.bias", (dq,)))
+        specs += [Spec(p + "wkv_a", a + "kv_a_proj_with_mqa.weight", (dc + dr, D)),
+                  Spec(p + "kv_a_norm", a + "kv_a_layernorm.weight", (dc,)),
+                  Spec(p + "w_uk", a + "kv_b_proj.weight", (H * (dn + dv), dc), (H, dn, dc),
+                       lambda w, H=H, dn=dn, dv=dv, dc=dc: w.reshape(H, dn + dv, dc)[:, :dn, :]),
+                  Spec(p + "w_uv", a + "kv_b_proj.weight", (H * (dn + dv), dc), (H, dv, dc),
+                       lambda w, H=H, dn=dn, dv=dv, dc=dc: w.reshape(H, dn + dv, dc)[:, dn:, :]),
+                  Spec(p + "wo", a + "o_proj.weight", (D, H * dv))]
+        if ab:
+            specs += [Spec(p + "bkv_a", a + "kv_a_proj_with_mqa.bias", (dc + dr,)),
+                      Spec(p + "bo", a + "o_proj.bias", (D,))]
+        specs += ffn_specs(p, hp, D, I, mlp_bias)
+    mcfg = dict(dim=D, n_layers=L, vocab_size=V, max_seq_len=max_pos, hidden_dim=I,
+                mlp_bias=mlp_bias, rope_theta=theta, rope_pairing=pairing,
+                rope_scaling=scaling, sliding_window=0)
+    return mcfg, [dict(layer) for _ in range(L)], specs
+
+
+_LAYER_RE = re.compile(r"^model\.layers\.(\d+)\.")
+
+
+def build(cfg, weights):
+    """-> (mixformat cfg, layers, {name: Lazy}, {name: HF name}, summary string).
+
+    Checks everything (names, dtypes, shapes, leftovers) before any data is read."""
+    family = family_of(cfg)
+    check_act(cfg)
+    if family in GQA_FAMILIES:
+        mcfg, layers, specs = plan_gqa(cfg, family)
+    else:
+        mcfg, layers, specs = plan_mla(cfg, family)
+    D, V = mcfg["dim"], mcfg["vocab_size"]
+    tied = cfg_bool(cfg, "tie_word_embeddings", False)
+    specs = [Spec("tok_embeddings", "model.embed_tokens.weight", (V, D)),
+             Spec("norm", "model.norm.weight", (D,))] + specs
+    if not tied:
+        specs.append(Spec("output", "lm_head.weight", (V, D)))
+    bos_d, eos_d = DEFAULT_IDS[family]
+    mcfg.update(tied=tied, norm_eps=num(cfg.get("rms_norm_eps"), "rms_norm_eps", positive=True,
+                                        default=1e-6),
+                bos_id=token_id(cfg, "bos_token_id", bos_d),
+                eos_id=token_id(cfg, "eos_token_id", eos_d))
+
+    for s in specs:
+        if s.src not in weights:
+            raise ConvertError("missing tensor %s (needed for %s)" % (s.src, s.dst))
+    for s in specs:
+        dtype, shape = weights.info(s.src)
+        if dtype not in st.READABLE:
+            raise ConvertError("tensor %s has dtype %s; only %s are supported"
+                               % (s.src, dtype, ", ".join(st.READABLE)))
+        if tuple(shape) != s.src_shape:
+            raise ConvertError("tensor %s has shape %s but config.json implies %s"
+                               % (s.src, list(shape), list(s.src_shape)))
+    used = {s.src for s in specs}
+    L = mcfg["n_layers"]
+    for name in weights.names():
+        if name in used or ".rotary_emb." in name or name.endswith("rotary_emb.inv_freq"):
+            continue
+        m = _LAYER_RE.match(name)
+        if m and int(m.group(1)) >= L:
+            continue  # e.g. DeepSeek-V3's multi-token-prediction layer
+        if name == "lm_head.weight" and tied:
+            continue  # tied: transformers ties it to the embedding anyway
+        raise ConvertError("unexpected tensor %s: config.json (%s) has no use for it"
+                           % (name, family))
+
+    def reader(s):
+        def fn():
+            a = weights.get(s.src)
+            return s.fn(a) if s.fn is not None else a
+        return fn
+
+    tensors = {s.dst: Lazy(s.shape, reader(s)) for s in specs}
+    l0 = layers[0]
+    if l0["kind"] == "gqa":
+        kind = ("MHA" if l0["n_kv_heads"] == l0["n_heads"] else
+                "MQA" if l0["n_kv_heads"] == 1 else "GQA")
+        desc = "%s H=%d Hkv=%d d=%d rope=%d" % (kind, l0["n_heads"], l0["n_kv_heads"],
+                                                  l0["head_dim"], l0["rope_dim"])
+    else:
+        desc = "MLA H=%d dq=%d dc=%d dn=%d dr=%d dv=%d" % (
+            l0["n_heads"], l0["q_lora_rank"], l0["kv_lora_rank"], l0["qk_nope_head_dim"],
+            l0["qk_rope_head_dim"], l0["v_head_dim"])
+    summary = "%s: %d layers %s, D=%d, V=%d, rope %s/%s" % (
+        family, L, desc, D, V, mcfg["rope_pairing"],
+        (mcfg["rope_scaling"] or {}).get("type", "none"))
+    return mcfg, layers, tensors, {s.dst: s.src for s in specs}, summary
+
+
+def check_f16_range(tensors, names, sources):
+    """Wrap tensors stored as f16 so that a finite value beyond f16's range is an error, not inf."""
+    for name in names:
+        t = tensors[name]
+
+        def fn(t=t, name=name):
+            a = np.asarray(t)
+            finite = a[np.isfinite(a)]
+            if finite.size and float(np.max(np.abs(finite))) > 65504.0:
+                raise ConvertError("tensor %s (%s) has values beyond the f16 range; use --dtype "
+                                   "bf16 or f32" % (sources[name], name))
+            return a
+        tensors[name] = Lazy(t.shape, fn)
+
+
+def convert(hf_dir, out, dtype="f32", log=None):
+    out_dir = os.path.dirname(os.path.abspath(out))
+    if os.path.isdir(out):
+        raise ConvertError("output %s is a directory" % out)
+    if not os.path.isdir(out_dir):
+        raise ConvertError("output directory %s does not exist" % out_dir)
+    cfg = load_config(hf_dir)
+    family_of(cfg)  # fail on the architecture before touching the weights
+    weights = Weights(hf_dir)
+    mcfg, layers, tensors, sources, summary = build(cfg, weights)
+
+    tok = b""
+    tok_path = os.path.join(hf_dir, "tokenizer.model")
+    if os.path.isfile(tok_path):
+        with open(tok_path, "rb") as f:
+            tok = f.read()
+
+    # norms and biases (every 1-D tensor) stay f32 whatever --dtype says
+    small = {n: "f32" for n, t in tensors.items() if len(t.shape) == 1}
+    if dtype == "f16":
+        check_f16_range(tensors, [n for n in tensors if n not in small], sources)
+    mixformat.write_model(out, mcfg, layers, tensors, tokenizer_bytes=tok, dtype=dtype,
+                          dtypes=small)
+    if not tok:  # warn only once the file exists: a failure prints exactly one line
+        extra = (" (its tokenizer.json is a BPE tokenizer, which is not supported yet)"
+                 if os.path.isfile(os.path.join(hf_dir, "tokenizer.json")) else "")
+        print("%s: warning: no tokenizer.model in %s%s; ./run will need -z PATH (a SentencePiece "
+              "model) or --tokens" % (PROG, hf_dir, extra), file=sys.stderr)
+    if log:
+        print("%s: wrote %s (%s, %d tensors, %s%s)" % (
+            PROG, out, summary, len(tensors), dtype,
+            ", tokenizer %d bytes" % len(tok) if tok else ", no tokenizer"), file=log)
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):
+        self.exit(2, "%s: error: %s (usage: %s HF_DIR OUT.bin [--dtype f32|f16|bf16])\n"
+                  % (PROG, message, os.path.basename(sys.argv[0])))
+
+
+def main(argv=None):
+    ap = _Parser(prog=PROG, description="Convert a Hugging Face checkpoint folder (config.json + "
+                 "safetensors) into a mixattn .bin. See docs/CONVERT.md.")
+    ap.add_argument("hf_dir", metavar="HF_DIR")
+    ap.add_argument("out", metavar="OUT.bin")
+    ap.add_argument("--dtype", choices=("f32", "f16", "bf16"), default="f32",
+                    help="storage dtype of the matrices (1-D norms and biases stay f32)")
+    args = ap.parse_args(argv)
+    try:
+        convert(args.hf_dir, args.out, args.dtype, log=sys.stdout)
+    except (ConvertError, mixformat.FormatError, st.SafetensorsError) as e:
+        msg = str(e)
+    except OSError as e:
+        msg = "%s%s" % (e.strerror or e, ": %s" % e.filename if e.filename else "")
+    except MemoryError:
+        msg = "out of memory"
+    except Exception as e:  # no tracebacks for users; still one line
+        msg = "internal error (%s): %s" % (type(e).__name__, e)
+    else:
+        return 0
+    print("%s: error: %s" % (PROG, " ".join(msg.split())), file=sys.stderr)
+    return 1
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:
+        print("%s: error: interrupted" % PROG, file=sys.stderr)
+        sys.exit(130)

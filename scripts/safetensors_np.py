@@ -1,0 +1,191 @@
+"""A tiny safetensors reader and writer: numpy and the standard library only.
+
+File layout (https://github.com/huggingface/safetensors):
+
+    u64 little-endian N | N bytes of JSON header | raw tensor data
+
+The header maps each tensor name to {"dtype", "shape", "data_offsets": [begin, end]}
+(offsets relative to the first byte after the header) and may hold a
+"__metadata__" dict of strings.
+
+Reading:
+    f = SafetensorsFile("model.safetensors")    # parses and validates the header only
+    f.names(); f.info(name) -> (dtype, shape); f.get(name) -> float32 ndarray
+
+Only F32, F16 and BF16 tensors can be read as numbers (BF16 is widened exactly,
+uint16 << 16); asking for any other dtype raises SafetensorsError.
+
+Writing (for tests and tools):
+    save_file({"w": array}, "model.safetensors", dtypes={"w": "BF16"})
+"""
+import json
+import os
+import struct
+
+import numpy as np
+
+# dtype name -> element size in bytes (every dtype the format defines, so that the
+# header of a file holding unsupported dtypes can still be validated)
+DTYPE_SIZE = {
+    "BOOL": 1, "U8": 1, "I8": 1, "F8_E4M3": 1, "F8_E5M2": 1, "F8_E8M0": 1,
+    "F4": 1, "F6_E2M3": 1, "F6_E3M2": 1,
+    "I16": 2, "U16": 2, "F16": 2, "BF16": 2,
+    "I32": 4, "U32": 4, "F32": 4,
+    "I64": 8, "U64": 8, "F64": 8, "C64": 8,
+}
+READABLE = ("F32", "F16", "BF16")
+MAX_HEADER = 100 * 1024 * 1024  # the reference implementation's limit
+
+
+class SafetensorsError(ValueError):
+    pass
+
+
+def bf16_bits_to_f32(bits):
+    """uint16 bf16 bit patterns -> float32 (exact)."""
+    return (np.asarray(bits, dtype=np.uint16).astype(np.uint32) << 16).view(np.float32)
+
+
+def f32_to_bf16_bits(a):
+    """float32 -> uint16 bf16 bit patterns, round to nearest even (as torch does)."""
+    a = np.ascontiguousarray(a, dtype=np.float32)
+    u = a.view(np.uint32).astype(np.uint64)
+    out = ((u + 0x7FFF + ((u >> 16) & 1)) >> 16).astype(np.uint16)
+    out[np.isnan(a)] = 0x7FC0
+    return out
+
+
+class SafetensorsFile:
+    """The header of one .safetensors file, validated; tensors are read on demand."""
+
+    def __init__(self, path):
+        self.path = path
+        try:
+            size = os.path.getsize(path)
+            with open(path, "rb") as f:
+                head = f.read(8)
+                if len(head) < 8:
+                    raise SafetensorsError("%s: truncated safetensors file (%d bytes, no header length)"
+                                           % (path, len(head)))
+                (n,) = struct.unpack("<Q", head)
+                if n > MAX_HEADER:
+                    raise SafetensorsError("%s: safetensors header length %d is absurd" % (path, n))
+                if 8 + n > size:
+                    raise SafetensorsError("%s: truncated safetensors file (header of %d bytes, file of %d)"
+                                           % (path, n, size))
+                raw = f.read(n)
+        except OSError as e:
+            raise SafetensorsError("%s: %s" % (path, e.strerror or e))
+        try:
+            header = json.loads(raw.decode("utf-8"))
+        except (UnicodeDecodeError, ValueError) as e:
+            raise SafetensorsError("%s: safetensors header is not valid JSON (%s)" % (path, e))
+        if not isinstance(header, dict):
+            raise SafetensorsError("%s: safetensors header is not a JSON object" % path)
+        self.metadata = header.pop("__metadata__", None) or {}
+        self.data_start = 8 + n
+        data_size = size - self.data_start
+        self._info = {}
+        for name, e in header.items():
+            if not isinstance(e, dict):
+                raise SafetensorsError("%s: bad header entry for %s" % (path, name))
+            dtype, shape, offs = e.get("dtype"), e.get("shape"), e.get("data_offsets")
+            if dtype not in DTYPE_SIZE:
+                raise SafetensorsError("%s: tensor %s has unknown dtype %r" % (path, name, dtype))
+            if (not isinstance(shape, list) or
+                    not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in shape)):
+                raise SafetensorsError("%s: tensor %s has a bad shape %r" % (path, name, shape))
+            if (not isinstance(offs, list) or len(offs) != 2 or
+                    not all(isinstance(o, int) and not isinstance(o, bool) for o in offs)):
+                raise SafetensorsError("%s: tensor %s has bad data_offsets %r" % (path, name, offs))
+            begin, end = offs
+            if not 0 <= begin <= end:
+                raise SafetensorsError("%s: tensor %s has bad data_offsets %r" % (path, name, offs))
+            if end > data_size:
+                raise SafetensorsError("%s: truncated safetensors file: tensor %s ends at byte %d of "
+                                       "the data, which holds only %d" % (path, name, end, data_size))
+            count = 1
+            for s in shape:
+                count *= s
+            if (end - begin) != count * DTYPE_SIZE[dtype]:
+                raise SafetensorsError("%s: tensor %s holds %d bytes but %s %s needs %d"
+                                       % (path, name, end - begin, dtype, shape,
+                                          count * DTYPE_SIZE[dtype]))
+            self._info[name] = (dtype, tuple(shape), begin, end)
+
+    def names(self):
+        return list(self._info)
+
+    def __contains__(self, name):
+        return name in self._info
+
+    def info(self, name):
+        """(dtype name, shape tuple)"""
+        dtype, shape, _, _ = self._info[name]
+        return dtype, shape
+
+    def get(self, name):
+        """The tensor as a float32 ndarray of its shape."""
+        dtype, shape, begin, end = self._info[name]
+        if dtype not in READABLE:
+            raise SafetensorsError("%s: tensor %s has dtype %s; only %s are supported"
+                                   % (self.path, name, dtype, ", ".join(READABLE)))
+        try:
+            with open(self.path, "rb") as f:
+                f.seek(self.data_start + begin)
+                raw = f.read(end - begin)
+        except OSError as e:
+            raise SafetensorsError("%s: %s" % (self.path, e.strerror or e))
+        if len(raw) != end - begin:
+            raise SafetensorsError("%s: truncated safetensors file while reading %s" % (self.path, name))
+        if dtype == "F32":
+            a = np.frombuffer(raw, dtype="<f4").astype(np.float32)
+        elif dtype == "F16":
+            a = np.frombuffer(raw, dtype="<f2").astype(np.float32)
+        else:
+            a = bf16_bits_to_f32(np.frombuffer(raw, dtype="<u2"))
+        return a.reshape(shape)
+
+
+_NP_TO_ST = {
+    np.dtype(np.float32): "F32", np.dtype(np.float16): "F16", np.dtype(np.float64): "F64",
+    np.dtype(np.int8): "I8", np.dtype(np.uint8): "U8", np.dtype(np.int16): "I16",
+    np.dtype(np.int32): "I32", np.dtype(np.int64): "I64", np.dtype(np.bool_): "BOOL",
+}
+
+
+def _encode(a, dtype):
+    if dtype == "BF16":
+        return f32_to_bf16_bits(np.asarray(a, dtype=np.float32)).astype("<u2").tobytes()
+    np_dt = {v: k for k, v in _NP_TO_ST.items()}.get(dtype)
+    if np_dt is None:
+        raise SafetensorsError("cannot write dtype %s" % dtype)
+    return np.ascontiguousarray(a, dtype=np_dt.newbyteorder("<")).tobytes()
+
+
+def save_file(tensors, path, dtypes=None, metadata=None):
+    """Write {name: ndarray} as safetensors.
+
+    The dtype of each tensor is `dtypes[name]` if given (e.g. "BF16", "F16", "F32",
+    "I64"), else the array's own dtype. Tensors are written in name order, the
+    header padded with spaces to a multiple of 8 bytes, as the reference writer does."""
+    dtypes = dtypes or {}
+    header, blobs, off = {}, [], 0
+    if metadata is not None:
+        header["__metadata__"] = {str(k): str(v) for k, v in metadata.items()}
+    for name in sorted(tensors):
+        a = np.asarray(tensors[name])
+        dt = dtypes.get(name) or _NP_TO_ST.get(a.dtype)
+        if dt is None:
+            raise SafetensorsError("cannot write numpy dtype %s" % a.dtype)
+        data = _encode(a, dt)
+        header[name] = {"dtype": dt, "shape": list(a.shape), "data_offsets": [off, off + len(data)]}
+        blobs.append(data)
+        off += len(data)
+    hjson = json.dumps(header, separators=(",", ":")).encode("utf-8")
+    hjson += b" " * (-len(hjson) % 8)
+    with open(path, "wb") as f:
+        f.write(struct.pack("<Q", len(hjson)))
+        f.write(hjson)
+        for data in blobs:
+            f.write(data)
