@@ -225,18 +225,22 @@ def write_model(path, cfg, layers, tensors, tokenizer_bytes=None, dtype="f32",
     dir_off = HEADER_BYTES + LAYER_BYTES * len(layers)
     tok_off = _align(dir_off + ENTRY_BYTES * len(names))
     off = _align(tok_off + len(tok))
-    entries, blobs = [], []
+    entries, plan = [], []
     for name in names:
         dt = (dtypes or {}).get(name, dtype)
-        data = encode(tensors[name], dt)
+        if dt not in DTYPES:
+            raise FormatError("unknown dtype %r" % (dt,))
+        nbytes = int(np.prod(want[name])) * DTYPE_SIZE[DTYPES[dt]]
         shape = list(want[name]) + [0] * (4 - len(want[name]))
         if len(name.encode()) >= 64:
             raise FormatError("tensor name too long: %s" % name)
         entries.append(_ENTRY.pack(name.encode().ljust(64, b"\0"), DTYPES[dt],
-                                   len(want[name]), *shape, off, len(data))
+                                   len(want[name]), *shape, off, nbytes)
                        .ljust(ENTRY_BYTES, b"\0"))
-        blobs.append((off, data))
-        off = _align(off + len(data))
+        plan.append((name, dt, off, nbytes))
+        off = _align(off + nbytes)
+    # tensors are encoded one at a time while writing, so peak memory stays near
+    # one tensor even for multi-GB checkpoints (tensors may be lazy array-likes)
     d = os.path.dirname(os.path.abspath(path))
     fd, tmp = tempfile.mkstemp(dir=d, prefix=".tmp-", suffix=".bin")
     try:
@@ -247,8 +251,12 @@ def write_model(path, cfg, layers, tensors, tokenizer_bytes=None, dtype="f32",
             f.write(b"".join(entries))
             f.write(b"\0" * (tok_off - f.tell()))
             f.write(tok)
-            for o, data in blobs:
+            for name, dt, o, nbytes in plan:
                 f.write(b"\0" * (o - f.tell()))
+                data = encode(tensors[name], dt)
+                if len(data) != nbytes:
+                    raise FormatError("tensor %s encoded to %d bytes, expected %d"
+                                      % (name, len(data), nbytes))
                 f.write(data)
         os.replace(tmp, path)
     except BaseException:
