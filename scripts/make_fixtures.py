@@ -1,0 +1,539 @@
+#!/usr/bin/env python3
+"""Build the tiny Hugging Face reference fixtures in tests/fixtures/.
+
+    python3 scripts/make_fixtures.py OUT_DIR [--only NAME ...]
+
+Needs torch, transformers (written against 5.17), safetensors, sentencepiece
+and numpy; no network. Run once on a machine that has them and commit what it
+writes. For every fixture NAME it writes OUT_DIR/NAME/:
+
+    config.json, model.safetensors   save_pretrained of a tiny random model
+    tokenizer.model                  a copy of tests/fixtures/tiny_spm.model
+    reference.json                   prompt ids, 24 greedy ids, versions, dtype
+    logits.f32                       fp32 little-endian logits, n_prompt x vocab
+
+Every fixture follows the same procedure:
+  1. build the config, construct the model, re-initialise every parameter from
+     a fixed seed (weights and embeddings N(0, 0.08), biases N(0, 0.05), norm
+     weights 1 + N(0, 0.1)), cast to the storage dtype, save_pretrained;
+  2. reload the folder with from_pretrained(dtype=float32,
+     attn_implementation="eager") -- exactly what the converter reads;
+  3. check that the reloaded config and tensors really have the intended
+     settings (asserts), then record transformers' own outputs on CPU:
+     the logits of every prompt position, and a 24-step greedy continuation in
+     which each step re-runs the whole sequence (no cache, no generate(), no
+     EOS stop).
+If the smallest top-1/top-2 logit gap over the greedy steps is below
+MIN_MARGIN, the next seed is tried, so that a runtime that is right to 1e-5
+cannot pick a different token by rounding alone.
+"""
+import argparse
+import json
+import math
+import os
+import shutil
+import sys
+import traceback
+
+import numpy as np
+import torch
+import transformers
+from safetensors import safe_open
+import sentencepiece as spm
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SPM_PATH = os.path.join(ROOT, "tests", "fixtures", "tiny_spm.model")
+PROMPT_TEXT = ("Once upon a time, there was a little girl named Lily. She loved to "
+               "play in the park with her friends every day.")
+# What spm_encode (sentencepiece 0.1.97) gives for PROMPT_TEXT with tiny_spm.model;
+# only used to warn if the sentencepiece here disagrees.
+EXPECTED_PIECE_IDS = [169, 185, 5, 145, 223, 146, 30, 5, 138, 44, 56, 212, 165, 106,
+                      214, 72, 176, 159, 12, 90, 62, 9, 25, 35, 224, 83, 65, 181, 88,
+                      100, 86, 214]
+N_GREEDY = 24
+MIN_MARGIN = 2e-3
+MAX_SEED_TRIES = 12
+
+W_STD, B_STD, NORM_STD = 0.08, 0.05, 0.1
+
+COMMON = dict(vocab_size=256, hidden_size=64, num_hidden_layers=2,
+              max_position_embeddings=128, bos_token_id=1, eos_token_id=2,
+              pad_token_id=None, hidden_act="silu")
+
+
+LOGF = None  # OUT_DIR/make_fixtures.log: everything, including the verbose parts
+
+
+def log(*a):
+    print(*a, flush=True)
+    logf(*a)
+
+
+def logf(*a):
+    if LOGF is not None:
+        print(*a, file=LOGF, flush=True)
+
+
+# --------------------------------------------------------------------------- fixtures
+def fixtures():
+    T = transformers
+    fx = []
+
+    fx.append(dict(
+        name="llama_mha", seed=1000, dtype="f32",
+        cfg_cls=T.LlamaConfig, model_cls=T.LlamaForCausalLM,
+        cfg=dict(COMMON, intermediate_size=96, num_attention_heads=4, num_key_value_heads=4,
+                 head_dim=16, rms_norm_eps=1e-5, tie_word_embeddings=False,
+                 rope_parameters=dict(rope_type="linear", factor=2.0, rope_theta=10000.0)),
+        expect=dict(num_attention_heads=4, num_key_value_heads=4, head_dim=16,
+                    rms_norm_eps=1e-5, tie_word_embeddings=False, num_hidden_layers=2),
+        rope=dict(rope_type="linear", factor=2.0, rope_theta=10000.0),
+        shapes={"model.layers.0.self_attn.q_proj.weight": (64, 64),
+                "model.layers.0.self_attn.k_proj.weight": (64, 64),
+                "lm_head.weight": (256, 64)},
+        absent=["bias"],
+    ))
+
+    fx.append(dict(
+        name="llama_gqa_hd", seed=2000, dtype="f16",
+        cfg_cls=T.LlamaConfig, model_cls=T.LlamaForCausalLM,
+        cfg=dict(COMMON, num_hidden_layers=3, intermediate_size=112, num_attention_heads=4,
+                 num_key_value_heads=2, head_dim=24, attention_bias=True, mlp_bias=True,
+                 rms_norm_eps=1e-5, tie_word_embeddings=False,
+                 rope_parameters=dict(rope_type="default", rope_theta=25000.0)),
+        expect=dict(num_attention_heads=4, num_key_value_heads=2, head_dim=24,
+                    attention_bias=True, mlp_bias=True, num_hidden_layers=3,
+                    tie_word_embeddings=False, intermediate_size=112),
+        rope=dict(rope_type="default", rope_theta=25000.0),
+        shapes={"model.layers.2.self_attn.q_proj.weight": (96, 64),
+                "model.layers.2.self_attn.q_proj.bias": (96,),
+                "model.layers.2.self_attn.k_proj.weight": (48, 64),
+                "model.layers.2.self_attn.k_proj.bias": (48,),
+                "model.layers.2.self_attn.v_proj.bias": (48,),
+                "model.layers.2.self_attn.o_proj.weight": (64, 96),
+                "model.layers.2.self_attn.o_proj.bias": (64,),
+                "model.layers.2.mlp.gate_proj.bias": (112,),
+                "model.layers.2.mlp.up_proj.bias": (112,),
+                "model.layers.2.mlp.down_proj.bias": (64,)},
+        absent=[],
+    ))
+
+    # original_max_position_embeddings 64 (not 32): with theta 5e5 and head_dim 16 the
+    # wavelengths are 6.3, 32.4, 166, ...; orig 64 puts 32.4 inside the smoothed band
+    # (16, 64), so all three llama3 branches (keep, divide, interpolate) are exercised.
+    fx.append(dict(
+        name="llama_mqa_tied_llama3", seed=3000, dtype="f32",
+        cfg_cls=T.LlamaConfig, model_cls=T.LlamaForCausalLM,
+        cfg=dict(COMMON, intermediate_size=96, num_attention_heads=4, num_key_value_heads=1,
+                 rms_norm_eps=1e-5, tie_word_embeddings=True,
+                 rope_parameters=dict(rope_type="llama3", factor=8.0, low_freq_factor=1.0,
+                                      high_freq_factor=4.0,
+                                      original_max_position_embeddings=64,
+                                      rope_theta=500000.0)),
+        expect=dict(num_attention_heads=4, num_key_value_heads=1, head_dim=16,
+                    tie_word_embeddings=True),
+        rope=dict(rope_type="llama3", factor=8.0, low_freq_factor=1.0, high_freq_factor=4.0,
+                  original_max_position_embeddings=64, rope_theta=500000.0),
+        shapes={"model.layers.0.self_attn.k_proj.weight": (16, 64),
+                "model.layers.0.self_attn.v_proj.weight": (16, 64)},
+        absent=["bias"],
+        tied=True,
+    ))
+
+    fx.append(dict(
+        name="qwen2_bias_bf16", seed=4000, dtype="bf16",
+        cfg_cls=T.Qwen2Config, model_cls=T.Qwen2ForCausalLM,
+        cfg=dict(COMMON, intermediate_size=128, num_attention_heads=4, num_key_value_heads=2,
+                 rms_norm_eps=1e-6, tie_word_embeddings=False, use_sliding_window=False,
+                 rope_parameters=dict(rope_type="default", rope_theta=1000000.0)),
+        expect=dict(num_attention_heads=4, num_key_value_heads=2, rms_norm_eps=1e-6,
+                    tie_word_embeddings=False, sliding_window=None, intermediate_size=128),
+        rope=dict(rope_type="default", rope_theta=1000000.0),
+        shapes={"model.layers.0.self_attn.q_proj.bias": (64,),
+                "model.layers.0.self_attn.k_proj.bias": (32,),
+                "model.layers.0.self_attn.v_proj.bias": (32,)},
+        absent=["o_proj.bias", "mlp.gate_proj.bias", "mlp.down_proj.bias"],
+    ))
+
+    fx.append(dict(
+        name="mistral_sw", seed=5000, dtype="f32",
+        cfg_cls=T.MistralConfig, model_cls=T.MistralForCausalLM,
+        cfg=dict(COMMON, intermediate_size=96, num_attention_heads=4, num_key_value_heads=2,
+                 rms_norm_eps=1e-5, tie_word_embeddings=False, sliding_window=8,
+                 rope_parameters=dict(rope_type="default", rope_theta=10000.0)),
+        expect=dict(num_attention_heads=4, num_key_value_heads=2, sliding_window=8,
+                    tie_word_embeddings=False),
+        rope=dict(rope_type="default", rope_theta=10000.0),
+        shapes={"model.layers.0.self_attn.k_proj.weight": (32, 64)},
+        absent=["bias"],
+        window_check=True,
+    ))
+
+    ds_common = dict(COMMON, intermediate_size=96, num_attention_heads=4, num_key_value_heads=4,
+                     rms_norm_eps=1e-6, tie_word_embeddings=False, first_k_dense_replace=2,
+                     n_routed_experts=4, num_experts_per_tok=2, n_shared_experts=1,
+                     moe_intermediate_size=32, kv_lora_rank=32, qk_nope_head_dim=16,
+                     qk_rope_head_dim=8, v_head_dim=16, attention_bias=False)
+
+    fx.append(dict(
+        name="deepseek_v2", seed=6000, dtype="f32",
+        cfg_cls=T.DeepseekV2Config, model_cls=T.DeepseekV2ForCausalLM,
+        cfg=dict(ds_common, q_lora_rank=None, topk_method="greedy",
+                 rope_parameters=dict(rope_type="default", rope_theta=10000.0)),
+        expect=dict(q_lora_rank=None, kv_lora_rank=32, qk_nope_head_dim=16,
+                    qk_rope_head_dim=8, v_head_dim=16, num_attention_heads=4,
+                    first_k_dense_replace=2, rms_norm_eps=1e-6),
+        rope=dict(rope_type="default", rope_theta=10000.0),
+        shapes={"model.layers.0.self_attn.q_proj.weight": (96, 64),
+                "model.layers.0.self_attn.kv_a_proj_with_mqa.weight": (40, 64),
+                "model.layers.0.self_attn.kv_a_layernorm.weight": (32,),
+                "model.layers.0.self_attn.kv_b_proj.weight": (128, 32),
+                "model.layers.0.self_attn.o_proj.weight": (64, 64),
+                "model.layers.1.mlp.gate_proj.weight": (96, 64)},
+        absent=["experts", "mlp.gate.weight", "q_a_proj", "bias"],
+        mla=True,
+    ))
+
+    fx.append(dict(
+        name="deepseek_v3", seed=7000, dtype="f32",
+        cfg_cls=T.DeepseekV3Config, model_cls=T.DeepseekV3ForCausalLM,
+        cfg=dict(ds_common, q_lora_rank=48, n_group=1, topk_group=1, rope_interleave=True,
+                 rope_parameters=dict(rope_type="yarn", factor=4.0,
+                                      original_max_position_embeddings=16, beta_fast=32.0,
+                                      beta_slow=1.0, mscale=1.0, mscale_all_dim=0.8,
+                                      rope_theta=10000.0)),
+        expect=dict(q_lora_rank=48, kv_lora_rank=32, qk_nope_head_dim=16, qk_rope_head_dim=8,
+                    v_head_dim=16, num_attention_heads=4, first_k_dense_replace=2,
+                    rope_interleave=True, rms_norm_eps=1e-6),
+        rope=dict(rope_type="yarn", factor=4.0, original_max_position_embeddings=16,
+                  beta_fast=32.0, beta_slow=1.0, mscale=1.0, mscale_all_dim=0.8,
+                  rope_theta=10000.0),
+        shapes={"model.layers.0.self_attn.q_a_proj.weight": (48, 64),
+                "model.layers.0.self_attn.q_a_layernorm.weight": (48,),
+                "model.layers.0.self_attn.q_b_proj.weight": (96, 48),
+                "model.layers.0.self_attn.kv_a_proj_with_mqa.weight": (40, 64),
+                "model.layers.0.self_attn.kv_b_proj.weight": (128, 32)},
+        absent=["experts", "mlp.gate.weight", "self_attn.q_proj", "bias"],
+        mla=True, yarn=True,
+    ))
+    return fx
+
+
+# --------------------------------------------------------------------------- helpers
+TORCH_DTYPE = {"f32": torch.float32, "f16": torch.float16, "bf16": torch.bfloat16}
+ST_DTYPE = {"f32": "F32", "f16": "F16", "bf16": "BF16"}
+
+
+def make_config(spec):
+    cfg = spec["cfg_cls"](**spec["cfg"])
+    L = spec["cfg"]["num_hidden_layers"]
+    # Some newer configs derive the dense/MoE split from a list; keep every layer dense.
+    if isinstance(getattr(cfg, "mlp_layer_types", None), list):
+        cfg.mlp_layer_types = ["dense"] * L
+    return cfg
+
+
+def reinit(model, seed):
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in model.named_parameters():  # tied parameters appear once
+            if name.endswith(".bias"):
+                mean, std = 0.0, B_STD
+            elif p.ndim == 1:  # every other 1-D parameter here is an RMSNorm weight
+                mean, std = 1.0, NORM_STD
+            else:  # linear weights and embeddings
+                mean, std = 0.0, W_STD
+            p.copy_(torch.randn(p.shape, generator=g, dtype=torch.float32) * std + mean)
+
+
+def save(model, d):
+    try:
+        model.save_pretrained(d, safe_serialization=True)
+    except TypeError:
+        model.save_pretrained(d)
+    gc = os.path.join(d, "generation_config.json")
+    if os.path.exists(gc):
+        os.remove(gc)
+
+
+def load(spec, d, **kw):
+    return spec["model_cls"].from_pretrained(d, dtype=torch.float32,
+                                             attn_implementation="eager", **kw).eval()
+
+
+@torch.no_grad()
+def forward_logits(model, ids):
+    out = model(input_ids=torch.tensor([ids], dtype=torch.long), use_cache=False)
+    return out.logits[0].float()
+
+
+@torch.no_grad()
+def greedy(model, prompt, n):
+    seq, gen, margins = list(prompt), [], []
+    for _ in range(n):
+        last = forward_logits(model, seq)[-1]
+        top2 = torch.topk(last.double(), 2).values
+        nxt = int(last.argmax())
+        gen.append(nxt)
+        margins.append(float(top2[0] - top2[1]))
+        seq.append(nxt)
+    return gen, margins
+
+
+def approx(a, b, tol=1e-6):
+    if isinstance(a, (int, float)) and isinstance(b, (int, float)) and \
+            not isinstance(a, bool) and not isinstance(b, bool):
+        return math.isclose(float(a), float(b), rel_tol=tol, abs_tol=tol)
+    return a == b
+
+
+def check_reloaded(spec, model, d):
+    """Check that the folder and the reloaded model are what the spec intends.
+
+    Returns (notes, problems). A problem does not stop the run (the fixture is
+    still written, so one device run shows every mismatch at once), but main()
+    exits non-zero and reference.json lists it under "check_problems"."""
+    cfg = model.config
+    notes, problems = {}, []
+
+    def check(cond, msg):
+        if not cond:
+            problems.append(msg)
+            log("  CHECK FAILED: " + msg)
+        return cond
+
+    for k, v in spec["expect"].items():
+        got = getattr(cfg, k, "<missing>")
+        check(approx(got, v), "config.%s = %r, expected %r" % (k, got, v))
+    rp = getattr(cfg, "rope_parameters", None)
+    if check(isinstance(rp, dict), "rope_parameters is %r" % (rp,)):
+        for k, v in spec["rope"].items():
+            check(approx(rp.get(k), v), "rope_parameters[%s] = %r, expected %r" % (k, rp.get(k), v))
+    check(cfg._attn_implementation == "eager", "_attn_implementation %r" % cfg._attn_implementation)
+    check(cfg.bos_token_id == 1 and cfg.eos_token_id == 2,
+          "bos/eos %r/%r" % (cfg.bos_token_id, cfg.eos_token_id))
+    check(cfg.vocab_size == 256 and cfg.hidden_size == 64, "vocab/hidden size")
+
+    files = sorted(os.listdir(d))
+    check(not any(f.endswith(".index.json") for f in files), "sharded checkpoint: %s" % files)
+    with safe_open(os.path.join(d, "model.safetensors"), framework="pt") as f:
+        keys = sorted(f.keys())
+        dtypes = {k: str(f.get_slice(k).get_dtype()) for k in keys}
+        shapes = {k: tuple(f.get_slice(k).get_shape()) for k in keys}
+    notes["tensors"] = {k: [dtypes[k]] + list(shapes[k]) for k in keys}
+    want = ST_DTYPE[spec["dtype"]]
+    bad = {k: t for k, t in dtypes.items() if t != want}
+    check(not bad, "tensors not stored as %s: %s" % (want, bad))
+    for k, sh in spec["shapes"].items():
+        if check(k in shapes, "tensor %s missing" % k):
+            check(shapes[k] == tuple(sh), "%s has shape %s, expected %s" % (k, shapes[k], sh))
+    for frag in spec["absent"]:
+        hits = [k for k in keys if frag in k]
+        check(not hits, "unexpected tensors matching %r: %s" % (frag, hits[:4]))
+    w_in = model.get_input_embeddings().weight
+    w_out = model.get_output_embeddings().weight
+    if spec.get("tied"):
+        check(torch.equal(w_in, w_out), "tied embeddings differ after reload")
+        notes["lm_head_in_file"] = "lm_head.weight" in keys
+    else:
+        check("lm_head.weight" in keys, "lm_head.weight missing")
+        check(not torch.equal(w_in, w_out), "untied embeddings are equal")
+
+    # Values HF derived from the config, recorded for the report.
+    try:
+        rot = getattr(model.model, "rotary_emb", None)
+        if rot is not None:
+            notes["rope_attention_scaling"] = float(rot.attention_scaling)
+            notes["inv_freq"] = [float(x) for x in rot.inv_freq.flatten()]
+        notes["attn_scaling"] = float(model.model.layers[0].self_attn.scaling)
+    except Exception as e:  # noqa: BLE001 - only for the report
+        notes["derived_error"] = repr(e)
+    if spec.get("yarn"):
+        r = spec["rope"]
+
+        def mscale(sc, m):
+            return 1.0 if sc <= 1 else 0.1 * m * math.log(sc) + 1.0
+        af = mscale(r["factor"], r["mscale"]) / mscale(r["factor"], r["mscale_all_dim"])
+        m = mscale(r["factor"], r["mscale_all_dim"])
+        sc = (16 + 8) ** -0.5 * m * m
+        notes["expected_attention_factor_doc"] = af
+        notes["expected_softmax_scale_doc"] = sc
+        notes["attention_factor_matches_doc"] = abs(notes.get("rope_attention_scaling", 0) - af) < 1e-6
+        notes["softmax_scale_matches_doc"] = abs(notes.get("attn_scaling", 0) - sc) < 1e-6
+    notes["n_params"] = int(sum(p.numel() for p in model.parameters()))
+    notes["n_tensors_in_file"] = len(keys)
+    return notes, problems
+
+
+def attempt(spec, d, seed, tok_ids):
+    """Build, save and reload one fixture with this seed; measure transformers' outputs."""
+    if os.path.isdir(d):
+        shutil.rmtree(d)
+    os.makedirs(d)
+    torch.manual_seed(seed)
+    cfg = make_config(spec)
+    model = spec["model_cls"](cfg).eval()
+    reinit(model, seed)
+    model = model.to(TORCH_DTYPE[spec["dtype"]])
+    save(model, d)
+    del model
+    shutil.copyfile(SPM_PATH, os.path.join(d, "tokenizer.model"))
+
+    ref = load(spec, d)
+    notes, problems = check_reloaded(spec, ref, d)
+    logits = forward_logits(ref, tok_ids)
+    gen, margins = greedy(ref, tok_ids, N_GREEDY)
+    # the prompt logits and the greedy path's first step are the same computation
+    assert int(logits[-1].argmax()) == gen[0]
+    s = torch.sort(logits.double(), dim=-1, descending=True).values
+    prompt_margins = (s[:, 0] - s[:, 1]).tolist()
+    log("  %s seed %d: min greedy margin %.4g" % (spec["name"], seed, min(margins)))
+    return ref, notes, logits, gen, margins, prompt_margins, problems
+
+
+def build_one(spec, out_dir, tok_ids):
+    name = spec["name"]
+    d = os.path.join(out_dir, name)
+    best_seed, best_margin = None, -1.0
+    for k in range(MAX_SEED_TRIES):
+        seed = spec["seed"] + k
+        res = attempt(spec, d, seed, tok_ids)
+        if min(res[4]) > best_margin:
+            best_seed, best_margin = seed, min(res[4])
+        if min(res[4]) >= MIN_MARGIN:
+            break
+    if seed != best_seed:  # none reached MIN_MARGIN: rebuild the best one (deterministic)
+        seed = best_seed
+        res = attempt(spec, d, seed, tok_ids)
+    ref, notes, logits, gen, margins, prompt_margins, problems = res
+
+    if spec.get("window_check"):
+        # the same weights without the window must give different logits past the window
+        try:
+            full = load(spec, d, sliding_window=None)
+            lf = forward_logits(full, tok_ids)
+            W = spec["expect"]["sliding_window"]
+            diff = (lf - logits).abs().max(dim=-1).values
+            notes["window_off_sliding_window"] = full.config.sliding_window
+            notes["window_effect_inside"] = float(diff[:W].max())
+            notes["window_effect_outside"] = float(diff[W:].max())
+            if not (notes["window_effect_inside"] < 1e-6 and notes["window_effect_outside"] > 1e-3):
+                problems.append("sliding window effect unexpected: inside %g outside %g" % (
+                    notes["window_effect_inside"], notes["window_effect_outside"]))
+                log("  CHECK FAILED: " + problems[-1])
+        except Exception as e:  # noqa: BLE001
+            problems.append("window check failed: %r" % (e,))
+            log("  CHECK FAILED: " + problems[-1])
+
+    lg = logits.numpy().astype("<f4")
+    assert lg.shape == (len(tok_ids), 256)
+    lg.tofile(os.path.join(d, "logits.f32"))
+    ref_json = dict(
+        prompt_ids=list(tok_ids),
+        greedy_ids=gen,
+        transformers_version=transformers.__version__,
+        torch_version=torch.__version__,
+        dtype_saved=spec["dtype"],
+        fixture=name,
+        architecture=type(ref).__name__,
+        prompt_text=PROMPT_TEXT,
+        seed=seed,
+        init=dict(weight_std=W_STD, bias_std=B_STD, norm_std=NORM_STD),
+        eos_token_id=2,
+        min_greedy_margin=min(margins),
+        min_prompt_margin=min(prompt_margins),
+        logits_abs_max=float(logits.abs().max()),
+        check_problems=problems,
+        hf_derived={k: v for k, v in notes.items() if k != "tensors"},
+    )
+    with open(os.path.join(d, "reference.json"), "w") as f:
+        json.dump(ref_json, f, indent=1)
+        f.write("\n")
+    return ref, ref_json, notes["tensors"]
+
+
+def describe(model):
+    c = model.config
+    keys = ["model_type", "num_hidden_layers", "hidden_size", "intermediate_size",
+            "num_attention_heads", "num_key_value_heads", "head_dim", "rms_norm_eps",
+            "tie_word_embeddings", "attention_bias", "mlp_bias", "sliding_window",
+            "use_sliding_window", "q_lora_rank", "kv_lora_rank", "qk_nope_head_dim",
+            "qk_rope_head_dim", "v_head_dim", "first_k_dense_replace", "rope_interleave",
+            "bos_token_id", "eos_token_id", "dtype", "_attn_implementation"]
+    out = {k: getattr(c, k) for k in keys if hasattr(c, k)}
+    out["dtype"] = str(out.get("dtype"))
+    out["rope_parameters"] = getattr(c, "rope_parameters", None)
+    return json.dumps(out, default=str)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("out_dir")
+    ap.add_argument("--only", nargs="*", help="fixture names to build")
+    args = ap.parse_args()
+
+    os.makedirs(args.out_dir, exist_ok=True)
+    global LOGF
+    LOGF = open(os.path.join(args.out_dir, "make_fixtures.log"), "w")
+    torch.set_num_threads(min(4, torch.get_num_threads()))
+    log("python", sys.version.split()[0], "torch", torch.__version__, "transformers",
+        transformers.__version__, "numpy", np.__version__, "sentencepiece",
+        getattr(spm, "__version__", "?"))
+
+    sp = spm.SentencePieceProcessor(model_file=SPM_PATH)
+    assert sp.get_piece_size() == 256 and sp.bos_id() == 1 and sp.eos_id() == 2
+    pieces = sp.encode(PROMPT_TEXT)
+    if pieces != EXPECTED_PIECE_IDS:
+        log("WARNING: sentencepiece encodes the prompt differently from spm_encode 0.1.97:",
+            pieces)
+    tok_ids = [sp.bos_id()] + list(pieces)
+    assert 30 <= len(tok_ids) <= 40, len(tok_ids)
+    log("prompt (%d ids): %s" % (len(tok_ids), " ".join(map(str, tok_ids))))
+
+    specs = [s for s in fixtures() if not args.only or s["name"] in args.only]
+    rows, failed = [], []
+    for spec in specs:
+        log("== %s (%s, saved %s)" % (spec["name"], spec["model_cls"].__name__, spec["dtype"]))
+        try:
+            ref, rj, rj_tensors = build_one(spec, args.out_dir, tok_ids)
+        except Exception:
+            log(traceback.format_exc())
+            failed.append(spec["name"])
+            continue
+        log("  config:", describe(ref))
+        nd = dict(rj["hf_derived"])
+        nd.pop("inv_freq", None)
+        log("  derived:", json.dumps(nd))
+        log("  inv_freq:", ["%.6g" % x for x in rj["hf_derived"].get("inv_freq", [])])
+        log("  greedy:", " ".join(map(str, rj["greedy_ids"])))
+        if rj["check_problems"]:
+            failed.append(spec["name"] + "(checks)")
+        d0 = os.path.join(args.out_dir, spec["name"])
+        with open(os.path.join(d0, "config.json")) as f:
+            logf("  config.json:", f.read())
+        for k, v in rj_tensors.items():
+            logf("    %-55s %s" % (k, v))
+        d = os.path.join(args.out_dir, spec["name"])
+        sizes = {f: os.path.getsize(os.path.join(d, f)) for f in sorted(os.listdir(d))}
+        log("  files:", sizes)
+        rows.append((spec["name"], type(ref).__name__, spec["dtype"], rj["seed"],
+                     sizes.get("model.safetensors", 0), sum(sizes.values()),
+                     rj["min_greedy_margin"], rj["logits_abs_max"],
+                     " ".join(map(str, rj["greedy_ids"][:8]))))
+
+    log("")
+    log("%-22s %-22s %-5s %-5s %10s %10s %9s %7s  %s" % (
+        "fixture", "class", "dtype", "seed", "st_bytes", "dir_bytes", "margin", "|lg|max",
+        "greedy[:8]"))
+    total = 0
+    for r in rows:
+        total += r[5]
+        log("%-22s %-22s %-5s %-5d %10d %10d %9.4f %7.3f  %s" % r)
+    log("total bytes: %d  (%.2f MB)" % (total, total / 1e6))
+    if failed:
+        log("FAILED:", " ".join(failed))
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()
