@@ -4,7 +4,7 @@
 CC      ?= gcc
 CXX     ?= g++
 PYTHON  ?= /usr/bin/python3
-OPT     ?= -O3 -march=native
+OPT     ?= -O3 -march=native -ffp-contract=fast
 CFLAGS  += -std=c11 $(OPT) -Wall -Wextra -fopenmp -I.
 CXXFLAGS+= -std=c++17 $(OPT) -Wall -Wextra -I.
 LDLIBS  += -lsentencepiece -lstdc++ -lm
@@ -39,7 +39,7 @@ $(BUILD)/tests/%: tests/%.c tests/*.h $(CORE_OBJ) $(TOK_OBJ) $(HDRS)
 # C unit tests (cmocka), then the Python tests (converter, parity, CLI).
 test: test-c test-py
 
-test-c: $(TEST_BIN) run
+test-c: $(TEST_BIN)
 	@set -e; for t in $(TEST_BIN); do echo "== $$t"; $$t; done
 
 test-py: run
@@ -50,8 +50,13 @@ asan:
 	$(MAKE) BUILD=build-asan OPT="-O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer" \
 	  LDFLAGS="-fsanitize=address,undefined" test-c
 
-bench: run
-	$(PYTHON) scripts/bench.py
+$(BUILD)/bench_decode: bench/decode.c $(CORE_OBJ) $(HDRS)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -o $@ $< $(CORE_OBJ) $(LDFLAGS) -lm
+
+# Speed (never in tests): random-weight models of llama2.c's and DeepSeek-V2-Lite's shapes.
+bench: run $(BUILD)/bench_decode
+	$(PYTHON) bench/bench.py
 
 clean:
-	rm -rf build build-asan run
+	rm -rf build build-asan run  # (build-bench/ keeps the generated benchmark models)

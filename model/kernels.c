@@ -3,9 +3,26 @@
 #include <math.h>
 #include <stddef.h>
 
+// Four rows at a time: four independent accumulators keep the FMA units busy while
+// x stays in L1; the weights stream through once.
 void matvec(float *out, const float *W, const float *x, const float *bias, int rows, int cols) {
+    const int blocks = rows / 4;
     #pragma omp parallel for schedule(static) if (rows >= 64)
-    for (int r = 0; r < rows; r++) {
+    for (int b = 0; b < blocks; b++) {
+        const float *w0 = W + (size_t)(4 * b) * cols, *w1 = w0 + cols, *w2 = w1 + cols, *w3 = w2 + cols;
+        float s0 = 0.0f, s1 = 0.0f, s2 = 0.0f, s3 = 0.0f;
+        #pragma omp simd reduction(+ : s0, s1, s2, s3)
+        for (int c = 0; c < cols; c++) {
+            s0 += w0[c] * x[c];
+            s1 += w1[c] * x[c];
+            s2 += w2[c] * x[c];
+            s3 += w3[c] * x[c];
+        }
+        float *o = out + 4 * b;
+        o[0] = s0; o[1] = s1; o[2] = s2; o[3] = s3;
+        if (bias) { o[0] += bias[4 * b]; o[1] += bias[4 * b + 1]; o[2] += bias[4 * b + 2]; o[3] += bias[4 * b + 3]; }
+    }
+    for (int r = 4 * blocks; r < rows; r++) {
         const float *w = W + (size_t)r * cols;
         float sum = 0.0f;
         #pragma omp simd reduction(+ : sum)
@@ -18,6 +35,7 @@ void matvec(float *out, const float *W, const float *x, const float *bias, int r
 // per vector, which is what makes prefill faster than token-by-token decoding.
 void matmul(float *out, const float *W, const float *x, const float *bias, int n, int rows,
             int cols) {
+    if (n == 1) { matvec(out, W, x, bias, rows, cols); return; }
     #pragma omp parallel for schedule(static)
     for (int r = 0; r < rows; r++) {
         const float *w = W + (size_t)r * cols;

@@ -21,6 +21,7 @@
 #define ENTRY_BYTES 128
 #define FORMAT_VERSION 1
 #define MAX_SIZE (1u << 24) // no single dimension of a sane model is larger
+#define HUGE_PAGE ((uint64_t)2 << 20)
 
 enum { DTYPE_F32 = 0, DTYPE_F16 = 1, DTYPE_BF16 = 2 };
 
@@ -188,6 +189,7 @@ typedef struct {
     Entry *entries;
     uint32_t n_entries;
     Model *m;
+    size_t arena_used;
     char *err;
     size_t errlen;
 } Ctx;
@@ -216,22 +218,17 @@ static const float *take(Ctx *c, const char *name, int ndim, uint64_t d0, uint64
     }
     found->used = 1;
     const unsigned char *src = c->base + found->offset;
-    if (found->dtype == DTYPE_F32) return (const float *)src;
-    const uint64_t count = found->nbytes / 2;
-    float *dst = malloc(sizeof(float) * count);
-    float **owned = realloc(c->m->owned, sizeof(float *) * (size_t)(c->m->n_owned + 1));
-    if (!dst || !owned) {
-        free(dst);
-        if (owned) c->m->owned = owned;
-        fail(c->err, c->errlen, "out of memory converting tensor %s", name);
-        return NULL;
-    }
-    c->m->owned = owned;
-    c->m->owned[c->m->n_owned++] = dst;
-    for (uint64_t i = 0; i < count; i++) {
-        uint16_t v;
-        memcpy(&v, src + 2 * i, 2);
-        dst[i] = found->dtype == DTYPE_F16 ? half_to_float(v) : bf16_to_float(v);
+    const uint64_t count = found->nbytes / (found->dtype == DTYPE_F32 ? 4 : 2);
+    float *dst = (float *)(c->m->arena + c->arena_used);
+    c->arena_used += (count * sizeof(float) + 63) / 64 * 64;
+    if (found->dtype == DTYPE_F32) {
+        memcpy(dst, src, found->nbytes);
+    } else {
+        for (uint64_t i = 0; i < count; i++) {
+            uint16_t v;
+            memcpy(&v, src + 2 * i, 2);
+            dst[i] = found->dtype == DTYPE_F16 ? half_to_float(v) : bf16_to_float(v);
+        }
     }
     return dst;
 }
@@ -243,10 +240,9 @@ static const float *take_opt(Ctx *c, int present, const char *name, uint64_t d0,
     return p;
 }
 
-#define TAKE(dst, ...) do { if (!((dst) = take(&ctx, __VA_ARGS__))) return -1; } while (0)
+#define TAKE(dst, ...) do { if (!((dst) = take(c, __VA_ARGS__))) return -1; } while (0)
 
 static int bind_layer(Ctx *c, Layer *l, int n, int bias, const Config *cfg) {
-    Ctx ctx = *c;
     char nm[64];
     const uint64_t D = (uint64_t)cfg->dim, I = (uint64_t)cfg->hidden_dim;
     int bad = 0;
@@ -256,9 +252,9 @@ static int bind_layer(Ctx *c, Layer *l, int n, int bias, const Config *cfg) {
     TAKE(l->w1, NAME("w1"), 2, I, D, 0);
     TAKE(l->w3, NAME("w3"), 2, I, D, 0);
     TAKE(l->w2, NAME("w2"), 2, D, I, 0);
-    l->b1 = take_opt(&ctx, cfg->mlp_bias, NAME("b1"), I, &bad);
-    l->b3 = take_opt(&ctx, cfg->mlp_bias, NAME("b3"), I, &bad);
-    l->b2 = take_opt(&ctx, cfg->mlp_bias, NAME("b2"), D, &bad);
+    l->b1 = take_opt(c, cfg->mlp_bias, NAME("b1"), I, &bad);
+    l->b3 = take_opt(c, cfg->mlp_bias, NAME("b3"), I, &bad);
+    l->b2 = take_opt(c, cfg->mlp_bias, NAME("b2"), D, &bad);
     if (l->kind == ATTN_GQA) {
         GQAWeights *g = &l->gqa;
         const uint64_t q = (uint64_t)g->n_heads * g->head_dim, kv = (uint64_t)g->n_kv_heads * g->head_dim;
@@ -267,10 +263,10 @@ static int bind_layer(Ctx *c, Layer *l, int n, int bias, const Config *cfg) {
         TAKE(g->wk, NAME("wk"), 2, kv, D, 0);
         TAKE(g->wv, NAME("wv"), 2, kv, D, 0);
         TAKE(g->wo, NAME("wo"), 2, D, q, 0);
-        g->bq = take_opt(&ctx, bias & 1, NAME("bq"), q, &bad);
-        g->bk = take_opt(&ctx, bias & 2, NAME("bk"), kv, &bad);
-        g->bv = take_opt(&ctx, bias & 4, NAME("bv"), kv, &bad);
-        g->bo = take_opt(&ctx, bias & 8, NAME("bo"), D, &bad);
+        g->bq = take_opt(c, bias & 1, NAME("bq"), q, &bad);
+        g->bk = take_opt(c, bias & 2, NAME("bk"), kv, &bad);
+        g->bv = take_opt(c, bias & 4, NAME("bv"), kv, &bad);
+        g->bo = take_opt(c, bias & 8, NAME("bo"), D, &bad);
     } else {
         MLAWeights *a = &l->mla;
         const uint64_t H = (uint64_t)a->n_heads, dq = (uint64_t)a->q_lora_rank, dc = (uint64_t)a->kv_lora_rank,
@@ -280,20 +276,20 @@ static int bind_layer(Ctx *c, Layer *l, int n, int bias, const Config *cfg) {
             return fail(c->err, c->errlen, "layer %d: MLA head sizes too large", n);
         if (dq == 0) {
             TAKE(a->wq, NAME("wq"), 2, H * (dn + dr), D, 0);
-            a->bq = take_opt(&ctx, bias & 1, NAME("bq"), H * (dn + dr), &bad);
+            a->bq = take_opt(c, bias & 1, NAME("bq"), H * (dn + dr), &bad);
         } else {
             TAKE(a->wq_a, NAME("wq_a"), 2, dq, D, 0);
-            a->bq_a = take_opt(&ctx, bias & 1, NAME("bq_a"), dq, &bad);
+            a->bq_a = take_opt(c, bias & 1, NAME("bq_a"), dq, &bad);
             TAKE(a->q_a_norm, NAME("q_a_norm"), 1, dq, 0, 0);
             TAKE(a->wq_b, NAME("wq_b"), 2, H * (dn + dr), dq, 0);
         }
         TAKE(a->wkv_a, NAME("wkv_a"), 2, dc + dr, D, 0);
-        a->bkv_a = take_opt(&ctx, bias & 2, NAME("bkv_a"), dc + dr, &bad);
+        a->bkv_a = take_opt(c, bias & 2, NAME("bkv_a"), dc + dr, &bad);
         TAKE(a->kv_a_norm, NAME("kv_a_norm"), 1, dc, 0, 0);
         TAKE(a->w_uk, NAME("w_uk"), 3, H, dn, dc);
         TAKE(a->w_uv, NAME("w_uv"), 3, H, dv, dc);
         TAKE(a->wo, NAME("wo"), 2, D, H * dv, 0);
-        a->bo = take_opt(&ctx, bias & 8, NAME("bo"), D, &bad);
+        a->bo = take_opt(c, bias & 8, NAME("bo"), D, &bad);
         // softmax scale: (dn+dr)^-0.5, times mscale^2 when the rope is scaled and
         // mscale_all_dim is set (transformers' DeepSeek attention)
         a->softmax_scale = 1.0f / sqrtf((float)(dn + dr));
@@ -321,7 +317,6 @@ int model_load_buffer(Model *m, const void *data, size_t nbytes, char *err, size
         return fail(err, errlen, "tensor directory (%u entries) runs past the end of the file", n_tensors);
     if (tok_bytes > 0 && (tok_off > nbytes || tok_bytes > nbytes - tok_off))
         return fail(err, errlen, "tokenizer blob runs past the end of the file");
-    m->tokenizer = tok_bytes ? base + tok_off : NULL;
     m->tokenizer_bytes = (size_t)tok_bytes;
 
     m->layers = calloc((size_t)cfg->n_layers, sizeof(Layer));
@@ -374,7 +369,27 @@ int model_load_buffer(Model *m, const void *data, size_t nbytes, char *err, size
 
     // bind the expected tensors (each exactly once, with its shape), then make sure
     // nothing else is in the file
-    Ctx ctx = {base, nbytes, entries, n_tensors, m, err, errlen};
+    // one arena holds every tensor as f32 (f16/bf16 converted once, here) and the
+    // tokenizer bytes; anonymous memory with transparent huge pages, so decoding
+    // streams the weights with few TLB misses and the file can be unmapped
+    uint64_t arena_bytes = (tok_bytes + 63) / 64 * 64;
+    for (uint32_t i = 0; i < n_tensors; i++)
+        arena_bytes += (entries[i].nbytes / dtype_size[entries[i].dtype] * 4 + 63) / 64 * 64;
+    arena_bytes = (arena_bytes + HUGE_PAGE - 1) / HUGE_PAGE * HUGE_PAGE;
+    void *arena = mmap(NULL, arena_bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (arena == MAP_FAILED) {
+        fail(err, errlen, "out of memory: cannot allocate %llu bytes for the weights", (unsigned long long)arena_bytes);
+        goto done;
+    }
+    madvise(arena, arena_bytes, MADV_HUGEPAGE);
+    m->arena = arena;
+    m->arena_bytes = arena_bytes;
+    Ctx ctx = {base, nbytes, entries, n_tensors, m, 0, err, errlen};
+    if (tok_bytes) {
+        memcpy(m->arena, base + tok_off, tok_bytes);
+        m->tokenizer = m->arena;
+        ctx.arena_used = (tok_bytes + 63) / 64 * 64;
+    }
     const uint64_t V = (uint64_t)cfg->vocab_size, D = (uint64_t)cfg->dim;
     if (!(m->tok_embeddings = take(&ctx, "tok_embeddings", 2, V, D, 0))) goto done;
     if (!(m->norm = take(&ctx, "norm", 1, D, 0, 0))) goto done;
@@ -418,12 +433,9 @@ int model_load(Model *m, const char *path, char *err, size_t errlen) {
     close(fd);
     if (map == MAP_FAILED) return fail(err, errlen, "cannot map %s: %s", path, strerror(errno));
     char inner[512];
-    if (model_load_buffer(m, map, nbytes, inner, sizeof inner) != 0) {
-        munmap(map, nbytes);
-        return fail(err, errlen, "%s: %s", path, inner);
-    }
-    m->map = map;
-    m->map_bytes = nbytes;
+    const int rc = model_load_buffer(m, map, nbytes, inner, sizeof inner);
+    munmap(map, nbytes); // everything was copied into the model's arena
+    if (rc != 0) return fail(err, errlen, "%s: %s", path, inner);
     return 0;
 }
 
@@ -431,9 +443,7 @@ void model_free(Model *m) {
     if (m->layers)
         for (int n = 0; n < m->cfg.n_layers; n++) free(m->layers[n].rope);
     free(m->layers);
-    for (int i = 0; i < m->n_owned; i++) free(m->owned[i]);
-    free(m->owned);
-    if (m->map) munmap(m->map, m->map_bytes);
+    if (m->arena) munmap(m->arena, m->arena_bytes);
     memset(m, 0, sizeof(*m));
 }
 

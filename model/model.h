@@ -47,16 +47,13 @@ typedef struct {
     const unsigned char *tokenizer; // SentencePiece model bytes embedded in the file
     size_t tokenizer_bytes;         // 0 if none
     size_t n_params;                // weights counted once (tied head not twice)
-    // storage
-    void *map;             // the mmapped file (NULL when loaded from a caller's buffer)
-    size_t map_bytes;
-    float **owned;         // f16/bf16 tensors converted to f32 at load
-    int n_owned;
+    unsigned char *arena;           // owns every tensor (as f32) and the tokenizer bytes
+    size_t arena_bytes;
 } Model;
 
 // Load and validate a checkpoint. On failure return -1 with one line in err.
 int model_load(Model *m, const char *path, char *err, size_t errlen);
-// The same from bytes in memory (the caller keeps them alive as long as the model).
+// The same from bytes in memory (copied: the caller may free them afterwards).
 int model_load_buffer(Model *m, const void *data, size_t nbytes, char *err, size_t errlen);
 void model_free(Model *m);
 
