@@ -316,6 +316,9 @@ int main(int argc, char **argv) {
     if (model_load(&model, o.model_path, err, sizeof err)) die("%s", err);
     const Config *c = &model.cfg;
     const int context = o.context ? o.context : c->max_seq_len;
+    if (context > c->max_seq_len && !o.info)
+        fprintf(stderr, "run: warning: context %d is longer than the model was built for (%d)\n", context,
+                c->max_seq_len);
 
     if (o.info) {
         print_info(&model, context);
@@ -406,6 +409,7 @@ int main(int argc, char **argv) {
     }
     const double decode_s = now_seconds() - t0;
     if (o.print_ids || generated > 0) printf("\n");
+    fflush(stdout);
 
     fprintf(stderr, "prefill: %d tokens, %.1f tok/s | decode: %d tokens, %.1f tok/s | KV cache: %zu bytes in use (%zu per token, %d tokens)\n",
             n_prompt, n_prompt / (prefill_s > 0 ? prefill_s : 1e-9), generated,
