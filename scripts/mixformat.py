@@ -258,6 +258,7 @@ def write_model(path, cfg, layers, tensors, tokenizer_bytes=None, dtype="f32",
                     raise FormatError("tensor %s encoded to %d bytes, expected %d"
                                       % (name, len(data), nbytes))
                 f.write(data)
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
