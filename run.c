@@ -102,6 +102,11 @@ static Options parse_args(int argc, char **argv) {
             o.model_path = a;
             continue;
         }
+        static const char *takes_value[] = {"-p", "--tokens", "-n", "-t", "--top-p", "--top-k", "-s", "-c",
+                                            "-z", "--threads", "--dump-logits", "--ppl", "--mla"};
+        int known = 0;
+        for (size_t k = 0; k < sizeof takes_value / sizeof *takes_value; k++) known |= !strcmp(a, takes_value[k]);
+        if (!known) die("unknown option '%s' (see run --help)", a);
         if (i + 1 >= argc) die("%s needs a value", a);
         const char *v = argv[++i];
         if (!strcmp(a, "-p")) o.prompt = v;
@@ -120,8 +125,6 @@ static Options parse_args(int argc, char **argv) {
             if (!strcmp(v, "absorbed")) o.mla_mode = MLA_ABSORBED;
             else if (!strcmp(v, "naive")) o.mla_mode = MLA_NAIVE;
             else die("--mla must be 'absorbed' or 'naive', got '%s'", v);
-        } else {
-            die("unknown option '%s' (see run --help)", a);
         }
     }
     if (!o.model_path) { usage(stderr); die("no model given"); }

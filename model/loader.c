@@ -339,6 +339,8 @@ int model_load_buffer(Model *m, const void *data, size_t nbytes, char *err, size
         Entry *e = &entries[i];
         memcpy(e->name, p, 64);
         if (!memchr(e->name, 0, 64)) { fail(err, errlen, "tensor %u: name is not NUL-terminated", i); goto done; }
+        // names go into one-line error messages: no control characters
+        for (char *q = e->name; *q; q++) if ((unsigned char)*q < 0x20 || *q == 0x7f) *q = '?';
         e->dtype = rd_u32(p + 64);
         e->ndim = rd_u32(p + 68);
         for (int k = 0; k < 4; k++) e->shape[k] = rd_u64(p + 72 + 8 * k);
