@@ -5,7 +5,9 @@ machine): weights/training/*.json and reference_logits.json."""
 import json
 import os
 import re
+import shutil
 import subprocess
+import sys
 import tempfile
 import unittest
 
@@ -110,6 +112,32 @@ class ShippedModels(unittest.TestCase):
         self.assertGreater(len(runs[0].split()), 30)
         self.assertEqual(runs[0], runs[1])
         self.assertEqual(runs[0], runs[2])
+
+
+class HuggingFaceExports(unittest.TestCase):
+    def test_convert_hf_exports_of_trained_models(self):
+        """The gqa and mla models as Hugging Face folders (LlamaForCausalLM and
+        DeepseekV3ForCausalLM), rebuilt with numpy and checked byte for byte against the
+        folders that transformers loaded on the GPU machine (hf_check.json: max |HF -
+        PyTorch| 1.4e-5 and 1.7e-5), then converted back with convert_hf.py: ./run on
+        the converted files must give PyTorch's logits."""
+        with open(os.path.join(TRAINING, "reference_logits.json")) as f:
+            refs = json.load(f)
+        with open(os.path.join(TRAINING, "hf_check.json")) as f:
+            self.assertTrue(all(v["ok"] for v in json.load(f).values()))
+        with tempfile.TemporaryDirectory() as tmp:
+            for name in ("gqa.bin", "mla.bin"):
+                shutil.copy(os.path.join(WEIGHTS, name), tmp)
+            shutil.copy(os.path.join(TRAINING, "hf_check.json"), tmp)
+            p = subprocess.run([sys.executable, os.path.join(util.SCRIPTS, "train.py"), "--hf-from-bin", tmp],
+                               capture_output=True, text=True)
+            self.assertEqual(p.returncode, 0, p.stdout + p.stderr)
+            for folder, name in (("hf_llama", "gqa"), ("hf_deepseek", "mla")):
+                out = util.convert(os.path.join(tmp, folder), os.path.join(tmp, name + "_hf.bin"))
+                ref = refs[name]
+                got = util.dump_logits(out, ref["ids"], 4096, os.path.join(tmp, "l.f32"))
+                got = got[:ref["n_positions"], ref["vocab_idx"]]
+                self.assertLess(np.abs(got - np.array(ref["logits"])).max(), 1e-4, folder)
 
 
 class PerplexityErrors(unittest.TestCase):
