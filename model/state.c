@@ -6,20 +6,12 @@
 //   MLA:        latent + shared rope key      = kv_lora_rank + qk_rope_head_dim
 // so an MQA layer really uses 1/H of an MHA layer's memory, and MLA less still.
 #include <omp.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "model/error.h"
 #include "model/model.h"
-
-static int fail(char *err, size_t errlen, const char *fmt, ...) {
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-    return -1;
-}
 
 static size_t max_sz(size_t a, size_t b) { return a > b ? a : b; }
 
