@@ -20,7 +20,7 @@ void rmsnorm(float *out, const float *x, const float *w, int n, float eps);
 void softmax(float *x, int n);
 
 // dot product of two length-n vectors (inline: attention calls it once per cached key)
-static inline float dot(const float *a, const float *b, int n) {
+__attribute__((always_inline)) static inline float dot(const float *a, const float *b, int n) {
     float sum = 0.0f;
     #pragma omp simd reduction(+ : sum)
     for (int i = 0; i < n; i++) sum += a[i] * b[i];
@@ -28,7 +28,7 @@ static inline float dot(const float *a, const float *b, int n) {
 }
 
 // y += a * x
-static inline void axpy(float *y, float a, const float *x, int n) {
+__attribute__((always_inline)) static inline void axpy(float *y, float a, const float *x, int n) {
     #pragma omp simd
     for (int i = 0; i < n; i++) y[i] += a * x[i];
 }
