@@ -32,7 +32,7 @@ $(BUILD)/%.o: %.cpp $(HDRS)
 	@mkdir -p $(dir $@)
 	$(CXX) $(CXXFLAGS) -c -o $@ $<
 
-$(BUILD)/tests/%: tests/%.c tests/*.h $(CORE_OBJ) $(TOK_OBJ) $(HDRS)
+$(BUILD)/tests/%: tests/%.c $(wildcard tests/*.h) $(CORE_OBJ) $(TOK_OBJ) $(HDRS)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -o $@ $< $(CORE_OBJ) $(TOK_OBJ) $(LDFLAGS) -lcmocka $(LDLIBS)
 
