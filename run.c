@@ -167,16 +167,31 @@ static int *parse_token_list(const char *s, int vocab_size, int *n_out) {
 
 // --- --info ----------------------------------------------------------------------
 
+// "gqa x6" for a uniform model, else each layer's kind in order: "mha, gqa, mla"
+static void attention_layout(const Model *m, char *out, size_t cap) {
+    const int L = m->cfg.n_layers;
+    int uniform = 1;
+    for (int n = 1; n < L; n++) uniform &= !strcmp(layer_kind_name(&m->layers[n]), layer_kind_name(&m->layers[0]));
+    if (uniform) { snprintf(out, cap, "%s x%d", layer_kind_name(&m->layers[0]), L); return; }
+    size_t len = 0;
+    out[0] = 0;
+    for (int n = 0; n < L && len + 8 < cap; n++)
+        len += (size_t)snprintf(out + len, cap - len, "%s%s", n ? ", " : "", layer_kind_name(&m->layers[n]));
+}
+
 static void print_info(const Model *m, int context) {
     const Config *c = &m->cfg;
+    char layout[512];
+    attention_layout(m, layout, sizeof layout);
     static const char *pairing[] = {"neox", "interleaved"};
     static const char *scaling[] = {"none", "linear", "llama3", "yarn"};
-    printf("{\n  \"format_version\": 1,\n  \"dim\": %d,\n  \"n_layers\": %d,\n  \"vocab_size\": %d,\n"
+    printf("{\n  \"format_version\": 1,\n  \"architecture\": \"pre-norm decoder: RMSNorm, RoPE, SwiGLU, per-layer attention\",\n"
+           "  \"attention\": \"%s\",\n  \"dim\": %d,\n  \"n_layers\": %d,\n  \"vocab_size\": %d,\n"
            "  \"max_seq_len\": %d,\n  \"hidden_dim\": %d,\n  \"n_params\": %zu,\n"
            "  \"tied_embeddings\": %s,\n  \"norm_eps\": %g,\n  \"bos_id\": %d,\n  \"eos_id\": %d,\n"
            "  \"rope\": {\"theta\": %g, \"pairing\": \"%s\", \"scaling\": \"%s\", \"factor\": %g},\n"
            "  \"sliding_window\": %d,\n  \"tokenizer_embedded\": %s,\n  \"layers\": [\n",
-           c->dim, c->n_layers, c->vocab_size, c->max_seq_len, c->hidden_dim, m->n_params,
+           layout, c->dim, c->n_layers, c->vocab_size, c->max_seq_len, c->hidden_dim, m->n_params,
            c->tied_embeddings ? "true" : "false", c->norm_eps, c->bos_id, c->eos_id, c->rope.theta,
            pairing[c->rope.pairing], scaling[c->rope.scaling], c->rope.factor, c->sliding_window,
            m->tokenizer_bytes ? "true" : "false");

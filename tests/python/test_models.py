@@ -64,6 +64,9 @@ class ShippedModels(unittest.TestCase):
                     self.assertEqual(got["kv_bytes_per_token"], b)
                     want_bytes += b
                 self.assertEqual(info["kv_bytes_per_token"], want_bytes)
+                kinds = [l["kind"] for l in info["layers"]]
+                self.assertEqual(info["attention"], "%s x%d" % (kinds[0], len(kinds)) if len(set(kinds)) == 1
+                                 else ", ".join(kinds))
 
     def test_logits_match_pytorch(self):
         with open(os.path.join(TRAINING, "reference_logits.json")) as f:
