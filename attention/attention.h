@@ -81,7 +81,8 @@ typedef struct {
     float *q_a;        // [max_tokens, max dq]
     float *kv_a;       // [max_tokens, max dc+dr]
     float *heads;      // [max_tokens, max H*d or H*dv] concatenated head outputs
-    float *att;        // [n_threads, context] attention weights
+    float *att;        // [n_threads, att_stride] attention weights
+    size_t att_stride; // context * the most query heads one task attends for (GQA group)
     float *latent_tmp; // [n_threads, 2 * max dc] absorbed path: latent query and output
     float *k_decomp;   // [max H, context, max dn] naive MLA path only, else NULL
     float *v_decomp;   // [max H, context, max dv] naive MLA path only, else NULL

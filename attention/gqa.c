@@ -7,7 +7,9 @@
 //   GQA  Hkv = G   group = H/G G groups of query heads share a K and V
 //   MQA  Hkv = 1   group = H   all query heads share one K and V
 //
-// so the cache shrinks by the group size: 2 * Hkv * head_dim floats per token.
+// so the cache shrinks by the group size: 2 * Hkv * head_dim floats per token. And
+// the time to read it shrinks too: below, each cached key and value row is loaded
+// once and used by every query head of its group.
 #include <math.h>
 #include <omp.h>
 #include <string.h>
@@ -38,22 +40,35 @@ void gqa_attention(const GQAWeights *w, const GQACache *cache, const Rope *rope,
         for (int h = 0; h < Hkv; h++) rope_rotate(rope, k_new + (size_t)t * kv_dim + h * d, cos_t, sin_t);
     }
 
-    // --- attend: each (token, query head) over the visible cached keys
-    #pragma omp parallel for collapse(2) schedule(dynamic)
+    // --- attend. A task is one token and one KV head with (a slice of) the query
+    // heads of its group: each cached key and value row is read once for all of
+    // them. When there are fewer (token, KV head) pairs than threads (MQA decoding),
+    // the group is split so that every thread has work.
+    int splits = s->n_threads / (n * Hkv);
+    splits = splits < 1 ? 1 : splits > group ? group : splits;
+    const int per_task = (group + splits - 1) / splits; // query heads per task
+    #pragma omp parallel for collapse(3) schedule(dynamic)
     for (int t = 0; t < n; t++) {
-        for (int h = 0; h < H; h++) {
-            const int pos = pos0 + t;
-            const int kv_head = h / group;
-            const float *q_h = q + (size_t)t * q_dim + h * d;
-            float *att = s->att + (size_t)omp_get_thread_num() * s->context;
-            const int first = attn_first_key(pos, window);
-            for (int k = first; k <= pos; k++)
-                att[k - first] = dot(q_h, cache->key + (size_t)k * kv_dim + kv_head * d, d) * scale;
-            softmax(att, pos - first + 1);
-            float *o_h = s->heads + (size_t)t * q_dim + h * d;
-            memset(o_h, 0, sizeof(float) * d);
-            for (int k = first; k <= pos; k++)
-                axpy(o_h, att[k - first], cache->value + (size_t)k * kv_dim + kv_head * d, d);
+        for (int kv_head = 0; kv_head < Hkv; kv_head++) {
+            for (int part = 0; part < splits; part++) {
+                const int h0 = kv_head * group + part * per_task;
+                const int h1 = h0 + per_task < (kv_head + 1) * group ? h0 + per_task : (kv_head + 1) * group;
+                if (h0 >= h1) continue; // the group had fewer heads than parts
+                const int pos = pos0 + t, first = attn_first_key(pos, window), len = pos - first + 1;
+                float *att = s->att + (size_t)omp_get_thread_num() * s->att_stride; // [heads, len]
+                for (int k = first; k <= pos; k++) {
+                    const float *key = cache->key + (size_t)k * kv_dim + kv_head * d;
+                    for (int h = h0; h < h1; h++)
+                        att[(size_t)(h - h0) * len + k - first] = dot(q + (size_t)t * q_dim + h * d, key, d) * scale;
+                }
+                for (int h = h0; h < h1; h++) softmax(att + (size_t)(h - h0) * len, len);
+                float *o = s->heads + (size_t)t * q_dim;
+                memset(o + h0 * d, 0, sizeof(float) * (size_t)(h1 - h0) * d);
+                for (int k = first; k <= pos; k++) {
+                    const float *value = cache->value + (size_t)k * kv_dim + kv_head * d;
+                    for (int h = h0; h < h1; h++) axpy(o + h * d, att[(size_t)(h - h0) * len + k - first], value, d);
+                }
+            }
         }
     }
 

@@ -54,7 +54,7 @@ static void attend_naive(const MLAWeights *w, const MLACache *cache, int n, int 
             const int pos = pos0 + t, first = attn_first_key(pos, window);
             const float *q_nope = s->q + ((size_t)t * H + h) * (dn + dr);
             const float *q_pe = q_nope + dn;
-            float *att = s->att + (size_t)omp_get_thread_num() * s->context;
+            float *att = s->att + (size_t)omp_get_thread_num() * s->att_stride;
             for (int k = first; k <= pos; k++) {
                 const float *kh = k_nope + ((size_t)h * s->context + k) * dn;
                 att[k - first] = (dot(q_nope, kh, dn) + dot(q_pe, cache->rope_key + (size_t)k * dr, dr)) *
@@ -84,7 +84,7 @@ static void attend_absorbed(const MLAWeights *w, const MLACache *cache, int n, i
             const float *w_uk = w->w_uk + (size_t)h * dn * dc; // [dn, dc]
             const float *w_uv = w->w_uv + (size_t)h * dv * dc; // [dv, dc]
             const int thread = omp_get_thread_num();
-            float *att = s->att + (size_t)thread * s->context;
+            float *att = s->att + (size_t)thread * s->att_stride;
             float *q_lat = s->latent_tmp + (size_t)thread * 2 * dc; // [dc]
             float *o_lat = q_lat + dc;                              // [dc]
 

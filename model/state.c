@@ -27,12 +27,13 @@ int state_create(RunState *s, const Model *m, int context, int max_tokens, MlaMo
     s->mla_mode = mode;
 
     // widest layer, for the shared scratch buffers
-    size_t q_w = 0, qa_w = 0, kva_w = 0, heads_w = 0, lat_w = 0, kdec_w = 0, vdec_w = 0;
+    size_t q_w = 0, qa_w = 0, kva_w = 0, heads_w = 0, lat_w = 0, kdec_w = 0, vdec_w = 0, group_w = 1;
     for (int n = 0; n < c->n_layers; n++) {
         const Layer *l = &m->layers[n];
         if (l->kind == ATTN_GQA) {
             q_w = max_sz(q_w, (size_t)l->gqa.n_heads * l->gqa.head_dim);
             heads_w = max_sz(heads_w, (size_t)l->gqa.n_heads * l->gqa.head_dim);
+            group_w = max_sz(group_w, (size_t)(l->gqa.n_heads / l->gqa.n_kv_heads));
         } else {
             const MLAWeights *a = &l->mla;
             q_w = max_sz(q_w, (size_t)a->n_heads * (a->qk_nope_head_dim + a->qk_rope_head_dim));
@@ -61,7 +62,8 @@ int state_create(RunState *s, const Model *m, int context, int max_tokens, MlaMo
     a->q_a = malloc(sizeof(float) * T * max_sz(qa_w, 1));
     a->kv_a = malloc(sizeof(float) * T * max_sz(kva_w, 1));
     a->heads = malloc(sizeof(float) * T * max_sz(heads_w, 1));
-    a->att = malloc(sizeof(float) * (size_t)threads * (size_t)context);
+    a->att_stride = group_w * (size_t)context;
+    a->att = malloc(sizeof(float) * (size_t)threads * a->att_stride);
     a->latent_tmp = malloc(sizeof(float) * (size_t)threads * 2 * max_sz(lat_w, 1));
     if (mode == MLA_NAIVE && kdec_w > 0) {
         a->k_decomp = malloc(sizeof(float) * kdec_w * (size_t)context);
