@@ -82,8 +82,10 @@ typedef struct {
     float *kv_a;       // [max_tokens, max dc+dr]
     float *heads;      // [max_tokens, max H*d or H*dv] concatenated head outputs
     float *att;        // [n_threads, att_stride] attention weights
-    size_t att_stride; // context * the most query heads one task attends for (GQA group)
-    float *latent_tmp; // [n_threads, 2 * max dc] absorbed path: latent query and output
+    size_t att_stride; // context * the most query heads one task attends for
+                       // (a GQA group, or all heads of an MLA layer)
+    float *latent_tmp; // [n_threads, latent_tmp_stride] absorbed MLA: latent queries and outputs
+    size_t latent_tmp_stride; // 2 * max over MLA layers of H * dc
     float *k_decomp;   // [max H, context, max dn] naive MLA path only, else NULL
     float *v_decomp;   // [max H, context, max dv] naive MLA path only, else NULL
 } AttnScratch;

@@ -70,39 +70,57 @@ static void attend_naive(const MLAWeights *w, const MLACache *cache, int n, int 
 }
 
 // Absorbed: attend in latent space; W_UK goes into the query, W_UV after the sum.
+// Every head reads the same cached rows, as in MQA, so a task takes one token and
+// a slice of heads and loads each latent and rope key once for all of them.
 static void attend_absorbed(const MLAWeights *w, const MLACache *cache, int n, int pos0,
                             int window, AttnScratch *s) {
     const int H = w->n_heads, dc = w->kv_lora_rank, dn = w->qk_nope_head_dim,
               dr = w->qk_rope_head_dim, dv = w->v_head_dim;
+    int splits = s->n_threads / n; // head slices per token: enough tasks for every thread
+    splits = splits < 1 ? 1 : splits > H ? H : splits;
+    const int per_task = (H + splits - 1) / splits;
 
     #pragma omp parallel for collapse(2) schedule(dynamic)
     for (int t = 0; t < n; t++) {
-        for (int h = 0; h < H; h++) {
-            const int pos = pos0 + t, first = attn_first_key(pos, window);
-            const float *q_nope = s->q + ((size_t)t * H + h) * (dn + dr);
-            const float *q_pe = q_nope + dn;
-            const float *w_uk = w->w_uk + (size_t)h * dn * dc; // [dn, dc]
-            const float *w_uv = w->w_uv + (size_t)h * dv * dc; // [dv, dc]
+        for (int part = 0; part < splits; part++) {
+            const int h0 = part * per_task, h1 = h0 + per_task < H ? h0 + per_task : H;
+            if (h0 >= h1) continue;
+            const int pos = pos0 + t, first = attn_first_key(pos, window), len = pos - first + 1;
             const int thread = omp_get_thread_num();
-            float *att = s->att + (size_t)thread * s->att_stride;
-            float *q_lat = s->latent_tmp + (size_t)thread * 2 * dc; // [dc]
-            float *o_lat = q_lat + dc;                              // [dc]
+            float *att = s->att + (size_t)thread * s->att_stride;                  // [heads, len]
+            float *q_lat = s->latent_tmp + (size_t)thread * s->latent_tmp_stride;  // [heads, dc]
+            float *o_lat = q_lat + (size_t)per_task * dc;                          // [heads, dc]
+            const float *q_t = s->q + (size_t)t * H * (dn + dr);                   // [H, dn+dr]
 
-            // q_lat = W_UK[h]^T q_nope
-            memset(q_lat, 0, sizeof(float) * dc);
-            for (int i = 0; i < dn; i++) axpy(q_lat, q_nope[i], w_uk + (size_t)i * dc, dc);
+            // q_lat[h] = W_UK[h]^T q_nope[h]
+            for (int h = h0; h < h1; h++) {
+                float *ql = q_lat + (size_t)(h - h0) * dc;
+                const float *q_nope = q_t + (size_t)h * (dn + dr);
+                memset(ql, 0, sizeof(float) * dc);
+                for (int i = 0; i < dn; i++) axpy(ql, q_nope[i], w->w_uk + ((size_t)h * dn + i) * dc, dc);
+            }
 
-            // score_k = scale * (q_lat . c_k + q_pe . k_pe_k)
-            for (int k = first; k <= pos; k++)
-                att[k - first] = (dot(q_lat, cache->latent + (size_t)k * dc, dc) +
-                                  dot(q_pe, cache->rope_key + (size_t)k * dr, dr)) * w->softmax_scale;
-            softmax(att, pos - first + 1);
+            // score[h][k] = scale * (q_lat[h] . c_k + q_pe[h] . k_pe_k)
+            for (int k = first; k <= pos; k++) {
+                const float *c = cache->latent + (size_t)k * dc, *k_pe = cache->rope_key + (size_t)k * dr;
+                for (int h = h0; h < h1; h++)
+                    att[(size_t)(h - h0) * len + k - first] =
+                        (dot(q_lat + (size_t)(h - h0) * dc, c, dc) + dot(q_t + (size_t)h * (dn + dr) + dn, k_pe, dr)) *
+                        w->softmax_scale;
+            }
+            for (int h = h0; h < h1; h++) softmax(att + (size_t)(h - h0) * len, len);
 
-            // o_lat = sum_k p_k c_k;  o[h] = W_UV[h] o_lat
-            memset(o_lat, 0, sizeof(float) * dc);
-            for (int k = first; k <= pos; k++) axpy(o_lat, att[k - first], cache->latent + (size_t)k * dc, dc);
-            float *o_h = s->heads + ((size_t)t * H + h) * dv;
-            for (int i = 0; i < dv; i++) o_h[i] = dot(w_uv + (size_t)i * dc, o_lat, dc);
+            // o_lat[h] = sum_k p[h][k] c_k;  o[h] = W_UV[h] o_lat[h]
+            memset(o_lat, 0, sizeof(float) * (size_t)(h1 - h0) * dc);
+            for (int k = first; k <= pos; k++) {
+                const float *c = cache->latent + (size_t)k * dc;
+                for (int h = h0; h < h1; h++) axpy(o_lat + (size_t)(h - h0) * dc, att[(size_t)(h - h0) * len + k - first], c, dc);
+            }
+            for (int h = h0; h < h1; h++) {
+                float *o_h = s->heads + ((size_t)t * H + h) * dv;
+                for (int i = 0; i < dv; i++)
+                    o_h[i] = dot(w->w_uv + ((size_t)h * dv + i) * dc, o_lat + (size_t)(h - h0) * dc, dc);
+            }
         }
     }
 }

@@ -40,7 +40,8 @@ int state_create(RunState *s, const Model *m, int context, int max_tokens, MlaMo
             qa_w = max_sz(qa_w, (size_t)a->q_lora_rank);
             kva_w = max_sz(kva_w, (size_t)a->kv_lora_rank + a->qk_rope_head_dim);
             heads_w = max_sz(heads_w, (size_t)a->n_heads * a->v_head_dim);
-            lat_w = max_sz(lat_w, (size_t)a->kv_lora_rank);
+            lat_w = max_sz(lat_w, (size_t)a->n_heads * a->kv_lora_rank);
+            group_w = max_sz(group_w, (size_t)a->n_heads);
             kdec_w = max_sz(kdec_w, (size_t)a->n_heads * a->qk_nope_head_dim);
             vdec_w = max_sz(vdec_w, (size_t)a->n_heads * a->v_head_dim);
         }
@@ -64,7 +65,8 @@ int state_create(RunState *s, const Model *m, int context, int max_tokens, MlaMo
     a->heads = malloc(sizeof(float) * T * max_sz(heads_w, 1));
     a->att_stride = group_w * (size_t)context;
     a->att = malloc(sizeof(float) * (size_t)threads * a->att_stride);
-    a->latent_tmp = malloc(sizeof(float) * (size_t)threads * 2 * max_sz(lat_w, 1));
+    a->latent_tmp_stride = 2 * max_sz(lat_w, 1);
+    a->latent_tmp = malloc(sizeof(float) * (size_t)threads * a->latent_tmp_stride);
     if (mode == MLA_NAIVE && kdec_w > 0) {
         a->k_decomp = malloc(sizeof(float) * kdec_w * (size_t)context);
         a->v_decomp = malloc(sizeof(float) * vdec_w * (size_t)context);
