@@ -123,7 +123,7 @@ def main():
         ax2.plot(CONTEXTS, tps, marker="o", label=name)
     ax1.set(xscale="log", yscale="log", xlabel="context (tokens)", ylabel="KV cache (MiB, fp32)",
             title="KV-cache memory")
-    ax2.set(xscale="log", xlabel="context (tokens)", ylabel="decode tokens/s",
+    ax2.set(xscale="log", yscale="log", xlabel="context (tokens)", ylabel="decode tokens/s",
             title="Decode speed (%d threads)" % a.threads)
     for ax in (ax1, ax2):
         ax.set_xticks(CONTEXTS)
