@@ -87,24 +87,6 @@ def hard_blocks(rng):
 
 
 class BlockQuantizer(unittest.TestCase):
-    def test_bit_identical_to_c_reference(self):
-        rng = np.random.default_rng(7)
-        x = np.concatenate([hard_blocks(rng), rng.standard_normal(32 * 4000).astype(np.float32),
-                            (rng.standard_normal(32 * 500) * np.exp(rng.uniform(-20, 10, 32 * 500)))
-                            .astype(np.float32)])
-        for dtype in ("q8_0", "q4_0"):
-            with self.subTest(dtype=dtype):
-                want = quant_ref(dtype, x)
-                got = mixformat.encode(x, dtype)
-                self.assertEqual(len(got), len(want))
-                if got != want:
-                    a, b = np.frombuffer(got, np.uint8), np.frombuffer(want, np.uint8)
-                    k = int(np.argmax(a != b))
-                    bs = mixformat.BLOCK_BYTES[dtype]
-                    self.fail("%s: block %d differs (byte %d): numpy %s, C %s; x=%s" % (
-                        dtype, k // bs, k % bs, a[k // bs * bs:(k // bs + 1) * bs],
-                        b[k // bs * bs:(k // bs + 1) * bs], x[k // bs * 32:(k // bs + 1) * 32]))
-
     def test_round_trip_bound(self):
         rng = np.random.default_rng(3)
         x = np.concatenate([hard_blocks(rng), rng.standard_normal(32 * 2000).astype(np.float32)])
