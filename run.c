@@ -200,7 +200,7 @@ static void print_info(const Model *m, int context) {
         printf("    {\"layer\": %d, \"kind\": \"%s\", ", n, layer_kind_name(l));
         if (l->kind == ATTN_GQA)
             printf("\"n_heads\": %d, \"n_kv_heads\": %d, \"head_dim\": %d, \"rope_dim\": %d, ",
-                   l->gqa.n_heads, l->gqa.n_kv_heads, l->gqa.head_dim, l->rope_dim);
+                   l->gqa.n_heads, l->gqa.n_kv_heads, l->gqa.head_dim, l->rope->rope_dim);
         else
             printf("\"n_heads\": %d, \"q_lora_rank\": %d, \"kv_lora_rank\": %d, \"qk_nope_head_dim\": %d, "
                    "\"qk_rope_head_dim\": %d, \"v_head_dim\": %d, ",

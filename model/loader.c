@@ -141,7 +141,10 @@ static int parse_header(Config *c, const unsigned char *h, size_t nbytes, uint32
 
 static int size_ok(uint32_t v) { return v >= 1 && v <= 65536; }
 
-static int parse_layer(Layer *l, int n, const unsigned char *p, char *err, size_t errlen) {
+// Fills the layer's kind and sizes; returns its bias flags (>= 0) and stores its rotary
+// width in *rope_dim_out (the Rope table built later keeps it), or -1 with err set.
+static int parse_layer(Layer *l, int n, const unsigned char *p, int *rope_dim_out, char *err,
+                       size_t errlen) {
     const uint32_t kind = rd_u32(p), H = rd_u32(p + 4), Hkv = rd_u32(p + 8), d = rd_u32(p + 12),
                    rope_dim = rd_u32(p + 16), bias = rd_u32(p + 20), dq = rd_u32(p + 24),
                    dc = rd_u32(p + 28), dn = rd_u32(p + 32), dr = rd_u32(p + 36), dv = rd_u32(p + 40);
@@ -169,7 +172,7 @@ static int parse_layer(Layer *l, int n, const unsigned char *p, char *err, size_
     } else {
         return fail(err, errlen, "layer %d: unknown attention kind %u", n, kind);
     }
-    l->rope_dim = (int)rope_dim;
+    *rope_dim_out = (int)rope_dim;
     return (int)bias;
 }
 
@@ -282,13 +285,7 @@ static int bind_layer(Ctx *c, Layer *l, int n, int bias, const Config *cfg) {
         TAKE(a->w_uv, NAME("w_uv"), 3, H, dv, dc);
         TAKE(a->wo, NAME("wo"), 2, D, H * dv, 0);
         a->bo = take_opt(c, bias & 8, NAME("bo"), D, &bad);
-        // softmax scale: (dn+dr)^-0.5, times mscale^2 when the rope is scaled and
-        // mscale_all_dim is set (transformers' DeepSeek attention)
-        a->softmax_scale = 1.0f / sqrtf((float)(dn + dr));
-        if (cfg->rope.scaling != ROPE_SCALING_NONE && cfg->rope.mscale_all_dim != 0.0f) {
-            const float m = yarn_get_mscale(cfg->rope.factor, cfg->rope.mscale_all_dim);
-            a->softmax_scale *= m * m;
-        }
+        a->softmax_scale = mla_softmax_scale(a->qk_nope_head_dim, a->qk_rope_head_dim, &cfg->rope);
     }
 #undef NAME
     return bad ? -1 : 0;
@@ -314,13 +311,15 @@ int model_load_buffer(Model *m, const void *data, size_t nbytes, char *err, size
     m->layers = calloc((size_t)cfg->n_layers, sizeof(Layer));
     Entry *entries = calloc(n_tensors, sizeof(Entry));
     int *bias = calloc((size_t)cfg->n_layers, sizeof(int));
-    if (!m->layers || !entries || !bias) {
-        free(entries); free(bias); model_free(m);
+    int *rope_dim = calloc((size_t)cfg->n_layers, sizeof(int));
+    if (!m->layers || !entries || !bias || !rope_dim) {
+        free(entries); free(bias); free(rope_dim); model_free(m);
         return fail(err, errlen, "out of memory reading the tensor directory");
     }
     int rc = -1;
     for (int n = 0; n < cfg->n_layers; n++) {
-        bias[n] = parse_layer(&m->layers[n], n, base + HEADER_BYTES + (size_t)n * LAYER_BYTES, err, errlen);
+        bias[n] = parse_layer(&m->layers[n], n, base + HEADER_BYTES + (size_t)n * LAYER_BYTES,
+                              &rope_dim[n], err, errlen);
         if (bias[n] < 0) goto done;
     }
 
@@ -396,7 +395,7 @@ int model_load_buffer(Model *m, const void *data, size_t nbytes, char *err, size
         m->n_params += entries[i].nbytes / dtype_size[entries[i].dtype];
     }
     for (int n = 0; n < cfg->n_layers; n++) {
-        if (!(m->layers[n].rope = rope_create(&cfg->rope, m->layers[n].rope_dim))) {
+        if (!(m->layers[n].rope = rope_create(&cfg->rope, rope_dim[n]))) {
             fail(err, errlen, "out of memory building RoPE tables");
             goto done;
         }
@@ -405,6 +404,7 @@ int model_load_buffer(Model *m, const void *data, size_t nbytes, char *err, size
 done:
     free(entries);
     free(bias);
+    free(rope_dim);
     if (rc) model_free(m);
     return rc;
 }

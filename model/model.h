@@ -26,11 +26,12 @@ typedef struct {
 
 // One decoder layer: its attention kind and sizes, and pointers to its weights.
 typedef struct {
-    AttnKind kind;
-    int rope_dim;              // rotary width of this layer
-    Rope *rope;                // inv_freq table for rope_dim
-    GQAWeights gqa;            // kind == ATTN_GQA
-    MLAWeights mla;            // kind == ATTN_MLA
+    AttnKind kind;             // which member of the union below is live
+    union {
+        GQAWeights gqa;        // kind == ATTN_GQA
+        MLAWeights mla;        // kind == ATTN_MLA
+    };
+    Rope *rope;                // inv_freq table; rope->rope_dim is the layer's rotary width
     const float *attn_norm;    // [D]
     const float *ffn_norm;     // [D]
     const float *w1, *w3;      // [I, D] gate, up
@@ -65,7 +66,8 @@ size_t model_kv_bytes_per_token(const Model *m);
 
 // --- run state ---------------------------------------------------------------------
 
-typedef struct {
+// One layer's slice of the KV cache; the layer's kind says which member is live.
+typedef union {
     GQACache gqa;
     MLACache mla;
 } LayerCache;
