@@ -13,7 +13,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "model/error.h"
+#include "common/error.h"
 #include "model/model.h"
 
 #define HEADER_BYTES 256
@@ -178,11 +178,16 @@ static int parse_layer(Layer *l, int n, const unsigned char *p, int *rope_dim_ou
 
 // --- tensors --------------------------------------------------------------------------
 
+// What loading needs besides the Model; freed when model_load_buffer returns.
 typedef struct {
-    const unsigned char *base;
+    const unsigned char *base; // the file's bytes
     size_t nbytes;
+    uint32_t n_entries;        // the tensor directory
+    uint64_t dir_off;
     Entry *entries;
-    uint32_t n_entries;
+    uint64_t tok_off, tok_bytes; // the embedded tokenizer blob
+    int *bias;                 // [L] each layer's bias flags
+    int *rope_dim;             // [L] each layer's rotary width (until its Rope is built)
     Model *m;
     size_t arena_used;
     char *err;
@@ -291,45 +296,56 @@ static int bind_layer(Ctx *c, Layer *l, int n, int bias, const Config *cfg) {
     return bad ? -1 : 0;
 }
 
-int model_load_buffer(Model *m, const void *data, size_t nbytes, char *err, size_t errlen) {
-    const unsigned char *base = data;
-    memset(m, 0, sizeof(*m));
-    uint32_t n_tensors = 0;
-    uint64_t tok_off = 0, tok_bytes = 0;
-    if (parse_header(&m->cfg, base, nbytes, &n_tensors, &tok_off, &tok_bytes, err, errlen)) return -1;
-    Config *cfg = &m->cfg;
+// --- loading, stage by stage ------------------------------------------------------------
 
-    // layer descriptors and directory must lie inside the file
-    uint64_t dir_off = HEADER_BYTES + (uint64_t)LAYER_BYTES * cfg->n_layers, dir_bytes;
-    if (dir_off > nbytes) return fail(err, errlen, "file truncated: layer descriptors run past the end");
-    if (n_tensors == 0 || !mul_ok(n_tensors, ENTRY_BYTES, &dir_bytes) || dir_off + dir_bytes > nbytes)
-        return fail(err, errlen, "tensor directory (%u entries) runs past the end of the file", n_tensors);
-    if (tok_bytes > 0 && (tok_off > nbytes || tok_bytes > nbytes - tok_off))
-        return fail(err, errlen, "tokenizer blob runs past the end of the file");
-    m->tokenizer_bytes = (size_t)tok_bytes;
+static const uint64_t dtype_size[] = {4, 2, 2}; // bytes per element of DTYPE_F32, F16, BF16
 
-    m->layers = calloc((size_t)cfg->n_layers, sizeof(Layer));
-    Entry *entries = calloc(n_tensors, sizeof(Entry));
-    int *bias = calloc((size_t)cfg->n_layers, sizeof(int));
-    int *rope_dim = calloc((size_t)cfg->n_layers, sizeof(int));
-    if (!m->layers || !entries || !bias || !rope_dim) {
-        free(entries); free(bias); free(rope_dim); model_free(m);
+// The layer descriptors, the tensor directory and the tokenizer blob lie inside the file.
+static int check_sections(Ctx *c) {
+    const Config *cfg = &c->m->cfg;
+    uint64_t dir_bytes;
+    c->dir_off = HEADER_BYTES + (uint64_t)LAYER_BYTES * cfg->n_layers;
+    if (c->dir_off > c->nbytes)
+        return fail(c->err, c->errlen, "file truncated: layer descriptors run past the end");
+    if (c->n_entries == 0 || !mul_ok(c->n_entries, ENTRY_BYTES, &dir_bytes) ||
+        c->dir_off + dir_bytes > c->nbytes)
+        return fail(c->err, c->errlen, "tensor directory (%u entries) runs past the end of the file",
+                    c->n_entries);
+    if (c->tok_bytes > 0 && (c->tok_off > c->nbytes || c->tok_bytes > c->nbytes - c->tok_off))
+        return fail(c->err, c->errlen, "tokenizer blob runs past the end of the file");
+    c->m->tokenizer_bytes = (size_t)c->tok_bytes;
+    return 0;
+}
+
+// Each layer's descriptor: its kind and sizes into m->layers, bias flags and rope width
+// into the context.
+static int read_layers(Ctx *c) {
+    const int L = c->m->cfg.n_layers;
+    c->m->layers = calloc((size_t)L, sizeof(Layer));
+    c->bias = calloc((size_t)L, sizeof(int));
+    c->rope_dim = calloc((size_t)L, sizeof(int));
+    if (!c->m->layers || !c->bias || !c->rope_dim)
+        return fail(c->err, c->errlen, "out of memory reading the tensor directory");
+    for (int n = 0; n < L; n++) {
+        c->bias[n] = parse_layer(&c->m->layers[n], n, c->base + HEADER_BYTES + (size_t)n * LAYER_BYTES,
+                                 &c->rope_dim[n], c->err, c->errlen);
+        if (c->bias[n] < 0) return -1;
+    }
+    return 0;
+}
+
+// Directory entries: every field checked on its own (names, dtypes, shapes, sizes,
+// alignment, bounds) before any tensor is bound.
+static int read_directory(Ctx *c) {
+    char *err = c->err;
+    const size_t errlen = c->errlen, nbytes = c->nbytes;
+    if (!(c->entries = calloc(c->n_entries, sizeof(Entry))))
         return fail(err, errlen, "out of memory reading the tensor directory");
-    }
-    int rc = -1;
-    for (int n = 0; n < cfg->n_layers; n++) {
-        bias[n] = parse_layer(&m->layers[n], n, base + HEADER_BYTES + (size_t)n * LAYER_BYTES,
-                              &rope_dim[n], err, errlen);
-        if (bias[n] < 0) goto done;
-    }
-
-    // directory entries: every field checked on its own first
-    static const uint64_t dtype_size[] = {4, 2, 2};
-    for (uint32_t i = 0; i < n_tensors; i++) {
-        const unsigned char *p = base + dir_off + (uint64_t)i * ENTRY_BYTES;
-        Entry *e = &entries[i];
+    for (uint32_t i = 0; i < c->n_entries; i++) {
+        const unsigned char *p = c->base + c->dir_off + (uint64_t)i * ENTRY_BYTES;
+        Entry *e = &c->entries[i];
         memcpy(e->name, p, 64);
-        if (!memchr(e->name, 0, 64)) { fail(err, errlen, "tensor %u: name is not NUL-terminated", i); goto done; }
+        if (!memchr(e->name, 0, 64)) return fail(err, errlen, "tensor %u: name is not NUL-terminated", i);
         // names go into one-line error messages: no control characters
         for (char *q = e->name; *q; q++) if ((unsigned char)*q < 0x20 || *q == 0x7f) *q = '?';
         e->dtype = rd_u32(p + 64);
@@ -337,76 +353,87 @@ int model_load_buffer(Model *m, const void *data, size_t nbytes, char *err, size
         for (int k = 0; k < 4; k++) e->shape[k] = rd_u64(p + 72 + 8 * k);
         e->offset = rd_u64(p + 104);
         e->nbytes = rd_u64(p + 112);
-        if (e->dtype > DTYPE_BF16) {
-            fail(err, errlen, "tensor %s: %s dtype %u", e->name, e->dtype == 3 ? "unsupported (q8_0 is reserved)" : "unknown", e->dtype);
-            goto done;
-        }
-        if (e->ndim < 1 || e->ndim > 4) { fail(err, errlen, "tensor %s: bad ndim %u", e->name, e->ndim); goto done; }
+        if (e->dtype > DTYPE_BF16)
+            return fail(err, errlen, "tensor %s: %s dtype %u", e->name,
+                        e->dtype == 3 ? "unsupported (q8_0 is reserved)" : "unknown", e->dtype);
+        if (e->ndim < 1 || e->ndim > 4) return fail(err, errlen, "tensor %s: bad ndim %u", e->name, e->ndim);
         uint64_t count = 1;
         for (uint32_t k = 0; k < e->ndim; k++)
-            if (e->shape[k] == 0 || !mul_ok(count, e->shape[k], &count)) {
-                fail(err, errlen, "tensor %s: bad shape", e->name);
-                goto done;
-            }
+            if (e->shape[k] == 0 || !mul_ok(count, e->shape[k], &count))
+                return fail(err, errlen, "tensor %s: bad shape", e->name);
         uint64_t want;
-        if (!mul_ok(count, dtype_size[e->dtype], &want) || want != e->nbytes) {
-            fail(err, errlen, "tensor %s: nbytes %llu does not match its shape", e->name, (unsigned long long)e->nbytes);
-            goto done;
-        }
-        if (e->offset % 64 != 0) { fail(err, errlen, "tensor %s: offset not 64-byte aligned", e->name); goto done; }
-        if (e->offset > nbytes || e->nbytes > nbytes - e->offset) {
-            fail(err, errlen, "tensor %s: data runs past the end of the file (truncated?)", e->name);
-            goto done;
-        }
+        if (!mul_ok(count, dtype_size[e->dtype], &want) || want != e->nbytes)
+            return fail(err, errlen, "tensor %s: nbytes %llu does not match its shape", e->name,
+                        (unsigned long long)e->nbytes);
+        if (e->offset % 64 != 0) return fail(err, errlen, "tensor %s: offset not 64-byte aligned", e->name);
+        if (e->offset > nbytes || e->nbytes > nbytes - e->offset)
+            return fail(err, errlen, "tensor %s: data runs past the end of the file (truncated?)", e->name);
     }
+    return 0;
+}
 
-    // bind the expected tensors (each exactly once, with its shape), then make sure
-    // nothing else is in the file
-    // one arena holds every tensor as f32 (f16/bf16 converted once, here) and the
-    // tokenizer bytes; anonymous memory with transparent huge pages, so decoding
-    // streams the weights with few TLB misses and the file can be unmapped
-    uint64_t arena_bytes = (tok_bytes + 63) / 64 * 64;
-    for (uint32_t i = 0; i < n_tensors; i++)
-        arena_bytes += (entries[i].nbytes / dtype_size[entries[i].dtype] * 4 + 63) / 64 * 64;
+// One arena holds every tensor as f32 (f16/bf16 converted once, in take()) and the
+// tokenizer bytes: anonymous memory with transparent huge pages, so decoding streams
+// the weights with few TLB misses and the file can be unmapped.
+static int alloc_arena(Ctx *c) {
+    Model *m = c->m;
+    uint64_t arena_bytes = (c->tok_bytes + 63) / 64 * 64;
+    for (uint32_t i = 0; i < c->n_entries; i++)
+        arena_bytes += (c->entries[i].nbytes / dtype_size[c->entries[i].dtype] * 4 + 63) / 64 * 64;
     arena_bytes = (arena_bytes + HUGE_PAGE - 1) / HUGE_PAGE * HUGE_PAGE;
     void *arena = mmap(NULL, arena_bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    if (arena == MAP_FAILED) {
-        fail(err, errlen, "out of memory: cannot allocate %llu bytes for the weights", (unsigned long long)arena_bytes);
-        goto done;
-    }
+    if (arena == MAP_FAILED)
+        return fail(c->err, c->errlen, "out of memory: cannot allocate %llu bytes for the weights",
+                    (unsigned long long)arena_bytes);
     madvise(arena, arena_bytes, MADV_HUGEPAGE);
     m->arena = arena;
     m->arena_bytes = arena_bytes;
-    Ctx ctx = {base, nbytes, entries, n_tensors, m, 0, err, errlen};
-    if (tok_bytes) {
-        memcpy(m->arena, base + tok_off, tok_bytes);
+    if (c->tok_bytes) {
+        memcpy(m->arena, c->base + c->tok_off, c->tok_bytes);
         m->tokenizer = m->arena;
-        ctx.arena_used = (tok_bytes + 63) / 64 * 64;
+        c->arena_used = (c->tok_bytes + 63) / 64 * 64;
     }
+    return 0;
+}
+
+// Binds the expected tensors (each exactly once, with its shape), then makes sure
+// nothing else is in the file.
+static int bind_tensors(Ctx *c) {
+    Model *m = c->m;
+    const Config *cfg = &m->cfg;
     const uint64_t V = (uint64_t)cfg->vocab_size, D = (uint64_t)cfg->dim;
-    if (!(m->tok_embeddings = take(&ctx, "tok_embeddings", 2, V, D, 0))) goto done;
-    if (!(m->norm = take(&ctx, "norm", 1, D, 0, 0))) goto done;
+    if (!(m->tok_embeddings = take(c, "tok_embeddings", 2, V, D, 0))) return -1;
+    if (!(m->norm = take(c, "norm", 1, D, 0, 0))) return -1;
     if (cfg->tied_embeddings) m->output = m->tok_embeddings;
-    else if (!(m->output = take(&ctx, "output", 2, V, D, 0))) goto done;
+    else if (!(m->output = take(c, "output", 2, V, D, 0))) return -1;
     for (int n = 0; n < cfg->n_layers; n++)
-        if (bind_layer(&ctx, &m->layers[n], n, bias[n], cfg)) goto done;
-    for (uint32_t i = 0; i < n_tensors; i++) {
-        if (!entries[i].used) { fail(err, errlen, "unexpected tensor %s", entries[i].name); goto done; }
-        m->n_params += entries[i].nbytes / dtype_size[entries[i].dtype];
+        if (bind_layer(c, &m->layers[n], n, c->bias[n], cfg)) return -1;
+    for (uint32_t i = 0; i < c->n_entries; i++) {
+        if (!c->entries[i].used) return fail(c->err, c->errlen, "unexpected tensor %s", c->entries[i].name);
+        m->n_params += c->entries[i].nbytes / dtype_size[c->entries[i].dtype];
     }
-    for (int n = 0; n < cfg->n_layers; n++) {
-        if (!(m->layers[n].rope = rope_create(&cfg->rope, rope_dim[n]))) {
-            fail(err, errlen, "out of memory building RoPE tables");
-            goto done;
-        }
-    }
-    rc = 0;
-done:
-    free(entries);
-    free(bias);
-    free(rope_dim);
+    return 0;
+}
+
+static int build_ropes(Ctx *c) {
+    for (int n = 0; n < c->m->cfg.n_layers; n++)
+        if (!(c->m->layers[n].rope = rope_create(&c->m->cfg.rope, c->rope_dim[n])))
+            return fail(c->err, c->errlen, "out of memory building RoPE tables");
+    return 0;
+}
+
+int model_load_buffer(Model *m, const void *data, size_t nbytes, char *err, size_t errlen) {
+    memset(m, 0, sizeof(*m));
+    Ctx c = {.base = data, .nbytes = nbytes, .m = m, .err = err, .errlen = errlen};
+    const int rc = parse_header(&m->cfg, c.base, nbytes, &c.n_entries, &c.tok_off, &c.tok_bytes,
+                                err, errlen) ||
+                   check_sections(&c) || read_layers(&c) || read_directory(&c) || alloc_arena(&c) ||
+                   bind_tensors(&c) || build_ropes(&c);
+    free(c.entries);
+    free(c.bias);
+    free(c.rope_dim);
     if (rc) model_free(m);
-    return rc;
+    return rc ? -1 : 0;
 }
 
 int model_load(Model *m, const char *path, char *err, size_t errlen) {

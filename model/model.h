@@ -91,9 +91,10 @@ int state_create(RunState *s, const Model *m, int context, int max_tokens, MlaMo
                  char *err, size_t errlen);
 void state_free(RunState *s);
 
-// Runs tokens[0..n) at positions pos0.. (n <= max_tokens, pos0 + n <= context),
-// appending to the KV cache. Returns the logits: [n, V] if all_logits, else the
-// last token's [V].
-float *forward(const Model *m, RunState *s, const int *tokens, int n, int pos0, int all_logits);
+// Runs tokens[0..n) at positions pos0 .. pos0+n-1 (1 <= n <= max_tokens, pos0 + n <=
+// context), appending each token's keys and values to the KV cache. Returns s->logits,
+// the logits of the last n_logits of those tokens (1 <= n_logits <= n): [n_logits, V],
+// row i for tokens[n - n_logits + i]. Generating asks for 1, --ppl and --dump-logits for n.
+float *forward(const Model *m, RunState *s, const int *tokens, int n, int pos0, int n_logits);
 
 #endif

@@ -10,7 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "model/error.h"
+#include "common/error.h"
 #include "model/model.h"
 
 int state_create(RunState *s, const Model *m, int context, int max_tokens, MlaMode mode,
