@@ -13,7 +13,7 @@ BUILD   ?= build
 CORE_SRC := $(wildcard model/*.c) $(wildcard attention/*.c) $(wildcard kernels/*.c)
 CORE_OBJ := $(patsubst %.c,$(BUILD)/%.o,$(CORE_SRC))
 TOK_OBJ  := $(BUILD)/tokenizer/tokenizer.o
-HDRS     := $(wildcard model/*.h attention/*.h kernels/*.h tokenizer/*.h)
+HDRS     := $(wildcard common/*.h model/*.h attention/*.h kernels/*.h tokenizer/*.h)
 
 TEST_SRC := $(wildcard tests/test_*.c)
 TEST_BIN := $(patsubst tests/%.c,$(BUILD)/tests/%,$(TEST_SRC))

@@ -1,6 +1,11 @@
 // Reads and validates a checkpoint (docs/FORMAT.md). Every size that comes from the
 // file is checked before it is used: counts, products (for overflow), offsets and
 // lengths against the file size, dtypes, and each tensor's shape against the config.
+//
+// The weights are used where they lie: model_load maps the file read-only and every
+// matrix of the Model is a typed view (kernels/tensor.h Matrix) into that mapping, in
+// its stored dtype. Only the 1-D tensors (norms, biases: a few KB) are widened to f32,
+// into a small array the Model owns.
 #define _DEFAULT_SOURCE
 #include <errno.h>
 #include <fcntl.h>
@@ -13,7 +18,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "model/error.h"
+#include "common/error.h"
+#include "kernels/tensor.h"
 #include "model/model.h"
 
 #define HEADER_BYTES 256
@@ -23,16 +29,12 @@
 #define MAX_SIZE (1u << 24) // no single dimension of a sane model is larger
 #define HUGE_PAGE ((uint64_t)2 << 20)
 
-enum { DTYPE_F32 = 0, DTYPE_F16 = 1, DTYPE_BF16 = 2, DTYPE_Q8_0 = 3, DTYPE_Q4_0 = 4 };
-#define QK 32 // values per block of the block types (ggml's q8_0 and q4_0)
-static const char *const dtype_names[] = {"f32", "f16", "bf16", "q8_0", "q4_0"};
-
 typedef struct {
     char name[64];
     uint32_t dtype, ndim;
     uint64_t shape[4];
     uint64_t offset, nbytes;
-    uint64_t count; // values: product of the shape
+    uint64_t count; // values: the product of the shape
     int used;
 } Entry;
 
@@ -46,30 +48,6 @@ static int mul_ok(uint64_t a, uint64_t b, uint64_t *out) {
     if (a != 0 && b > UINT64_MAX / a) return 0;
     *out = a * b;
     return 1;
-}
-
-static float half_to_float(uint16_t h) {
-    const uint32_t sign = (uint32_t)(h & 0x8000) << 16;
-    uint32_t exp = (h >> 10) & 0x1f, mant = h & 0x3ff, bits;
-    if (exp == 0) {
-        if (mant == 0) bits = sign;
-        else { // subnormal: renormalise
-            exp = 127 - 15 + 1;
-            while (!(mant & 0x400)) { mant <<= 1; exp--; }
-            bits = sign | (exp << 23) | ((mant & 0x3ff) << 13);
-        }
-    } else if (exp == 31) bits = sign | 0x7f800000 | (mant << 13);
-    else bits = sign | ((exp - 15 + 127) << 23) | (mant << 13);
-    float f;
-    memcpy(&f, &bits, 4);
-    return f;
-}
-
-static float bf16_to_float(uint16_t b) {
-    const uint32_t bits = (uint32_t)b << 16;
-    float f;
-    memcpy(&f, &bits, 4);
-    return f;
 }
 
 // --- header and layer descriptors ---------------------------------------------------
@@ -145,7 +123,10 @@ static int parse_header(Config *c, const unsigned char *h, size_t nbytes, uint32
 
 static int size_ok(uint32_t v) { return v >= 1 && v <= 65536; }
 
-static int parse_layer(Layer *l, int n, const unsigned char *p, char *err, size_t errlen) {
+// Fills the layer's kind and sizes; returns its bias flags (>= 0) and stores its rotary
+// width in *rope_dim_out (the Rope table built later keeps it), or -1 with err set.
+static int parse_layer(Layer *l, int n, const unsigned char *p, int *rope_dim_out, char *err,
+                       size_t errlen) {
     const uint32_t kind = rd_u32(p), H = rd_u32(p + 4), Hkv = rd_u32(p + 8), d = rd_u32(p + 12),
                    rope_dim = rd_u32(p + 16), bias = rd_u32(p + 20), dq = rd_u32(p + 24),
                    dc = rd_u32(p + 28), dn = rd_u32(p + 32), dr = rd_u32(p + 36), dv = rd_u32(p + 40);
@@ -173,26 +154,33 @@ static int parse_layer(Layer *l, int n, const unsigned char *p, char *err, size_
     } else {
         return fail(err, errlen, "layer %d: unknown attention kind %u", n, kind);
     }
-    l->rope_dim = (int)rope_dim;
+    *rope_dim_out = (int)rope_dim;
     return (int)bias;
 }
 
 // --- tensors --------------------------------------------------------------------------
 
+// What loading needs besides the Model; freed when model_load_buffer returns.
 typedef struct {
-    const unsigned char *base;
+    const unsigned char *base; // the file's bytes
     size_t nbytes;
+    uint32_t n_entries;        // the tensor directory
+    uint64_t dir_off;
     Entry *entries;
-    uint32_t n_entries;
+    uint64_t tok_off, tok_bytes; // the embedded tokenizer blob
+    int *bias;                 // [L] each layer's bias flags
+    int *rope_dim;             // [L] each layer's rotary width (until its Rope is built)
+    uint32_t version;          // the file's format version
+    uint64_t vector_floats;    // f32 room the 1-D tensors need
     Model *m;
-    size_t arena_used;
+    size_t vectors_used;       // floats of m->vectors handed out so far
     char *err;
     size_t errlen;
 } Ctx;
 
-// Finds `name` with exactly the given shape, converts it to f32 if needed, returns
-// its data. NULL (with err set) if it is missing, duplicated or misshapen.
-static const float *take(Ctx *c, const char *name, int ndim, uint64_t d0, uint64_t d1, uint64_t d2) {
+// Finds `name` with exactly the given shape and marks it used. NULL (with err set) if it
+// is missing, duplicated or misshapen.
+static Entry *find(Ctx *c, const char *name, int ndim, uint64_t d0, uint64_t d1, uint64_t d2) {
     const uint64_t want[3] = {d0, d1, d2};
     Entry *found = NULL;
     for (uint32_t i = 0; i < c->n_entries; i++) {
@@ -213,54 +201,46 @@ static const float *take(Ctx *c, const char *name, int ndim, uint64_t d0, uint64
         return NULL;
     }
     found->used = 1;
-    const unsigned char *src = c->base + found->offset;
-    const uint64_t count = found->count;
-    float *dst = (float *)(c->m->arena + c->arena_used);
-    c->arena_used += (count * sizeof(float) + 63) / 64 * 64;
-    if (found->dtype == DTYPE_F32) {
-        memcpy(dst, src, found->nbytes);
-    } else if (found->dtype == DTYPE_F16 || found->dtype == DTYPE_BF16) {
-        for (uint64_t i = 0; i < count; i++) {
-            uint16_t v;
-            memcpy(&v, src + 2 * i, 2);
-            dst[i] = found->dtype == DTYPE_F16 ? half_to_float(v) : bf16_to_float(v);
-        }
-    } else { // q8_0: [f16 d][32 x i8];  q4_0: [f16 d][16 bytes: q[j] low nibble, q[j+16] high]
-        const size_t block = found->dtype == DTYPE_Q8_0 ? 2 + QK : 2 + QK / 2;
-        for (uint64_t b = 0; b < count / QK; b++) {
-            const unsigned char *p = src + b * block;
-            uint16_t h;
-            memcpy(&h, p, 2);
-            const float d = half_to_float(h);
-            float *y = dst + b * QK;
-            if (found->dtype == DTYPE_Q8_0)
-                for (int j = 0; j < QK; j++) y[j] = (float)(int8_t)p[2 + j] * d;
-            else
-                for (int j = 0; j < QK / 2; j++) {
-                    y[j] = (float)((p[2 + j] & 15) - 8) * d;
-                    y[j + QK / 2] = (float)((p[2 + j] >> 4) - 8) * d;
-                }
-        }
-    }
+    return found;
+}
+
+// A matrix (2-D, or 3-D read as [d0*d1, d2]) in its stored dtype: a view into the file.
+static int take_mat(Ctx *c, Matrix *out, const char *name, int ndim, uint64_t d0, uint64_t d1, uint64_t d2) {
+    const Entry *e = find(c, name, ndim, d0, d1, d2);
+    if (!e) return -1;
+    const uint64_t cols = e->shape[ndim - 1], rows = e->count / cols;
+    if (rows > MAX_SIZE) return fail(c->err, c->errlen, "tensor %s: too many rows", name);
+    *out = (Matrix){c->base + e->offset, (DType)e->dtype, (int)rows, (int)cols};
+    return 0;
+}
+
+// A vector (norm, bias), widened to f32 into m->vectors (sized by read_directory).
+static const float *take_vec(Ctx *c, const char *name, uint64_t d0) {
+    const Entry *e = find(c, name, 1, d0, 0, 0);
+    if (!e) return NULL;
+    float *dst = c->m->vectors + c->vectors_used;
+    c->vectors_used += (e->count + 15) / 16 * 16; // 64-byte aligned starts
+    dequantize_row((DType)e->dtype, dst, c->base + e->offset, (int)e->count);
     return dst;
 }
 
 static const float *take_opt(Ctx *c, int present, const char *name, uint64_t d0, int *bad) {
     if (!present) return NULL;
-    const float *p = take(c, name, 1, d0, 0, 0);
+    const float *p = take_vec(c, name, d0);
     if (!p) *bad = 1;
     return p;
 }
 
-#define TAKE(dst, ...) do { if (!((dst) = take(c, __VA_ARGS__))) return -1; } while (0)
+#define TAKE(dst, ...) do { if (take_mat(c, &(dst), __VA_ARGS__)) return -1; } while (0)
+#define TAKE_VEC(dst, name, d0) do { if (!((dst) = take_vec(c, name, d0))) return -1; } while (0)
 
 static int bind_layer(Ctx *c, Layer *l, int n, int bias, const Config *cfg) {
     char nm[64];
     const uint64_t D = (uint64_t)cfg->dim, I = (uint64_t)cfg->hidden_dim;
     int bad = 0;
 #define NAME(s) (snprintf(nm, sizeof nm, "layers.%d.%s", n, s), nm)
-    TAKE(l->attn_norm, NAME("attn_norm"), 1, D, 0, 0);
-    TAKE(l->ffn_norm, NAME("ffn_norm"), 1, D, 0, 0);
+    TAKE_VEC(l->attn_norm, NAME("attn_norm"), D);
+    TAKE_VEC(l->ffn_norm, NAME("ffn_norm"), D);
     TAKE(l->w1, NAME("w1"), 2, I, D, 0);
     TAKE(l->w3, NAME("w3"), 2, I, D, 0);
     TAKE(l->w2, NAME("w2"), 2, D, I, 0);
@@ -292,65 +272,70 @@ static int bind_layer(Ctx *c, Layer *l, int n, int bias, const Config *cfg) {
         } else {
             TAKE(a->wq_a, NAME("wq_a"), 2, dq, D, 0);
             a->bq_a = take_opt(c, bias & 1, NAME("bq_a"), dq, &bad);
-            TAKE(a->q_a_norm, NAME("q_a_norm"), 1, dq, 0, 0);
+            TAKE_VEC(a->q_a_norm, NAME("q_a_norm"), dq);
             TAKE(a->wq_b, NAME("wq_b"), 2, H * (dn + dr), dq, 0);
         }
         TAKE(a->wkv_a, NAME("wkv_a"), 2, dc + dr, D, 0);
         a->bkv_a = take_opt(c, bias & 2, NAME("bkv_a"), dc + dr, &bad);
-        TAKE(a->kv_a_norm, NAME("kv_a_norm"), 1, dc, 0, 0);
+        TAKE_VEC(a->kv_a_norm, NAME("kv_a_norm"), dc);
         TAKE(a->w_uk, NAME("w_uk"), 3, H, dn, dc);
         TAKE(a->w_uv, NAME("w_uv"), 3, H, dv, dc);
         TAKE(a->wo, NAME("wo"), 2, D, H * dv, 0);
         a->bo = take_opt(c, bias & 8, NAME("bo"), D, &bad);
-        // softmax scale: (dn+dr)^-0.5, times mscale^2 when the rope is scaled and
-        // mscale_all_dim is set (transformers' DeepSeek attention)
-        a->softmax_scale = 1.0f / sqrtf((float)(dn + dr));
-        if (cfg->rope.scaling != ROPE_SCALING_NONE && cfg->rope.mscale_all_dim != 0.0f) {
-            const float m = yarn_get_mscale(cfg->rope.factor, cfg->rope.mscale_all_dim);
-            a->softmax_scale *= m * m;
-        }
+        a->softmax_scale = mla_softmax_scale(a->qk_nope_head_dim, a->qk_rope_head_dim, &cfg->rope);
     }
 #undef NAME
     return bad ? -1 : 0;
 }
 
-int model_load_buffer(Model *m, const void *data, size_t nbytes, char *err, size_t errlen) {
-    const unsigned char *base = data;
-    memset(m, 0, sizeof(*m));
-    uint32_t n_tensors = 0;
-    uint64_t tok_off = 0, tok_bytes = 0;
-    if (parse_header(&m->cfg, base, nbytes, &n_tensors, &tok_off, &tok_bytes, err, errlen)) return -1;
-    Config *cfg = &m->cfg;
+// --- loading, stage by stage ------------------------------------------------------------
 
-    // layer descriptors and directory must lie inside the file
-    uint64_t dir_off = HEADER_BYTES + (uint64_t)LAYER_BYTES * cfg->n_layers, dir_bytes;
-    if (dir_off > nbytes) return fail(err, errlen, "file truncated: layer descriptors run past the end");
-    if (n_tensors == 0 || !mul_ok(n_tensors, ENTRY_BYTES, &dir_bytes) || dir_off + dir_bytes > nbytes)
-        return fail(err, errlen, "tensor directory (%u entries) runs past the end of the file", n_tensors);
-    if (tok_bytes > 0 && (tok_off > nbytes || tok_bytes > nbytes - tok_off))
-        return fail(err, errlen, "tokenizer blob runs past the end of the file");
-    m->tokenizer_bytes = (size_t)tok_bytes;
+// The layer descriptors, the tensor directory and the tokenizer blob lie inside the file.
+static int check_sections(Ctx *c) {
+    const Config *cfg = &c->m->cfg;
+    uint64_t dir_bytes;
+    c->dir_off = HEADER_BYTES + (uint64_t)LAYER_BYTES * cfg->n_layers;
+    if (c->dir_off > c->nbytes)
+        return fail(c->err, c->errlen, "file truncated: layer descriptors run past the end");
+    if (c->n_entries == 0 || !mul_ok(c->n_entries, ENTRY_BYTES, &dir_bytes) ||
+        c->dir_off + dir_bytes > c->nbytes)
+        return fail(c->err, c->errlen, "tensor directory (%u entries) runs past the end of the file",
+                    c->n_entries);
+    if (c->tok_bytes > 0 && (c->tok_off > c->nbytes || c->tok_bytes > c->nbytes - c->tok_off))
+        return fail(c->err, c->errlen, "tokenizer blob runs past the end of the file");
+    c->m->tokenizer_bytes = (size_t)c->tok_bytes;
+    return 0;
+}
 
-    m->layers = calloc((size_t)cfg->n_layers, sizeof(Layer));
-    Entry *entries = calloc(n_tensors, sizeof(Entry));
-    int *bias = calloc((size_t)cfg->n_layers, sizeof(int));
-    if (!m->layers || !entries || !bias) {
-        free(entries); free(bias); model_free(m);
+// Each layer's descriptor: its kind and sizes into m->layers, bias flags and rope width
+// into the context.
+static int read_layers(Ctx *c) {
+    const int L = c->m->cfg.n_layers;
+    c->m->layers = calloc((size_t)L, sizeof(Layer));
+    c->bias = calloc((size_t)L, sizeof(int));
+    c->rope_dim = calloc((size_t)L, sizeof(int));
+    if (!c->m->layers || !c->bias || !c->rope_dim)
+        return fail(c->err, c->errlen, "out of memory reading the tensor directory");
+    for (int n = 0; n < L; n++) {
+        c->bias[n] = parse_layer(&c->m->layers[n], n, c->base + HEADER_BYTES + (size_t)n * LAYER_BYTES,
+                                 &c->rope_dim[n], c->err, c->errlen);
+        if (c->bias[n] < 0) return -1;
+    }
+    return 0;
+}
+
+// Directory entries: every field checked on its own (names, dtypes, shapes, sizes,
+// alignment, bounds) before any tensor is bound.
+static int read_directory(Ctx *c) {
+    char *err = c->err;
+    const size_t errlen = c->errlen, nbytes = c->nbytes;
+    if (!(c->entries = calloc(c->n_entries, sizeof(Entry))))
         return fail(err, errlen, "out of memory reading the tensor directory");
-    }
-    int rc = -1;
-    for (int n = 0; n < cfg->n_layers; n++) {
-        bias[n] = parse_layer(&m->layers[n], n, base + HEADER_BYTES + (size_t)n * LAYER_BYTES, err, errlen);
-        if (bias[n] < 0) goto done;
-    }
-
-    // directory entries: every field checked on its own first
-    const uint32_t version = rd_u32(base + 8);
-    for (uint32_t i = 0; i < n_tensors; i++) {
-        const unsigned char *p = base + dir_off + (uint64_t)i * ENTRY_BYTES;
-        Entry *e = &entries[i];
+    for (uint32_t i = 0; i < c->n_entries; i++) {
+        const unsigned char *p = c->base + c->dir_off + (uint64_t)i * ENTRY_BYTES;
+        Entry *e = &c->entries[i];
         memcpy(e->name, p, 64);
-        if (!memchr(e->name, 0, 64)) { fail(err, errlen, "tensor %u: name is not NUL-terminated", i); goto done; }
+        if (!memchr(e->name, 0, 64)) return fail(err, errlen, "tensor %u: name is not NUL-terminated", i);
         // names go into one-line error messages: no control characters
         for (char *q = e->name; *q; q++) if ((unsigned char)*q < 0x20 || *q == 0x7f) *q = '?';
         e->dtype = rd_u32(p + 64);
@@ -358,98 +343,131 @@ int model_load_buffer(Model *m, const void *data, size_t nbytes, char *err, size
         for (int k = 0; k < 4; k++) e->shape[k] = rd_u64(p + 72 + 8 * k);
         e->offset = rd_u64(p + 104);
         e->nbytes = rd_u64(p + 112);
-        if (e->dtype > DTYPE_Q4_0) { fail(err, errlen, "tensor %s: unknown dtype %u", e->name, e->dtype); goto done; }
-        if (e->dtype >= DTYPE_Q8_0 && version < 2) {
-            fail(err, errlen, "tensor %s: dtype %s needs format version 2", e->name, dtype_names[e->dtype]);
-            goto done;
-        }
-        if (e->ndim < 1 || e->ndim > 4) { fail(err, errlen, "tensor %s: bad ndim %u", e->name, e->ndim); goto done; }
+        if (!dtype_valid((int)e->dtype)) return fail(err, errlen, "tensor %s: unknown dtype %u", e->name, e->dtype);
+        if (dtype_is_block((DType)e->dtype) && c->version < 2)
+            return fail(err, errlen, "tensor %s: dtype %s needs format version 2", e->name,
+                        dtype_name((int)e->dtype));
+        if (e->ndim < 1 || e->ndim > 4) return fail(err, errlen, "tensor %s: bad ndim %u", e->name, e->ndim);
         uint64_t count = 1;
         for (uint32_t k = 0; k < e->ndim; k++)
-            if (e->shape[k] == 0 || !mul_ok(count, e->shape[k], &count)) {
-                fail(err, errlen, "tensor %s: bad shape", e->name);
-                goto done;
-            }
+            if (e->shape[k] == 0 || !mul_ok(count, e->shape[k], &count))
+                return fail(err, errlen, "tensor %s: bad shape", e->name);
         e->count = count;
-        // bytes = rows x bytes of one row (the last dimension); block types store each
+        // bytes = rows x bytes of one row (the last dimension); the block types store a
         // row as cols/32 blocks, so cols must be a multiple of 32
         const uint64_t cols = e->shape[e->ndim - 1], rows = count / cols;
-        uint64_t row_bytes, want = 0;
-        if (e->dtype >= DTYPE_Q8_0) {
-            if (cols % QK != 0) {
-                fail(err, errlen, "tensor %s: %s needs rows of a multiple of %d values, got %llu", e->name,
-                     dtype_names[e->dtype], QK, (unsigned long long)cols);
-                goto done;
-            }
-            row_bytes = cols / QK * (e->dtype == DTYPE_Q8_0 ? 2 + QK : 2 + QK / 2);
-        } else {
-            row_bytes = cols * (e->dtype == DTYPE_F32 ? 4 : 2);
-        }
-        if (!mul_ok(rows, row_bytes, &want) || want != e->nbytes) {
-            fail(err, errlen, "tensor %s: nbytes %llu does not match its %s shape (%llu expected)", e->name,
-                 (unsigned long long)e->nbytes, dtype_names[e->dtype], (unsigned long long)want);
-            goto done;
-        }
-        if (e->offset % 64 != 0) { fail(err, errlen, "tensor %s: offset not 64-byte aligned", e->name); goto done; }
-        if (e->offset > nbytes || e->nbytes > nbytes - e->offset) {
-            fail(err, errlen, "tensor %s: data runs past the end of the file (truncated?)", e->name);
-            goto done;
-        }
+        if (dtype_is_block((DType)e->dtype) && cols % QK != 0)
+            return fail(err, errlen, "tensor %s: %s needs rows of a multiple of %d values, got %llu", e->name,
+                        dtype_name((int)e->dtype), QK, (unsigned long long)cols);
+        if (cols > MAX_SIZE) return fail(err, errlen, "tensor %s: rows of %llu values are too long", e->name,
+                                         (unsigned long long)cols);
+        const uint64_t row_bytes = dtype_row_bytes((DType)e->dtype, (int)cols);
+        uint64_t want = 0;
+        if (!mul_ok(rows, row_bytes, &want) || want != e->nbytes)
+            return fail(err, errlen, "tensor %s: nbytes %llu does not match its %s shape (%llu expected)",
+                        e->name, (unsigned long long)e->nbytes, dtype_name((int)e->dtype),
+                        (unsigned long long)want);
+        if (e->ndim == 1) c->vector_floats += (count + 15) / 16 * 16;
+        if (e->offset % 64 != 0) return fail(err, errlen, "tensor %s: offset not 64-byte aligned", e->name);
+        if (e->offset > nbytes || e->nbytes > nbytes - e->offset)
+            return fail(err, errlen, "tensor %s: data runs past the end of the file (truncated?)", e->name);
     }
-
-    // bind the expected tensors (each exactly once, with its shape), then make sure
-    // nothing else is in the file
-    // one arena holds every tensor as f32 (f16/bf16 converted once, here) and the
-    // tokenizer bytes; anonymous memory with transparent huge pages, so decoding
-    // streams the weights with few TLB misses and the file can be unmapped
-    uint64_t arena_bytes = (tok_bytes + 63) / 64 * 64;
-    for (uint32_t i = 0; i < n_tensors; i++)
-        arena_bytes += (entries[i].count * 4 + 63) / 64 * 64;
-    arena_bytes = (arena_bytes + HUGE_PAGE - 1) / HUGE_PAGE * HUGE_PAGE;
-    void *arena = mmap(NULL, arena_bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    if (arena == MAP_FAILED) {
-        fail(err, errlen, "out of memory: cannot allocate %llu bytes for the weights", (unsigned long long)arena_bytes);
-        goto done;
-    }
-    madvise(arena, arena_bytes, MADV_HUGEPAGE);
-    m->arena = arena;
-    m->arena_bytes = arena_bytes;
-    Ctx ctx = {base, nbytes, entries, n_tensors, m, 0, err, errlen};
-    if (tok_bytes) {
-        memcpy(m->arena, base + tok_off, tok_bytes);
-        m->tokenizer = m->arena;
-        ctx.arena_used = (tok_bytes + 63) / 64 * 64;
-    }
-    const uint64_t V = (uint64_t)cfg->vocab_size, D = (uint64_t)cfg->dim;
-    if (!(m->tok_embeddings = take(&ctx, "tok_embeddings", 2, V, D, 0))) goto done;
-    if (!(m->norm = take(&ctx, "norm", 1, D, 0, 0))) goto done;
-    if (cfg->tied_embeddings) m->output = m->tok_embeddings;
-    else if (!(m->output = take(&ctx, "output", 2, V, D, 0))) goto done;
-    for (int n = 0; n < cfg->n_layers; n++)
-        if (bind_layer(&ctx, &m->layers[n], n, bias[n], cfg)) goto done;
-    for (uint32_t i = 0; i < n_tensors; i++) {
-        if (!entries[i].used) { fail(err, errlen, "unexpected tensor %s", entries[i].name); goto done; }
-        m->n_params += entries[i].count;
-    }
-    for (int n = 0; n < cfg->n_layers; n++) {
-        if (!(m->layers[n].rope = rope_create(&cfg->rope, m->layers[n].rope_dim))) {
-            fail(err, errlen, "out of memory building RoPE tables");
-            goto done;
-        }
-    }
-    rc = 0;
-done:
-    free(entries);
-    free(bias);
-    if (rc) model_free(m);
-    return rc;
+    return 0;
 }
 
+// The 1-D tensors (norms, biases) are widened to f32 once, into one small array; the
+// matrices stay in the file.
+static int alloc_vectors(Ctx *c) {
+    if (c->vector_floats > MAX_SIZE * (uint64_t)64)
+        return fail(c->err, c->errlen, "too many vector values (%llu)", (unsigned long long)c->vector_floats);
+    c->m->vectors = aligned_alloc(64, sizeof(float) * (size_t)(c->vector_floats ? c->vector_floats : 16));
+    if (!c->m->vectors) return fail(c->err, c->errlen, "out of memory for the norm and bias vectors");
+    if (c->tok_bytes) c->m->tokenizer = c->base + c->tok_off;
+    return 0;
+}
+
+// Binds the expected tensors (each exactly once, with its shape), then makes sure
+// nothing else is in the file.
+static int bind_tensors(Ctx *c) {
+    Model *m = c->m;
+    const Config *cfg = &m->cfg;
+    const uint64_t V = (uint64_t)cfg->vocab_size, D = (uint64_t)cfg->dim;
+    if (take_mat(c, &m->tok_embeddings, "tok_embeddings", 2, V, D, 0)) return -1;
+    if (!(m->norm = take_vec(c, "norm", D))) return -1;
+    if (cfg->tied_embeddings) m->output = m->tok_embeddings;
+    else if (take_mat(c, &m->output, "output", 2, V, D, 0)) return -1;
+    for (int n = 0; n < cfg->n_layers; n++)
+        if (bind_layer(c, &m->layers[n], n, c->bias[n], cfg)) return -1;
+    if (!(m->tensors = calloc(c->n_entries, sizeof(TensorInfo))))
+        return fail(c->err, c->errlen, "out of memory listing the tensors");
+    m->n_tensors = (int)c->n_entries;
+    for (uint32_t i = 0; i < c->n_entries; i++) {
+        const Entry *e = &c->entries[i];
+        if (!e->used) return fail(c->err, c->errlen, "unexpected tensor %s", e->name);
+        m->n_params += e->count;
+        TensorInfo *t = &m->tensors[i];
+        memcpy(t->name, e->name, sizeof t->name);
+        t->dtype = (DType)e->dtype;
+        t->ndim = (int)e->ndim;
+        for (int k = 0; k < 4; k++) t->shape[k] = e->shape[k];
+        t->nbytes = e->nbytes;
+        // what one decode step reads: every matrix once, but of an untied embedding
+        // only one row; vectors as the f32 they were widened to
+        if (e->ndim == 1) t->bytes_per_token = e->count * sizeof(float);
+        else if (!strcmp(e->name, "tok_embeddings") && !cfg->tied_embeddings)
+            t->bytes_per_token = e->nbytes / e->shape[0];
+        else t->bytes_per_token = e->nbytes;
+        m->weight_bytes_per_token += t->bytes_per_token;
+    }
+    return 0;
+}
+
+static int build_ropes(Ctx *c) {
+    for (int n = 0; n < c->m->cfg.n_layers; n++)
+        if (!(c->m->layers[n].rope = rope_create(&c->m->cfg.rope, c->rope_dim[n])))
+            return fail(c->err, c->errlen, "out of memory building RoPE tables");
+    return 0;
+}
+
+// Validates the checkpoint at base[0..nbytes) and binds the Model to it (base stays
+// alive as long as the Model: the caller hands it over in m->file).
+static int bind_file(Model *m, const unsigned char *base, size_t nbytes, char *err, size_t errlen) {
+    Ctx c = {.base = base, .nbytes = nbytes, .m = m, .err = err, .errlen = errlen};
+    int rc = parse_header(&m->cfg, c.base, nbytes, &c.n_entries, &c.tok_off, &c.tok_bytes, err, errlen);
+    if (!rc) c.version = rd_u32(base + 8);
+    rc = rc || check_sections(&c) || read_layers(&c) || read_directory(&c) || alloc_vectors(&c) ||
+         bind_tensors(&c) || build_ropes(&c);
+    free(c.entries);
+    free(c.bias);
+    free(c.rope_dim);
+    return rc ? -1 : 0;
+}
+
+int model_load_buffer(Model *m, const void *data, size_t nbytes, char *err, size_t errlen) {
+    memset(m, 0, sizeof(*m));
+    // a private copy, read-only like a mapped file (the caller may free data)
+    const size_t map_bytes = nbytes ? nbytes : 1;
+    void *copy = mmap(NULL, map_bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (copy == MAP_FAILED) return fail(err, errlen, "out of memory copying %zu bytes", nbytes);
+    if (nbytes) memcpy(copy, data, nbytes);
+    mprotect(copy, map_bytes, PROT_READ);
+    m->file = copy;
+    m->file_bytes = map_bytes;
+    if (bind_file(m, copy, nbytes, err, errlen)) { model_free(m); return -1; }
+    return 0;
+}
+
+// The checkpoint is mapped read-only (MAP_PRIVATE) and used in place. What if the file
+// changes while mapped: writers in this project replace a checkpoint by renaming a new
+// file over it, which leaves this mapping on the old, intact inode. Truncating the mapped
+// file itself would make reads past the new end fault (SIGBUS); a size or mtime change
+// during loading is detected here (fstat before and after validation), and run.c turns
+// a later fault into one error line (docs/FORMAT.md, "The file while mapped").
 int model_load(Model *m, const char *path, char *err, size_t errlen) {
     memset(m, 0, sizeof(*m));
     int fd = open(path, O_RDONLY);
     if (fd < 0) return fail(err, errlen, "cannot open %s: %s", path, strerror(errno));
-    struct stat st;
+    struct stat st, st2;
     if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
         close(fd);
         return fail(err, errlen, "%s is not a regular file", path);
@@ -460,12 +478,27 @@ int model_load(Model *m, const char *path, char *err, size_t errlen) {
         return fail(err, errlen, "%s: file too short for a header (%zu bytes)", path, nbytes);
     }
     void *map = mmap(NULL, nbytes, PROT_READ, MAP_PRIVATE, fd, 0);
-    close(fd);
-    if (map == MAP_FAILED) return fail(err, errlen, "cannot map %s: %s", path, strerror(errno));
+    if (map == MAP_FAILED) {
+        close(fd);
+        return fail(err, errlen, "cannot map %s: %s", path, strerror(errno));
+    }
+    madvise(map, nbytes, MADV_HUGEPAGE); // large page-cache folios map as huge pages
+    madvise(map, nbytes, MADV_WILLNEED); // start reading it all in now
+    m->file = map;
+    m->file_bytes = nbytes;
+    m->file_mapped = 1;
     char inner[512];
-    const int rc = model_load_buffer(m, map, nbytes, inner, sizeof inner);
-    munmap(map, nbytes); // everything was copied into the model's arena
-    if (rc != 0) return fail(err, errlen, "%s: %s", path, inner);
+    int rc = bind_file(m, map, nbytes, inner, sizeof inner);
+    if (rc == 0 && (fstat(fd, &st2) != 0 || st2.st_size != st.st_size ||
+                    st2.st_mtim.tv_sec != st.st_mtim.tv_sec || st2.st_mtim.tv_nsec != st.st_mtim.tv_nsec)) {
+        snprintf(inner, sizeof inner, "the file changed while it was being loaded");
+        rc = -1;
+    }
+    close(fd);
+    if (rc != 0) {
+        model_free(m);
+        return fail(err, errlen, "%s: %s", path, inner);
+    }
     return 0;
 }
 
@@ -473,7 +506,9 @@ void model_free(Model *m) {
     if (m->layers)
         for (int n = 0; n < m->cfg.n_layers; n++) free(m->layers[n].rope);
     free(m->layers);
-    if (m->arena) munmap(m->arena, m->arena_bytes);
+    free(m->vectors);
+    free(m->tensors);
+    if (m->file) munmap((void *)m->file, m->file_bytes);
     memset(m, 0, sizeof(*m));
 }
 

@@ -4,8 +4,10 @@
 #define MIXATTN_MODEL_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 #include "attention/attention.h"
+#include "kernels/tensor.h"
 
 // --- configuration (from the file header, docs/FORMAT.md) -------------------------
 
@@ -26,34 +28,51 @@ typedef struct {
 
 // One decoder layer: its attention kind and sizes, and pointers to its weights.
 typedef struct {
-    AttnKind kind;
-    int rope_dim;              // rotary width of this layer
-    Rope *rope;                // inv_freq table for rope_dim
-    GQAWeights gqa;            // kind == ATTN_GQA
-    MLAWeights mla;            // kind == ATTN_MLA
-    const float *attn_norm;    // [D]
+    AttnKind kind;             // which member of the union below is live
+    union {
+        GQAWeights gqa;        // kind == ATTN_GQA
+        MLAWeights mla;        // kind == ATTN_MLA
+    };
+    Rope *rope;                // inv_freq table; rope->rope_dim is the layer's rotary width
+    const float *attn_norm;    // [D] (vectors are f32 whatever the file stores)
     const float *ffn_norm;     // [D]
-    const float *w1, *w3;      // [I, D] gate, up
-    const float *w2;           // [D, I] down
+    Matrix w1, w3;             // [I, D] gate, up (matrices: in their stored dtype)
+    Matrix w2;                 // [D, I] down
     const float *b1, *b3, *b2; // [I], [I], [D] or NULL
 } Layer;
+
+// One tensor of the file, for --info.
+typedef struct {
+    char name[64];
+    DType dtype;
+    int ndim;
+    uint64_t shape[4];
+    uint64_t nbytes;          // stored bytes
+    uint64_t bytes_per_token; // bytes one decode step reads of it
+} TensorInfo;
 
 typedef struct {
     Config cfg;
     Layer *layers;                  // [L]
-    const float *tok_embeddings;    // [V, D]
+    Matrix tok_embeddings;          // [V, D]; a lookup dequantizes one row
     const float *norm;              // [D]
-    const float *output;            // [V, D] (= tok_embeddings when tied)
+    Matrix output;                  // [V, D] (= tok_embeddings when tied)
     const unsigned char *tokenizer; // SentencePiece model bytes embedded in the file
     size_t tokenizer_bytes;         // 0 if none
     size_t n_params;                // weights counted once (tied head not twice)
-    unsigned char *arena;           // owns every tensor (as f32) and the tokenizer bytes
-    size_t arena_bytes;
+    TensorInfo *tensors;            // [n_tensors], in file order
+    int n_tensors;
+    uint64_t weight_bytes_per_token; // what one decode step reads of the weights
+    const unsigned char *file;      // the checkpoint, read-only: every Matrix points into it
+    size_t file_bytes;
+    int file_mapped;                // 1: mmap of the file (model_load); 0: a private copy
+    float *vectors;                 // owns the 1-D tensors, widened to f32
 } Model;
 
-// Load and validate a checkpoint. On failure return -1 with one line in err.
+// Load and validate a checkpoint: the file is mapped read-only and its matrices are used
+// in place. On failure return -1 with one line in err.
 int model_load(Model *m, const char *path, char *err, size_t errlen);
-// The same from bytes in memory (copied: the caller may free them afterwards).
+// The same from bytes in memory (copied once: the caller may free them afterwards).
 int model_load_buffer(Model *m, const void *data, size_t nbytes, char *err, size_t errlen);
 void model_free(Model *m);
 
@@ -65,7 +84,8 @@ size_t model_kv_bytes_per_token(const Model *m);
 
 // --- run state ---------------------------------------------------------------------
 
-typedef struct {
+// One layer's slice of the KV cache; the layer's kind says which member is live.
+typedef union {
     GQACache gqa;
     MLACache mla;
 } LayerCache;
@@ -89,9 +109,10 @@ int state_create(RunState *s, const Model *m, int context, int max_tokens, MlaMo
                  char *err, size_t errlen);
 void state_free(RunState *s);
 
-// Runs tokens[0..n) at positions pos0.. (n <= max_tokens, pos0 + n <= context),
-// appending to the KV cache. Returns the logits: [n, V] if all_logits, else the
-// last token's [V].
-float *forward(const Model *m, RunState *s, const int *tokens, int n, int pos0, int all_logits);
+// Runs tokens[0..n) at positions pos0 .. pos0+n-1 (1 <= n <= max_tokens, pos0 + n <=
+// context), appending each token's keys and values to the KV cache. Returns s->logits,
+// the logits of the last n_logits of those tokens (1 <= n_logits <= n): [n_logits, V],
+// row i for tokens[n - n_logits + i]. Generating asks for 1, --ppl and --dump-logits for n.
+float *forward(const Model *m, RunState *s, const int *tokens, int n, int pos0, int n_logits);
 
 #endif

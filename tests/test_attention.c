@@ -14,6 +14,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include <omp.h>
+
 #include <cmocka.h>
 
 #include "attention/attention.h"
@@ -326,6 +328,48 @@ static void test_gqa_mqa_equal_replicated_mha(void **state) {
     check_replicated(4, 1, 6, 0, 3030);  // MQA
 }
 
+/* The fast attend loop (one task per KV head and its group, split over threads) equals
+ * the plain loop beside it in gqa.c (each query head h on its own, reading KV head
+ * h / group), for every family, chunk size and thread count, including more threads
+ * than the run state was sized for (the loops must cap themselves: run under make asan). */
+static void test_gqa_fast_equals_plain_loop(void **state) {
+    (void)state;
+    enum { T = 9 };
+    const int shapes[][3] = {{6, 6, 8}, {6, 3, 8}, {6, 2, 4}, {6, 1, 8}, {5, 1, 6}};
+    const int saved = omp_get_max_threads();
+    for (size_t i = 0; i < sizeof shapes / sizeof *shapes; i++) {
+        for (int threads = 1; threads <= 7; threads += 2) {
+            for (int chunk = 1; chunk <= T; chunk += T - 1) {
+                omp_set_num_threads(threads);
+                Fx f;
+                fx_init(&f, 16);
+                tu_add_gqa(&f.tm, shapes[i][0], shapes[i][1], shapes[i][2], shapes[i][2], 0);
+                fx_open(&f, 3500 + i, 12, 12, MLA_ABSORBED);
+                omp_set_num_threads(threads + 3); // more than the scratch was sized for
+                const Layer *l = &f.m.layers[0];
+                const int q_dim = l->gqa.n_heads * l->gqa.head_dim;
+                float *x = tu_rand_array((size_t)T * DIM, 1.0f, 3600 + i), out[T * DIM];
+                float *plain = malloc(sizeof(float) * (size_t)T * q_dim), att[12];
+                assert_non_null(plain);
+                for (int p = 0; p < T; p += chunk) {
+                    const int n = T - p < chunk ? T - p : chunk;
+                    gqa_attention(&l->gqa, &f.s.cache[0].gqa, l->rope, DIM, n, p, 0,
+                                  x + (size_t)p * DIM, out + (size_t)p * DIM, &f.s.scratch);
+                    gqa_attend_reference(&l->gqa, &f.s.cache[0].gqa, n, p, 0, f.s.scratch.q, plain, att);
+                    char what[96];
+                    snprintf(what, sizeof what, "H=%d Hkv=%d threads=%d chunk=%d: fast vs plain loop",
+                             shapes[i][0], shapes[i][1], threads, chunk);
+                    TU_CHECK_CLOSE(f.s.scratch.heads, plain, (size_t)n * q_dim, 1e-6, 1e-6, what);
+                }
+                free(plain);
+                free(x);
+                fx_close(&f);
+            }
+        }
+    }
+    omp_set_num_threads(saved);
+}
+
 /* Decoding token by token = one chunk of n tokens = chunks of 3 (and 4). */
 static void test_gqa_chunked_equals_decode(void **state) {
     (void)state;
@@ -556,6 +600,7 @@ int main(void) {
         cmocka_unit_test(test_gqa_family_vs_reference),
         cmocka_unit_test(test_gqa_sliding_window),
         cmocka_unit_test(test_gqa_mqa_equal_replicated_mha),
+        cmocka_unit_test(test_gqa_fast_equals_plain_loop),
         cmocka_unit_test(test_gqa_chunked_equals_decode),
         cmocka_unit_test(test_mla_naive_and_absorbed_vs_reference),
         cmocka_unit_test(test_mla_window_vs_reference),
