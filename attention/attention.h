@@ -25,6 +25,13 @@
 typedef enum { ATTN_GQA = 0, ATTN_MLA = 1 } AttnKind;
 typedef enum { MLA_ABSORBED = 0, MLA_NAIVE = 1 } MlaMode;
 
+// Rows [r0, r0 + n) of W as a matrix of their own (e.g. one head of W_UK).
+static inline Matrix matrix_rows(const Matrix *W, int r0, int n) {
+    const Matrix m = {(const char *)W->data + (size_t)r0 * dtype_row_bytes(W->dtype, W->cols), W->dtype,
+                      n, W->cols};
+    return m;
+}
+
 // --- GQA family ------------------------------------------------------------------
 
 typedef struct {

@@ -23,14 +23,15 @@ void gqa_attention(const GQAWeights *w, const GQACache *cache, const Rope *rope,
                    int n, int pos0, int window, const float *x, float *out, AttnScratch *s) {
     const int H = w->n_heads, Hkv = w->n_kv_heads, d = w->head_dim;
     const int q_dim = H * d, kv_dim = Hkv * d;
+    (void)dim; // = the rows of wo and the cols of wq, wk, wv
 
     // --- projections: q for this chunk, k and v straight into the cache rows pos0..
     float *q = s->q;                                     // [n, H*d]
     float *k_new = cache->key + (size_t)pos0 * kv_dim;   // [n, Hkv*d]
     float *v_new = cache->value + (size_t)pos0 * kv_dim; // [n, Hkv*d]
-    matmul(q, w->wq, x, w->bq, n, q_dim, dim);
-    matmul(k_new, w->wk, x, w->bk, n, kv_dim, dim);
-    matmul(v_new, w->wv, x, w->bv, n, kv_dim, dim);
+    matmul(q, &w->wq, x, w->bq, n);
+    matmul(k_new, &w->wk, x, w->bk, n);
+    matmul(v_new, &w->wv, x, w->bv, n);
 
     // --- RoPE on every query head and every new key head
     for (int t = 0; t < n; t++) {
@@ -43,7 +44,7 @@ void gqa_attention(const GQAWeights *w, const GQACache *cache, const Rope *rope,
 
     // --- attend, then the output projection of the concatenated heads
     gqa_attend(w, cache, n, pos0, window, q, s->heads, s);
-    matmul(out, w->wo, s->heads, w->bo, n, dim, q_dim);
+    matmul(out, &w->wo, s->heads, w->bo, n);
 }
 
 // --- attend: fast ------------------------------------------------------------------

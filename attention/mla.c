@@ -40,6 +40,32 @@ float mla_softmax_scale(int qk_nope_head_dim, int qk_rope_head_dim, const RopeCo
     return scale;
 }
 
+// --- one head of W_UK / W_UV, in its stored dtype ------------------------------------
+
+// y[i] = W[r0 + i, :] . x for i < n: one head's W_UK[h] c or W_UV[h] o_lat
+static void head_product(float *y, const Matrix *W, int r0, int n, const float *x) {
+    const Matrix W_h = matrix_rows(W, r0, n);
+    matvec(y, &W_h, x, NULL);
+}
+
+// y = sum_i a[i] W[r0 + i, :] for i < n (y: [cols]): the transposed W_UK[h]^T q_nope[h],
+// row by row (each row dequantized once, if stored in another dtype than f32)
+static void head_product_t(float *y, const Matrix *W, int r0, int n, const float *a) {
+    const int cols = W->cols;
+    const size_t row_bytes = dtype_row_bytes(W->dtype, cols);
+    memset(y, 0, sizeof(float) * (size_t)cols);
+    float tmp[W->dtype == DTYPE_F32 ? 1 : cols];
+    for (int i = 0; i < n; i++) {
+        const void *row = (const char *)W->data + (size_t)(r0 + i) * row_bytes;
+        const float *w_i = (const float *)row;
+        if (W->dtype != DTYPE_F32) {
+            dequantize_row(W->dtype, tmp, row, cols);
+            w_i = tmp;
+        }
+        axpy(y, a[i], w_i, cols);
+    }
+}
+
 // --- naive: materialise per-head keys and values of every cached token, then MHA ----
 static void attend_naive(const MLAWeights *w, const MLACache *cache, int n, int pos0,
                          int window, AttnScratch *s) {
@@ -55,12 +81,10 @@ static void attend_naive(const MLAWeights *w, const MLACache *cache, int n, int 
     for (int h = 0; h < H; h++) {
         for (int k = first_all; k <= last; k++) {
             const float *c = cache->latent + (size_t)k * dc;
-            const float *w_uk_h = w->w_uk + (size_t)h * dn * dc; // [dn, dc]
-            const float *w_uv_h = w->w_uv + (size_t)h * dv * dc; // [dv, dc]
             float *k_nope_hk = k_nope + ((size_t)h * C + k) * dn;
             float *v_hk = v + ((size_t)h * C + k) * dv;
-            for (int i = 0; i < dn; i++) k_nope_hk[i] = dot(w_uk_h + (size_t)i * dc, c, dc);
-            for (int i = 0; i < dv; i++) v_hk[i] = dot(w_uv_h + (size_t)i * dc, c, dc);
+            head_product(k_nope_hk, &w->w_uk, h * dn, dn, c); // W_UK[h] c: [dn]
+            head_product(v_hk, &w->w_uv, h * dv, dv, c);      // W_UV[h] c: [dv]
         }
     }
 
@@ -121,9 +145,7 @@ static void attend_absorbed(const MLAWeights *w, const MLACache *cache, int n, i
             for (int h = h0; h < h1; h++) {
                 float *q_lat_h = q_lat + (size_t)(h - h0) * dc;
                 const float *q_nope_h = q_t + (size_t)h * (dn + dr);
-                const float *w_uk_h = w->w_uk + (size_t)h * dn * dc; // [dn, dc]
-                memset(q_lat_h, 0, sizeof(float) * dc);
-                for (int i = 0; i < dn; i++) axpy(q_lat_h, q_nope_h[i], w_uk_h + (size_t)i * dc, dc);
+                head_product_t(q_lat_h, &w->w_uk, h * dn, dn, q_nope_h); // [dc]
             }
 
             // score[h][k] = scale * (q_lat[h] . c_k + q_pe[h] . k_pe_k)
@@ -152,9 +174,8 @@ static void attend_absorbed(const MLAWeights *w, const MLACache *cache, int n, i
             // o[h] = W_UV[h] o_lat[h]
             for (int h = h0; h < h1; h++) {
                 const float *o_lat_h = o_lat + (size_t)(h - h0) * dc;
-                const float *w_uv_h = w->w_uv + (size_t)h * dv * dc; // [dv, dc]
                 float *o_h = s->heads + ((size_t)t * H + h) * dv;
-                for (int i = 0; i < dv; i++) o_h[i] = dot(w_uv_h + (size_t)i * dc, o_lat_h, dc);
+                head_product(o_h, &w->w_uv, h * dv, dv, o_lat_h); // [dv]
             }
         }
     }
@@ -164,23 +185,24 @@ void mla_attention(const MLAWeights *w, const MLACache *cache, const Rope *rope,
                    int n, int pos0, int window, MlaMode mode, const float *x, float *out,
                    AttnScratch *s) {
     const int H = w->n_heads, dq = w->q_lora_rank, dc = w->kv_lora_rank,
-              dn = w->qk_nope_head_dim, dr = w->qk_rope_head_dim, dv = w->v_head_dim;
+              dn = w->qk_nope_head_dim, dr = w->qk_rope_head_dim;
     const int q_dim = H * (dn + dr);
+    (void)dim; // = the rows of wo and the cols of wq / wq_a and wkv_a
 
     // --- query: q = W_q x, or q = W_q_b RMSNorm(W_q_a x) with a low-rank bottleneck
     if (dq == 0) {
-        matmul(s->q, w->wq, x, w->bq, n, q_dim, dim);
+        matmul(s->q, &w->wq, x, w->bq, n);        // [n, H*(dn+dr)]
     } else {
-        matmul(s->q_a, w->wq_a, x, w->bq_a, n, dq, dim);
+        matmul(s->q_a, &w->wq_a, x, w->bq_a, n);  // [n, dq]
         for (int t = 0; t < n; t++) {
             float *q_a_t = s->q_a + (size_t)t * dq;
             rmsnorm(q_a_t, q_a_t, w->q_a_norm, dq, MLA_INNER_NORM_EPS);
         }
-        matmul(s->q, w->wq_b, s->q_a, NULL, n, q_dim, dq);
+        matmul(s->q, &w->wq_b, s->q_a, NULL, n);  // [n, H*(dn+dr)]
     }
 
     // --- latent and shared rope key: the only things cached
-    matmul(s->kv_a, w->wkv_a, x, w->bkv_a, n, dc + dr, dim);
+    matmul(s->kv_a, &w->wkv_a, x, w->bkv_a, n);   // [n, dc+dr]
     for (int t = 0; t < n; t++) {
         const int pos = pos0 + t;
         const float *kv = s->kv_a + (size_t)t * (dc + dr);
@@ -202,5 +224,5 @@ void mla_attention(const MLAWeights *w, const MLACache *cache, const Rope *rope,
     if (mode == MLA_NAIVE) attend_naive(w, cache, n, pos0, window, s);
     else attend_absorbed(w, cache, n, pos0, window, s);
 
-    matmul(out, w->wo, s->heads, w->bo, n, dim, H * dv);
+    matmul(out, &w->wo, s->heads, w->bo, n);      // [n, dim]
 }

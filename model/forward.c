@@ -12,12 +12,16 @@
 
 float *forward(const Model *m, RunState *s, const int *tokens, int n, int pos0, int n_logits) {
     const Config *c = &m->cfg;
-    const int D = c->dim, I = c->hidden_dim, V = c->vocab_size;
+    const int D = c->dim, I = c->hidden_dim;
 
-    // --- embedding
+    // --- embedding: one row of the table, dequantized from its stored dtype
+    const size_t row_bytes = dtype_row_bytes(m->tok_embeddings.dtype, D);
     for (int t = 0; t < n; t++) {
-        const float *row = m->tok_embeddings + (size_t)tokens[t] * D;
-        for (int i = 0; i < D; i++) s->x[(size_t)t * D + i] = row[i] * c->embed_scale;
+        float *x_t = s->x + (size_t)t * D;
+        dequantize_row(m->tok_embeddings.dtype, x_t,
+                       (const char *)m->tok_embeddings.data + (size_t)tokens[t] * row_bytes, D);
+        if (c->embed_scale != 1.0f)
+            for (int i = 0; i < D; i++) x_t[i] *= c->embed_scale;
     }
 
     for (int l = 0; l < c->n_layers; l++) {
@@ -37,10 +41,10 @@ float *forward(const Model *m, RunState *s, const int *tokens, int n, int pos0, 
         // --- SwiGLU feed-forward block
         for (int t = 0; t < n; t++)
             rmsnorm(s->xb + (size_t)t * D, s->x + (size_t)t * D, layer->ffn_norm, D, c->norm_eps);
-        matmul(s->hb, layer->w1, s->xb, layer->b1, n, I, D);
-        matmul(s->hb2, layer->w3, s->xb, layer->b3, n, I, D);
+        matmul(s->hb, &layer->w1, s->xb, layer->b1, n);  // [n, I]
+        matmul(s->hb2, &layer->w3, s->xb, layer->b3, n); // [n, I]
         swiglu(s->hb, s->hb2, n * I);
-        matmul(s->xb2, layer->w2, s->hb, layer->b2, n, D, I);
+        matmul(s->xb2, &layer->w2, s->hb, layer->b2, n); // [n, D]
         axpy(s->x, c->residual_scale, s->xb2, n * D);
     }
 
@@ -52,6 +56,6 @@ float *forward(const Model *m, RunState *s, const int *tokens, int n, int pos0, 
         if (c->logit_scale != 1.0f)
             for (int i = 0; i < D; i++) xt[i] *= c->logit_scale;
     }
-    matmul(s->logits, m->output, s->xb, NULL, n_logits, V, D); // [n_logits, V]
+    matmul(s->logits, &m->output, s->xb, NULL, n_logits); // [n_logits, V]
     return s->logits;
 }

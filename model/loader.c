@@ -359,7 +359,7 @@ static int read_directory(Ctx *c) {
         if (dtype_is_block((DType)e->dtype) && cols % QK != 0)
             return fail(err, errlen, "tensor %s: %s needs rows of a multiple of %d values, got %llu", e->name,
                         dtype_name((int)e->dtype), QK, (unsigned long long)cols);
-        if (cols > MAX_SIZE) return fail(err, errlen, "tensor %s: rows of %llu values are too long", e->name,
+        if (cols > MAX_SIZE) return fail(err, errlen, "tensor %s: bad shape (rows of %llu values)", e->name,
                                          (unsigned long long)cols);
         const uint64_t row_bytes = dtype_row_bytes((DType)e->dtype, (int)cols);
         uint64_t want = 0;
@@ -445,12 +445,11 @@ static int bind_file(Model *m, const unsigned char *base, size_t nbytes, char *e
 
 int model_load_buffer(Model *m, const void *data, size_t nbytes, char *err, size_t errlen) {
     memset(m, 0, sizeof(*m));
-    // a private copy, read-only like a mapped file (the caller may free data)
+    // a private copy (the caller may free data); tests may write to its weights
     const size_t map_bytes = nbytes ? nbytes : 1;
     void *copy = mmap(NULL, map_bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     if (copy == MAP_FAILED) return fail(err, errlen, "out of memory copying %zu bytes", nbytes);
     if (nbytes) memcpy(copy, data, nbytes);
-    mprotect(copy, map_bytes, PROT_READ);
     m->file = copy;
     m->file_bytes = map_bytes;
     if (bind_file(m, copy, nbytes, err, errlen)) { model_free(m); return -1; }

@@ -312,7 +312,7 @@ static void check_replicated(int H, int Hkv, int d, int bias, uint64_t seed) {
     TU_CHECK_CLOSE(og, om, T * DIM, 1e-6, 1e-5, what);
     // and a non-replicated MHA (fresh wk) really is different: the check can fail
     float *wk = tu_layer_data(&m.tm, 0, "wk");
-    ((float *)m.m.layers[0].gqa.wk)[0] = wk[0] + 1.0f; // the loaded f32 tensor points into m.buf
+    ((float *)m.m.layers[0].gqa.wk.data)[0] = wk[0] + 1.0f; // the loaded model's private copy
     run_attn(&m, &m.s, x, T, 1, 0, om);
     assert_true(tu_rel_err(og, om, T * DIM) > 1e-4);
     free(x);

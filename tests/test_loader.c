@@ -116,15 +116,18 @@ static void test_valid_model_loads(void **state) {
     assert_int_equal(m.tokenizer_bytes, sizeof TOK_BLOB - 1);
     assert_memory_equal(m.tokenizer, TOK_BLOB, sizeof TOK_BLOB - 1);
     // tensors bound to the right data (and the optional ones present)
-    assert_memory_equal(m.tok_embeddings, tu_data(&tm, "tok_embeddings"), sizeof(float) * 6 * 8);
-    assert_memory_equal(m.output, tu_data(&tm, "output"), sizeof(float) * 6 * 8);
+    assert_memory_equal(m.tok_embeddings.data, tu_data(&tm, "tok_embeddings"), sizeof(float) * 6 * 8);
+    assert_memory_equal(m.output.data, tu_data(&tm, "output"), sizeof(float) * 6 * 8);
     assert_memory_equal(m.norm, tu_data(&tm, "norm"), sizeof(float) * 8);
-    assert_memory_equal(m.layers[0].gqa.wk, tu_layer_data(&tm, 0, "wk"), sizeof(float) * 4 * 8);
+    assert_memory_equal(m.layers[0].gqa.wk.data, tu_layer_data(&tm, 0, "wk"), sizeof(float) * 4 * 8);
     assert_memory_equal(m.layers[0].gqa.bo, tu_layer_data(&tm, 0, "bo"), sizeof(float) * 8);
     assert_memory_equal(m.layers[0].b2, tu_layer_data(&tm, 0, "b2"), sizeof(float) * 8);
-    assert_memory_equal(m.layers[1].mla.w_uv, tu_layer_data(&tm, 1, "w_uv"), sizeof(float) * 2 * 3 * 4);
+    assert_memory_equal(m.layers[1].mla.w_uv.data, tu_layer_data(&tm, 1, "w_uv"), sizeof(float) * 2 * 3 * 4);
     assert_memory_equal(m.layers[1].mla.bq_a, tu_layer_data(&tm, 1, "bq_a"), sizeof(float) * 3);
-    assert_null(m.layers[1].mla.wq);
+    assert_null(m.layers[1].mla.wq.data);
+    assert_int_equal(m.layers[1].mla.w_uv.rows, 2 * 3); // [H, dv, dc] as [H*dv, dc]
+    assert_int_equal(m.layers[1].mla.w_uv.cols, 4);
+    assert_int_equal(m.tok_embeddings.dtype, DTYPE_F32);
     assert_non_null(m.layers[0].gqa.bq);
     assert_null(m.layers[0].b1 == m.layers[0].b3 ? m.layers[0].b1 : NULL); // distinct tensors
     // n_params: every element once
@@ -139,7 +142,7 @@ static void test_valid_model_loads(void **state) {
     tm.flags |= 1;
     b = tu_serialize(&tm, &n);
     if (model_load_buffer(&m, b, n, err, sizeof err)) fail_msg("tied model: %s", err);
-    assert_true(m.output == m.tok_embeddings);
+    assert_true(m.output.data == m.tok_embeddings.data);
     assert_int_equal(m.cfg.tied_embeddings, 1);
     model_free(&m);
     free(b);
@@ -500,8 +503,8 @@ static void test_model_load_files(void **state) {
     char *path = tu_write_temp(b, n);
     assert_non_null(path);
     if (model_load(&m, path, err, sizeof err)) fail_msg("model_load: %s", err);
-    remove(path); // the model keeps nothing of the file
-    assert_memory_equal(m.layers[1].mla.wkv_a, tu_layer_data(&tm, 1, "wkv_a"), sizeof(float) * 6 * 8);
+    remove(path); // harmless: the mapping keeps the unlinked file alive
+    assert_memory_equal(m.layers[1].mla.wkv_a.data, tu_layer_data(&tm, 1, "wkv_a"), sizeof(float) * 6 * 8);
     assert_memory_equal(m.tokenizer, TOK_BLOB, sizeof TOK_BLOB - 1);
     model_free(&m);
     // a corrupt file names the problem and the file
@@ -584,15 +587,21 @@ static void test_f16_bf16_values(void **state) {
     assert_true(m.layers[1].mla.bq_a[1] == (float)(1.0 + ldexp(1, -10)));
     assert_true(m.layers[1].mla.bq_a[2] == -65504.0f);
     // bf16 tensors: value = the 16 bits as the high half of an f32
+    // bf16 matrices are kept as stored (no widened copy) and read back exactly
+    assert_int_equal(m.tok_embeddings.dtype, DTYPE_BF16);
+    assert_int_equal(m.layers[1].mla.w_uk.dtype, DTYPE_BF16);
     const float *emb = tu_data(&tm, "tok_embeddings");
+    float row[6 * 8];
+    dequantize_row(DTYPE_BF16, row, m.tok_embeddings.data, 6 * 8);
     for (int i = 0; i < 6 * 8; i++) {
         const float want = bits_to_float((uint32_t)tu_f32_to_bf16(emb[i]) << 16);
-        assert_true(m.tok_embeddings[i] == want);
-        assert_true(fabsf(m.tok_embeddings[i] - emb[i]) <= fabsf(emb[i]) * (1.0f / 256)); // bf16 precision
+        assert_true(row[i] == want);
+        assert_true(fabsf(row[i] - emb[i]) <= fabsf(emb[i]) * (1.0f / 256)); // bf16 precision
     }
     const float *uk = tu_layer_data(&tm, 1, "w_uk");
+    dequantize_row(DTYPE_BF16, row, m.layers[1].mla.w_uk.data, 2 * 2 * 4);
     for (int i = 0; i < 2 * 2 * 4; i++)
-        assert_true(m.layers[1].mla.w_uk[i] == bits_to_float((uint32_t)tu_f32_to_bf16(uk[i]) << 16));
+        assert_true(row[i] == bits_to_float((uint32_t)tu_f32_to_bf16(uk[i]) << 16));
     // n_params counts elements, whatever their dtype
     size_t total = 0;
     for (int i = 0; i < tm.n_tensors; i++) total += tm.tensors[i].count;

@@ -13,6 +13,7 @@
 
 #include <cmocka.h>
 
+#include "kernels/tensor.h"
 #include "model/model.h"
 #include "tests/testutil.h"
 
@@ -92,7 +93,8 @@ static void test_block_values(void **state) {
     assert_non_null(row);
 #define CHECK(name, matrix, count)                                          \
     do {                                                                    \
-        memcpy(row, (matrix), sizeof(float) * (count));                     \
+        assert_int_equal((matrix).rows * (matrix).cols, (count));           \
+        dequantize_row((matrix).dtype, row, (matrix).data, (count));        \
         check_tensor(&tm, b, name, row);                                    \
     } while (0)
     CHECK("tok_embeddings", m.tok_embeddings, 40 * 32);

@@ -9,6 +9,7 @@ accuracy of the shipped models once quantized.
     the shipped bf16 model, q4_0 within 4 % (bounds from measured values, below);
   * a malformed block tensor gives ./run one error line and exit status 1.
 """
+import json
 import os
 import re
 import signal
@@ -338,6 +339,41 @@ class BadBlockFiles(unittest.TestCase):
             with open(path, "wb") as f:
                 f.write(self.data[:-cut])
             self.assert_run_fails(path, "past the end")
+
+
+class KeptAsStored(unittest.TestCase):
+    """bf16/f16 weights are read in place by the kernels; the math must not change, only
+    where the widening happens: the logits of a transformers fixture converted to bf16
+    (or f16) equal those of the same weights widened to f32 on disk (quantize.py --type
+    f32 is an exact widening), within 1e-5."""
+    FIXTURES = ["llama_gqa_hd", "qwen2_bias_bf16", "llama_mqa_tied_llama3", "deepseek_v2",
+                "deepseek_v3"]
+    TOL = 1e-5
+
+    def test_logits_equal_widened(self):
+        util.require_run()
+        with tempfile.TemporaryDirectory() as d:
+            for name in self.FIXTURES:
+                fx_dir = os.path.join(util.FIXTURES, name)
+                with open(os.path.join(fx_dir, "reference.json")) as f:
+                    ref = json.load(f)
+                ids = ref["prompt_ids"]
+                for dtype in ("bf16", "f16"):
+                    stored = util.convert(fx_dir, os.path.join(d, "s.bin"), dtype)
+                    widened = os.path.join(d, "w.bin")
+                    quantize(stored, widened, "f32")
+                    self.assertEqual(set(mixformat.stored_dtypes(widened).values()), {"f32"})
+                    kinds = {l["kind"] for l in mixformat.open_model(stored)[1]}
+                    modes = [["--mla", "naive"], ["--mla", "absorbed"]] if "mla" in kinds else [[]]
+                    vocab = util.info(stored)["vocab_size"]
+                    for extra in modes:
+                        with self.subTest(fixture=name, dtype=dtype, mode=" ".join(extra)):
+                            a = util.dump_logits(stored, ids, vocab, os.path.join(d, "a.f32"), extra)
+                            b = util.dump_logits(widened, ids, vocab, os.path.join(d, "b.f32"), extra)
+                            err = float(np.abs(a - b).max())
+                            self.assertLessEqual(err, self.TOL, "%s %s %s: max |stored - widened| "
+                                                 "= %.3g" % (name, dtype, extra, err))
+                            self.assertGreater(float(np.abs(a).max()), 0.1)
 
 
 def shipped(name):
