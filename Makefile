@@ -19,7 +19,7 @@ HDRS     := $(wildcard common/*.h model/*.h attention/*.h kernels/*.h tokenizer/
 TEST_SRC := $(wildcard tests/test_*.c)
 TEST_BIN := $(patsubst tests/%.c,$(BUILD)/tests/%,$(TEST_SRC))
 
-.PHONY: all test test-c test-py bench compare clean asan
+.PHONY: all test test-c test-py bench bench-big compare clean asan
 all: run
 
 run: run.c $(CORE_OBJ) $(TOK_OBJ) $(HDRS)
@@ -58,9 +58,20 @@ $(BUILD)/bench_decode: bench/decode.c $(CORE_OBJ) $(HDRS)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -o $@ $< $(CORE_OBJ) $(LDFLAGS) -lm
 
-# Speed (never in tests): random-weight models of llama2.c's and DeepSeek-V2-Lite's shapes.
-bench: run $(BUILD)/bench_decode
+$(BUILD)/bench_bandwidth: bench/bandwidth.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -o $@ $<
+
+# Speed (never in tests): random-weight models of llama2.c's and DeepSeek-V2-Lite's shapes,
+# each weight type (cached in build-bench/). About 8 minutes on this project's 2-core VM.
+bench: run $(BUILD)/bench_decode $(BUILD)/bench_bandwidth
 	$(PYTHON) bench/bench.py
+
+# Real models' shapes with random weights, written straight to their type (build-bench/,
+# ~14 GB of disk): Mistral-7B in q4_0 and q8_0, TinyLlama-1.1B in bf16. Load time,
+# resident memory and tok/s.
+bench-big: run
+	$(PYTHON) bench/big.py
 
 # Every model in weights/ side by side: table in docs/compare.md, plot in docs/compare.png.
 compare: run $(BUILD)/bench_decode

@@ -17,6 +17,7 @@
 #include "model/sampler.h"
 #include "tokenizer/tokenizer.h"
 
+#define DEFAULT_KV_TYPE DTYPE_F16 // --kv-type: measured in docs/QUANT.md
 #define PREFILL_CHUNK 64 // tokens per forward() call when reading a prompt
 
 // --- options ---------------------------------------------------------------------
@@ -37,6 +38,7 @@ typedef struct {
     int threads;                // --threads (0 = OpenMP default)
     int print_ids, info;
     MlaMode mla_mode;
+    DType kv_type;              // --kv-type
 } Options;
 
 static void usage(FILE *f) {
@@ -52,6 +54,7 @@ static void usage(FILE *f) {
             "  -c N               context length = KV-cache size (default: the model's)\n"
             "  -z PATH            SentencePiece tokenizer (default: the one in MODEL.bin)\n"
             "  --mla MODE         absorbed (default) or naive MLA attention\n"
+            "  --kv-type T        KV-cache type: f16 (default), bf16, f32 or q8_0\n"
             "  --threads N        OpenMP threads\n"
             "  --print-ids        print generated token ids instead of text\n"
             "  --dump-logits FILE write float32 logits of every prompt position\n"
@@ -91,6 +94,7 @@ static float parse_float(const char *flag, const char *v, float lo, float hi) {
 
 static Options parse_args(int argc, char **argv) {
     Options o = {0};
+    o.kv_type = DEFAULT_KV_TYPE;
     o.steps = 256;
     o.temperature = 0.8f;
     o.top_p = 0.9f;
@@ -106,7 +110,7 @@ static Options parse_args(int argc, char **argv) {
             continue;
         }
         static const char *takes_value[] = {"-p", "--tokens", "-n", "-t", "--top-p", "--top-k", "-s", "-c",
-                                            "-z", "--threads", "--dump-logits", "--ppl", "--mla"};
+                                            "-z", "--threads", "--dump-logits", "--ppl", "--mla", "--kv-type"};
         int known = 0;
         for (size_t k = 0; k < sizeof takes_value / sizeof *takes_value; k++) known |= !strcmp(a, takes_value[k]);
         if (!known) die("unknown option '%s' (see run --help)", a);
@@ -124,6 +128,13 @@ static Options parse_args(int argc, char **argv) {
         else if (!strcmp(a, "--threads")) o.threads = (int)parse_int(a, v, 1, 1024);
         else if (!strcmp(a, "--dump-logits")) o.dump_logits = v;
         else if (!strcmp(a, "--ppl")) o.ppl_path = v;
+        else if (!strcmp(a, "--kv-type")) {
+            int t = -1;
+            for (int k = 0; k < DTYPE_COUNT; k++)
+                if (!strcmp(v, dtype_name(k)) && kv_type_ok((DType)k)) t = k;
+            if (t < 0) die("--kv-type must be f32, bf16, f16 or q8_0, got '%s'", v);
+            o.kv_type = (DType)t;
+        }
         else if (!strcmp(a, "--mla")) {
             if (!strcmp(v, "absorbed")) o.mla_mode = MLA_ABSORBED;
             else if (!strcmp(v, "naive")) o.mla_mode = MLA_NAIVE;
@@ -182,19 +193,20 @@ static void attention_layout(const Model *m, char *out, size_t cap) {
         len += (size_t)snprintf(out + len, cap - len, "%s%s", n ? ", " : "", layer_kind_name(&m->layers[n]));
 }
 
-static void print_info(const Model *m, int context) {
+static void print_info(const Model *m, int context, DType kv_type) {
     const Config *c = &m->cfg;
     char layout[512];
     attention_layout(m, layout, sizeof layout);
     static const char *pairing[] = {"neox", "interleaved"};
     static const char *scaling[] = {"none", "linear", "llama3", "yarn"};
-    printf("{\n  \"format_version\": 1,\n  \"architecture\": \"pre-norm decoder: RMSNorm, RoPE, SwiGLU, per-layer attention\",\n"
+    printf("{\n  \"format_version\": %d,\n  \"architecture\": \"pre-norm decoder: RMSNorm, RoPE, SwiGLU, per-layer attention\",\n"
            "  \"attention\": \"%s\",\n  \"dim\": %d,\n  \"n_layers\": %d,\n  \"vocab_size\": %d,\n"
            "  \"max_seq_len\": %d,\n  \"hidden_dim\": %d,\n  \"n_params\": %zu,\n"
            "  \"tied_embeddings\": %s,\n  \"norm_eps\": %g,\n  \"bos_id\": %d,\n  \"eos_id\": %d,\n"
            "  \"rope\": {\"theta\": %g, \"pairing\": \"%s\", \"scaling\": \"%s\", \"factor\": %g},\n"
            "  \"sliding_window\": %d,\n  \"tokenizer_embedded\": %s,\n  \"layers\": [\n",
-           layout, c->dim, c->n_layers, c->vocab_size, c->max_seq_len, c->hidden_dim, m->n_params,
+           m->format_version, layout, c->dim, c->n_layers, c->vocab_size, c->max_seq_len, c->hidden_dim,
+           m->n_params,
            c->tied_embeddings ? "true" : "false", c->norm_eps, c->bos_id, c->eos_id, c->rope.theta,
            pairing[c->rope.pairing], scaling[c->rope.scaling], c->rope.factor, c->sliding_window,
            m->tokenizer_bytes ? "true" : "false");
@@ -209,12 +221,25 @@ static void print_info(const Model *m, int context) {
                    "\"qk_rope_head_dim\": %d, \"v_head_dim\": %d, ",
                    l->mla.n_heads, l->mla.q_lora_rank, l->mla.kv_lora_rank, l->mla.qk_nope_head_dim,
                    l->mla.qk_rope_head_dim, l->mla.v_head_dim);
-        printf("\"kv_bytes_per_token\": %zu}%s\n", layer_kv_floats_per_token(l) * sizeof(float),
+        printf("\"kv_bytes_per_token\": %zu}%s\n", layer_kv_bytes_per_token(l, kv_type),
                n + 1 < c->n_layers ? "," : "");
     }
-    const size_t per_token = model_kv_bytes_per_token(m);
-    printf("  ],\n  \"kv_bytes_per_token\": %zu,\n  \"context\": %d,\n  \"kv_bytes_at_context\": %zu\n}\n",
-           per_token, context, per_token * (size_t)context);
+    const size_t per_token = model_kv_bytes_per_token(m, kv_type);
+    printf("  ],\n  \"kv_type\": \"%s\",\n  \"kv_bytes_per_token\": %zu,\n  \"context\": %d,\n"
+           "  \"kv_bytes_at_context\": %zu,\n", dtype_name(kv_type), per_token, context,
+           per_token * (size_t)context);
+    // the weights: each tensor's stored type, and what one decode step reads of them
+    printf("  \"file_bytes\": %zu,\n  \"weights_mapped\": %s,\n  \"weight_bytes_per_token\": %llu,\n"
+           "  \"tensors\": [\n", m->file_bytes, m->file_mapped ? "true" : "false",
+           (unsigned long long)m->weight_bytes_per_token);
+    for (int i = 0; i < m->n_tensors; i++) {
+        const TensorInfo *t = &m->tensors[i];
+        printf("    {\"name\": \"%s\", \"dtype\": \"%s\", \"shape\": [", t->name, dtype_name(t->dtype));
+        for (int k = 0; k < t->ndim; k++) printf("%s%llu", k ? ", " : "", (unsigned long long)t->shape[k]);
+        printf("], \"bytes\": %llu, \"bytes_per_token\": %llu}%s\n", (unsigned long long)t->nbytes,
+               (unsigned long long)t->bytes_per_token, i + 1 < m->n_tensors ? "," : "");
+    }
+    printf("  ]\n}\n");
 }
 
 // --- running a sequence ----------------------------------------------------------
@@ -394,12 +419,12 @@ static void generate(const Model *m, RunState *s, Tokenizer *tok, const Options 
     if (o->print_ids || generated > 0) printf("\n");
     fflush(stdout);
 
-    const size_t per_token = model_kv_bytes_per_token(m);
+    const size_t per_token = model_kv_bytes_per_token(m, s->kv_type);
     fprintf(stderr, "prefill: %d tokens, %.1f tok/s | decode: %d tokens, %.1f tok/s | "
-            "KV cache: %zu bytes in use (%zu per token, %d tokens)\n",
+            "KV cache: %zu bytes in use (%zu per token, %d tokens, %s)\n",
             n_prompt, n_prompt / (prefill_s > 0 ? prefill_s : 1e-9), generated,
             generated > 1 ? (generated - 1) / (decode_s > 0 ? decode_s : 1e-9) : 0.0,
-            per_token * (size_t)pos, per_token, pos);
+            per_token * (size_t)pos, per_token, pos, dtype_name(s->kv_type));
     free(all_logits);
     sampler_free(&sampler);
 }
@@ -452,14 +477,15 @@ int main(int argc, char **argv) {
         fprintf(stderr, "run: warning: context %d is longer than the model was built for (%d)\n", context,
                 c->max_seq_len);
     if (o.info) {
-        print_info(&model, context);
+        print_info(&model, context, o.kv_type);
         model_free(&model);
         return 0;
     }
 
     Tokenizer *tok = open_tokenizer(&model, &o);
     RunState state;
-    if (state_create(&state, &model, context, PREFILL_CHUNK, o.mla_mode, err, sizeof err)) die("%s", err);
+    if (state_create(&state, &model, context, PREFILL_CHUNK, o.mla_mode, o.kv_type, err, sizeof err))
+        die("%s", err);
     if (o.ppl_path) {
         perplexity(&model, &state, tok, o.ppl_path);
     } else {

@@ -46,8 +46,9 @@ typedef struct {
 } GQAWeights;
 
 typedef struct {
-    float *key;   // [context, Hkv*d], after RoPE
-    float *value; // [context, Hkv*d]
+    void *key;    // [context, Hkv*d] in `type`, after RoPE (attention/kv.h)
+    void *value;  // [context, Hkv*d] in `type`
+    DType type;   // the --kv-type (f16 if q8_0 was asked and d % 32 != 0)
 } GQACache;
 
 // --- MLA -------------------------------------------------------------------------
@@ -86,8 +87,9 @@ typedef struct {
 float mla_softmax_scale(int qk_nope_head_dim, int qk_rope_head_dim, const RopeConfig *rope);
 
 typedef struct {
-    float *latent;   // [context, dc]  normalised latent c
-    float *rope_key; // [context, dr]  shared rope key, after RoPE
+    void *latent;      // [context, dc] normalised latent c, in latent_type
+    void *rope_key;    // [context, dr] shared rope key, after RoPE, in rope_type
+    DType latent_type, rope_type; // the --kv-type (f16 where q8_0 needs width % 32)
 } MLACache;
 
 // --- scratch (attention/scratch.c) -----------------------------------------------
@@ -100,7 +102,7 @@ typedef struct {
     int n_threads;     // per-thread buffers below; loops never use more (attention/split.h)
     float *q;          // [max_tokens, max query width]
     float *q_a;        // [max_tokens, max dq]
-    float *kv_a;       // [max_tokens, max dc+dr]
+    float *kv_a;       // [max_tokens, max dc+dr or 2*Hkv*d]: new latents, or new K and V
     float *heads;      // [max_tokens, max H*d or H*dv] concatenated head outputs
     float *att;        // [n_threads, att_stride] attention weights
     size_t att_stride; // context * the most query heads one task attends for
@@ -113,7 +115,7 @@ typedef struct {
 
 // The widest layer seen so far, buffer by buffer (start from all zeros).
 typedef struct {
-    size_t q, q_a, kv_a, heads; // floats per token
+    size_t q, q_a, kv_a, heads; // floats per token (kv_a: MLA's dc+dr, or GQA's new K and V)
     size_t task_heads;          // most query heads one task attends for
     size_t latent;              // H * dc of the widest MLA layer
     size_t k_decomp, v_decomp;  // H * dn, H * dv (naive MLA)

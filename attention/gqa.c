@@ -16,6 +16,7 @@
 #include <string.h>
 
 #include "attention/attention.h"
+#include "attention/kv.h"
 #include "attention/split.h"
 #include "kernels/kernels.h"
 
@@ -25,10 +26,10 @@ void gqa_attention(const GQAWeights *w, const GQACache *cache, const Rope *rope,
     const int q_dim = H * d, kv_dim = Hkv * d;
     (void)dim; // = the rows of wo and the cols of wq, wk, wv
 
-    // --- projections: q for this chunk, k and v straight into the cache rows pos0..
-    float *q = s->q;                                     // [n, H*d]
-    float *k_new = cache->key + (size_t)pos0 * kv_dim;   // [n, Hkv*d]
-    float *v_new = cache->value + (size_t)pos0 * kv_dim; // [n, Hkv*d]
+    // --- projections of this chunk: q, and the new keys and values
+    float *q = s->q;                              // [n, H*d]
+    float *k_new = s->kv_a;                       // [n, Hkv*d]
+    float *v_new = s->kv_a + (size_t)n * kv_dim;  // [n, Hkv*d]
     matmul(q, &w->wq, x, w->bq, n);
     matmul(k_new, &w->wk, x, w->bk, n);
     matmul(v_new, &w->wv, x, w->bv, n);
@@ -40,6 +41,14 @@ void gqa_attention(const GQAWeights *w, const GQACache *cache, const Rope *rope,
         float *q_t = q + (size_t)t * q_dim, *k_t = k_new + (size_t)t * kv_dim;
         for (int h = 0; h < H; h++) rope_rotate(rope, q_t + h * d, cos_t, sin_t);
         for (int kv = 0; kv < Hkv; kv++) rope_rotate(rope, k_t + kv * d, cos_t, sin_t);
+    }
+
+    // --- append to the cache rows pos0.., in the cache's dtype (attention/kv.h)
+    const size_t row_bytes = dtype_row_bytes(cache->type, kv_dim);
+    for (int t = 0; t < n; t++) {
+        const size_t row = (size_t)(pos0 + t) * row_bytes;
+        kv_store(cache->type, (char *)cache->key + row, k_new + (size_t)t * kv_dim, kv_dim);
+        kv_store(cache->type, (char *)cache->value + row, v_new + (size_t)t * kv_dim, kv_dim);
     }
 
     // --- attend, then the output projection of the concatenated heads
@@ -57,8 +66,11 @@ void gqa_attend(const GQAWeights *w, const GQACache *cache, int n, int pos0, int
                 const float *q, float *heads, AttnScratch *s) {
     const int H = w->n_heads, Hkv = w->n_kv_heads, d = w->head_dim;
     const int group = H / Hkv; // query heads per KV head
-    const int q_dim = H * d, kv_dim = Hkv * d;
+    const int q_dim = H * d;
     const float scale = 1.0f / sqrtf((float)d);
+    const DType type = cache->type; // rows of Hkv heads of d values each (attention/kv.h)
+    const size_t head_bytes = dtype_row_bytes(type, d), row_bytes = head_bytes * (size_t)Hkv;
+    const char *keys = cache->key, *values = cache->value;
     const int threads = split_threads(s->n_threads);
     const HeadSplit split = split_heads(n * Hkv, group, threads);
 
@@ -76,10 +88,10 @@ void gqa_attend(const GQAWeights *w, const GQACache *cache, int n, int pos0, int
 
                 // score[h][k] = q[h] . key[kv][k] / sqrt(d)
                 for (int k = first; k <= pos; k++) {
-                    const float *key = cache->key + (size_t)k * kv_dim + kv * d;
+                    const void *key = keys + (size_t)k * row_bytes + kv * head_bytes;
                     for (int h = h0; h < h1; h++) {
                         float *att_h = att + (size_t)(h - h0) * len;
-                        att_h[k - first] = dot(q_t + h * d, key, d) * scale;
+                        att_h[k - first] = kv_dot(type, key, q_t + h * d, d) * scale;
                     }
                 }
                 for (int h = h0; h < h1; h++) softmax(att + (size_t)(h - h0) * len, len);
@@ -87,10 +99,10 @@ void gqa_attend(const GQAWeights *w, const GQACache *cache, int n, int pos0, int
                 // o[h] = sum_k p[h][k] value[kv][k]
                 memset(o_t + h0 * d, 0, sizeof(float) * (size_t)(h1 - h0) * d);
                 for (int k = first; k <= pos; k++) {
-                    const float *value = cache->value + (size_t)k * kv_dim + kv * d;
+                    const void *value = values + (size_t)k * row_bytes + kv * head_bytes;
                     for (int h = h0; h < h1; h++) {
                         const float *att_h = att + (size_t)(h - h0) * len;
-                        axpy(o_t + h * d, att_h[k - first], value, d);
+                        kv_axpy(o_t + h * d, att_h[k - first], type, value, d);
                     }
                 }
             }
@@ -105,20 +117,25 @@ void gqa_attend(const GQAWeights *w, const GQACache *cache, int n, int pos0, int
 void gqa_attend_reference(const GQAWeights *w, const GQACache *cache, int n, int pos0,
                           int window, const float *q, float *heads, float *att) {
     const int H = w->n_heads, Hkv = w->n_kv_heads, d = w->head_dim;
-    const int group = H / Hkv, q_dim = H * d, kv_dim = Hkv * d;
+    const int group = H / Hkv, q_dim = H * d;
     const float scale = 1.0f / sqrtf((float)d);
+    const size_t head_bytes = dtype_row_bytes(cache->type, d), row_bytes = head_bytes * (size_t)Hkv;
     for (int t = 0; t < n; t++) {
         const int pos = pos0 + t, first = attn_first_key(pos, window);
         for (int h = 0; h < H; h++) {
             const int kv = h / group; // the KV head that query head h reads
             const float *q_h = q + (size_t)t * q_dim + h * d;
             float *o_h = heads + (size_t)t * q_dim + h * d;
-            for (int k = first; k <= pos; k++)
-                att[k - first] = dot(q_h, cache->key + (size_t)k * kv_dim + kv * d, d) * scale;
+            for (int k = first; k <= pos; k++) {
+                const char *key = (const char *)cache->key + (size_t)k * row_bytes + kv * head_bytes;
+                att[k - first] = kv_dot(cache->type, key, q_h, d) * scale;
+            }
             softmax(att, pos - first + 1);
             memset(o_h, 0, sizeof(float) * d);
-            for (int k = first; k <= pos; k++)
-                axpy(o_h, att[k - first], cache->value + (size_t)k * kv_dim + kv * d, d);
+            for (int k = first; k <= pos; k++) {
+                const char *value = (const char *)cache->value + (size_t)k * row_bytes + kv * head_bytes;
+                kv_axpy(o_h, att[k - first], cache->type, value, d);
+            }
         }
     }
 }

@@ -28,6 +28,7 @@
 #include <string.h>
 
 #include "attention/attention.h"
+#include "attention/kv.h"
 #include "attention/split.h"
 #include "kernels/kernels.h"
 
@@ -73,6 +74,8 @@ static void attend_naive(const MLAWeights *w, const MLACache *cache, int n, int 
               dr = w->qk_rope_head_dim, dv = w->v_head_dim;
     const int last = pos0 + n - 1, first_all = attn_first_key(pos0, window);
     const size_t C = (size_t)s->context;
+    const size_t lat_bytes = dtype_row_bytes(cache->latent_type, dc);
+    const size_t pe_bytes = dtype_row_bytes(cache->rope_type, dr);
     float *k_nope = s->k_decomp; // [H, context, dn]
     float *v = s->v_decomp;      // [H, context, dv]
 
@@ -80,7 +83,9 @@ static void attend_naive(const MLAWeights *w, const MLACache *cache, int n, int 
     #pragma omp parallel for collapse(2) schedule(static)
     for (int h = 0; h < H; h++) {
         for (int k = first_all; k <= last; k++) {
-            const float *c = cache->latent + (size_t)k * dc;
+            float c_tmp[cache->latent_type == DTYPE_F32 ? 1 : dc];
+            const float *c = kv_row_f32(cache->latent_type, (const char *)cache->latent + (size_t)k * lat_bytes,
+                                        c_tmp, dc);
             float *k_nope_hk = k_nope + ((size_t)h * C + k) * dn;
             float *v_hk = v + ((size_t)h * C + k) * dv;
             head_product(k_nope_hk, &w->w_uk, h * dn, dn, c); // W_UK[h] c: [dn]
@@ -101,8 +106,8 @@ static void attend_naive(const MLAWeights *w, const MLACache *cache, int n, int 
             // score[k] = scale * (q_nope[h] . k_nope[h][k] + q_pe[h] . k_pe[k])
             for (int k = first; k <= pos; k++) {
                 const float *k_nope_hk = k_nope + ((size_t)h * C + k) * dn;
-                const float *k_pe = cache->rope_key + (size_t)k * dr;
-                att_h[k - first] = (dot(q_nope_h, k_nope_hk, dn) + dot(q_pe_h, k_pe, dr)) *
+                const char *k_pe = (const char *)cache->rope_key + (size_t)k * pe_bytes;
+                att_h[k - first] = (dot(q_nope_h, k_nope_hk, dn) + kv_dot(cache->rope_type, k_pe, q_pe_h, dr)) *
                                    w->softmax_scale;
             }
             softmax(att_h, pos - first + 1);
@@ -125,6 +130,8 @@ static void attend_absorbed(const MLAWeights *w, const MLACache *cache, int n, i
                             int window, AttnScratch *s) {
     const int H = w->n_heads, dc = w->kv_lora_rank, dn = w->qk_nope_head_dim,
               dr = w->qk_rope_head_dim, dv = w->v_head_dim;
+    const DType lat_type = cache->latent_type, pe_type = cache->rope_type; // attention/kv.h
+    const size_t lat_bytes = dtype_row_bytes(lat_type, dc), pe_bytes = dtype_row_bytes(pe_type, dr);
     const int threads = split_threads(s->n_threads);
     const HeadSplit split = split_heads(n, H, threads);
 
@@ -150,13 +157,14 @@ static void attend_absorbed(const MLAWeights *w, const MLACache *cache, int n, i
 
             // score[h][k] = scale * (q_lat[h] . c_k + q_pe[h] . k_pe_k)
             for (int k = first; k <= pos; k++) {
-                const float *c = cache->latent + (size_t)k * dc;
-                const float *k_pe = cache->rope_key + (size_t)k * dr;
+                const char *c = (const char *)cache->latent + (size_t)k * lat_bytes;
+                const char *k_pe = (const char *)cache->rope_key + (size_t)k * pe_bytes;
                 for (int h = h0; h < h1; h++) {
                     const float *q_lat_h = q_lat + (size_t)(h - h0) * dc;
                     const float *q_pe_h = q_t + (size_t)h * (dn + dr) + dn;
                     float *att_h = att + (size_t)(h - h0) * len;
-                    att_h[k - first] = (dot(q_lat_h, c, dc) + dot(q_pe_h, k_pe, dr)) * w->softmax_scale;
+                    att_h[k - first] = (kv_dot(lat_type, c, q_lat_h, dc) + kv_dot(pe_type, k_pe, q_pe_h, dr)) *
+                                       w->softmax_scale;
                 }
             }
             for (int h = h0; h < h1; h++) softmax(att + (size_t)(h - h0) * len, len);
@@ -164,10 +172,10 @@ static void attend_absorbed(const MLAWeights *w, const MLACache *cache, int n, i
             // o_lat[h] = sum_k p[h][k] c_k
             memset(o_lat, 0, sizeof(float) * (size_t)(h1 - h0) * dc);
             for (int k = first; k <= pos; k++) {
-                const float *c = cache->latent + (size_t)k * dc;
+                const char *c = (const char *)cache->latent + (size_t)k * lat_bytes;
                 for (int h = h0; h < h1; h++) {
                     const float *att_h = att + (size_t)(h - h0) * len;
-                    axpy(o_lat + (size_t)(h - h0) * dc, att_h[k - first], c, dc);
+                    kv_axpy(o_lat + (size_t)(h - h0) * dc, att_h[k - first], lat_type, c, dc);
                 }
             }
 
@@ -205,11 +213,9 @@ void mla_attention(const MLAWeights *w, const MLACache *cache, const Rope *rope,
     matmul(s->kv_a, &w->wkv_a, x, w->bkv_a, n);   // [n, dc+dr]
     for (int t = 0; t < n; t++) {
         const int pos = pos0 + t;
-        const float *kv = s->kv_a + (size_t)t * (dc + dr);
-        float *c = cache->latent + (size_t)pos * dc;
-        float *k_pe = cache->rope_key + (size_t)pos * dr;
-        rmsnorm(c, kv, w->kv_a_norm, dc, MLA_INNER_NORM_EPS);
-        memcpy(k_pe, kv + dc, sizeof(float) * dr);
+        float *c = s->kv_a + (size_t)t * (dc + dr); // [dc]: normalised in place
+        float *k_pe = c + dc;                       // [dr]: rotated in place
+        rmsnorm(c, c, w->kv_a_norm, dc, MLA_INNER_NORM_EPS);
 
         // decoupled RoPE: only the rope part of each query head and the one shared key
         float cos_t[dr / 2 + 1], sin_t[dr / 2 + 1];
@@ -219,6 +225,12 @@ void mla_attention(const MLAWeights *w, const MLACache *cache, const Rope *rope,
             float *q_pe_h = s->q + (size_t)t * q_dim + h * (dn + dr) + dn;
             rope_rotate(rope, q_pe_h, cos_t, sin_t);
         }
+
+        // append to the cache, in its dtypes (attention/kv.h)
+        kv_store(cache->latent_type, (char *)cache->latent + (size_t)pos * dtype_row_bytes(cache->latent_type, dc),
+                 c, dc);
+        kv_store(cache->rope_type, (char *)cache->rope_key + (size_t)pos * dtype_row_bytes(cache->rope_type, dr),
+                 k_pe, dr);
     }
 
     if (mode == MLA_NAIVE) attend_naive(w, cache, n, pos0, window, s);

@@ -16,6 +16,7 @@ static size_t max_sz(size_t a, size_t b) { return a > b ? a : b; }
 void attn_scratch_fit_gqa(AttnScratchSize *z, const GQAWeights *w) {
     const size_t q_dim = (size_t)w->n_heads * w->head_dim;
     z->q = max_sz(z->q, q_dim);
+    z->kv_a = max_sz(z->kv_a, 2 * (size_t)w->n_kv_heads * w->head_dim); // new K and V, then cached
     z->heads = max_sz(z->heads, q_dim);
     z->task_heads = max_sz(z->task_heads, (size_t)(w->n_heads / w->n_kv_heads)); // one group
 }

@@ -1,17 +1,22 @@
 #!/usr/bin/env python3
-"""`make bench`: decode and prefill speed, and KV-cache bytes per token.
+"""`make bench`: decode and prefill speed per weight type, memory, and MLA vs MHA.
 
 Random-weight models (speed does not depend on what the weights hold):
-  - llama2.c's stories15M and stories110M shapes (MHA), timed through ./run;
+  - llama2.c's stories15M and stories110M shapes (MHA), written in f32 and re-encoded by
+    scripts/quantize.py to bf16, q8_0 and q4_0 (cached in build-bench/), timed through
+    ./run: decode tok/s, prefill tok/s for 128- and 512-token prompts, 1 and 2 threads,
+    peak resident memory (VmHWM), and decode's fraction of the memory bandwidth measured
+    in the same run by build/bench_bandwidth (a streaming read);
   - DeepSeek-V2-Lite's attention shape (16 heads, kv_lora_rank 512, rope 64, nope 128,
     v 128, dim 2048; 2 layers) as MLA, and an MHA model of the same heads and head size,
     timed by build/bench_decode at contexts 256 / 1024 / 4096 (the KV cache is filled
     with random values so the prefill is not paid for).
-Usage: bench/bench.py [--threads 2] [--out DIR] [--quick]
+Usage: bench/bench.py [--threads 1,2] [--types f32,bf16,q8_0,q4_0] [--out DIR] [--quick]
 """
 import argparse
 import os
 import re
+import statistics
 import subprocess
 import sys
 
@@ -21,6 +26,9 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 sys.path.insert(0, os.path.join(ROOT, "scripts"))
 import mixformat  # noqa: E402
+
+RUN = os.path.join(ROOT, "run")
+BUILD = os.path.join(ROOT, "build")
 
 
 def random_model(path, cfg, layers):
@@ -35,6 +43,19 @@ def random_model(path, cfg, layers):
             a += 1.0
         tensors[name] = a
     mixformat.write_model(path, cfg, layers, tensors)
+
+
+def typed_model(out, name, shape, dtype):
+    """build-bench/NAME_DTYPE.bin: the f32 random model re-encoded by quantize.py."""
+    f32 = os.path.join(out, name + "_f32.bin")
+    random_model(f32, *shape)
+    if dtype == "f32":
+        return f32
+    path = os.path.join(out, "%s_%s.bin" % (name, dtype))
+    if not os.path.exists(path):
+        subprocess.run([sys.executable, os.path.join(ROOT, "scripts", "quantize.py"), f32, path,
+                        "--type", dtype], check=True, stdout=subprocess.DEVNULL)
+    return path
 
 
 def llama2c_shape(dim, hidden, n_layers, n_heads):
@@ -55,6 +76,7 @@ def v2lite_shape(kind):
 
 
 def run(cmd, threads):
+    """stdout + stderr of one command with `threads` OpenMP threads (exit on failure)."""
     env = dict(os.environ, OMP_NUM_THREADS=str(threads))
     r = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if r.returncode != 0:
@@ -62,60 +84,86 @@ def run(cmd, threads):
     return r.stdout + r.stderr
 
 
-def run_speed(model, threads, n_prompt, n_gen, repeats):
-    """(best, median) prefill and decode tok/s over repeats, from ./run's stderr report.
-    This machine is a shared VM whose memory bandwidth varies by +-20% from run to run,
-    so both are printed."""
+def run_rss(cmd, threads):
+    """Peak resident memory (VmHWM, from the child's rusage) of one command, in bytes."""
+    env = dict(os.environ, OMP_NUM_THREADS=str(threads))
+    with open(os.devnull, "w") as null:
+        p = subprocess.Popen(cmd, stdout=null, stderr=null, env=env)
+        _, status, usage = os.wait4(p.pid, 0)
+        p.returncode = os.waitstatus_to_exitcode(status)
+    if p.returncode != 0:
+        sys.exit("bench: %s failed" % " ".join(cmd[:2]))
+    return usage.ru_maxrss * 1024
+
+
+def bandwidth(threads, reps):
+    out = run([os.path.join(BUILD, "bench_bandwidth"), "512", str(3 * reps)], threads)
+    f = dict(kv.split("=") for kv in out.split())
+    return float(f["bandwidth_gb_s"]) * 1e9, float(f["median_gb_s"]) * 1e9
+
+
+def speed(model, threads, n_prompt, n_gen):
+    """(prefill tok/s, decode tok/s) of one ./run, from its stderr report."""
     ids = " ".join(str(10 + 7 * i) for i in range(n_prompt))
-    prefill, decode = [], []
-    for _ in range(repeats):
-        out = run([os.path.join(ROOT, "run"), model, "--tokens", ids, "-n", str(n_gen), "-t", "0",
-                   "--print-ids"], threads)
-        m = re.search(r"prefill: \d+ tokens, ([\d.]+) tok/s \| decode: \d+ tokens, ([\d.]+) tok/s", out)
-        prefill.append(float(m.group(1)))
-        decode.append(float(m.group(2)))
-    return (max(prefill), float(np.median(prefill))), (max(decode), float(np.median(decode)))
+    out = run([RUN, model, "--tokens", ids, "-n", str(n_gen), "-t", "0", "--print-ids"], threads)
+    m = re.search(r"prefill: \d+ tokens, ([\d.]+) tok/s \| decode: \d+ tokens, ([\d.]+) tok/s", out)
+    return float(m.group(1)), float(m.group(2))
+
+
+def best_median(xs):
+    return max(xs), statistics.median(xs)
 
 
 def decode_at(model, context, mode, n_tokens, threads, repeats=3):
     """best of `repeats`: decode tok/s with the KV cache filled to `context` tokens"""
     best = 0.0
     for _ in range(repeats):
-        out = run([os.path.join(ROOT, "build", "bench_decode"), model, str(context), mode, str(n_tokens)], threads)
+        out = run([os.path.join(BUILD, "bench_decode"), model, str(context), mode, str(n_tokens)], threads)
         fields = dict(kv.split("=") for kv in out.split())
         best = max(best, float(fields["decode_tok_s"]))
     return best, int(fields["kv_bytes_per_token"])
 
 
-def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--out", default=os.path.join(ROOT, "build-bench"))
-    ap.add_argument("--quick", action="store_true", help="fewer tokens and repeats")
-    a = ap.parse_args()
-    os.makedirs(a.out, exist_ok=True)
-    reps = 1 if a.quick else 5
-
-    print("## llama2.c shapes (fp32, %d threads; llama2.c's fp32 run on this class of machine: "
-          "~750 tok/s for 15M, ~89 tok/s for 110M)\n" % a.threads)
-    print("best and median of %d runs\n" % reps)
-    print("| model | params | prefill tok/s (256-token prompt) | decode tok/s (256 tokens) | KV bytes/token |")
-    print("|---|---|---|---|---|")
+def weight_types(a):
+    print("## Weight types, llama2.c shapes (random weights; best and median of %d runs)\n" % a.reps)
+    print("stories15M: dim 288, 6 layers, 6 heads, hidden 768, vocab 32000, tied; stories110M: dim "
+          "768, 12 layers, 12 heads, hidden 2048. Decode: %d tokens after an 8-token prompt. "
+          "Bandwidth: a streaming read of 512 MiB with the same threads, in this run; "
+          "'of bandwidth' = decode tok/s x weight bytes read per token / best bandwidth.\n"
+          % a.n_gen)
+    bw = {t: bandwidth(t, a.reps) for t in a.threads}
+    for t in a.threads:
+        print("- bandwidth, %d thread%s: best %.1f GB/s, median %.1f GB/s"
+              % (t, "s" if t > 1 else "", bw[t][0] / 1e9, bw[t][1] / 1e9))
+    print()
+    print("| model | type | threads | file MB | weights MB/token | decode tok/s | of bandwidth "
+          "| prefill pp128 tok/s | prefill pp512 tok/s | VmHWM MB |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for name, shape in [("stories15M", llama2c_shape(288, 768, 6, 6)),
                         ("stories110M", llama2c_shape(768, 2048, 12, 12))]:
-        path = os.path.join(a.out, name + ".bin")
-        random_model(path, *shape)
-        prefill, _ = run_speed(path, a.threads, 256, 1, reps)
-        _, decode = run_speed(path, a.threads, 8, 64 if a.quick else 256, reps)
-        info = run([os.path.join(ROOT, "run"), path, "--info"], 1)
-        params = int(re.search(r'"n_params": (\d+)', info).group(1))
-        kv = int(re.search(r'"kv_bytes_per_token": (\d+),\n  "context"', info).group(1))
-        print("| %s | %.1fM | %.0f (median %.0f) | %.1f (median %.1f) | %d |"
-              % (name, params / 1e6, prefill[0], prefill[1], decode[0], decode[1], kv))
-        sys.stdout.flush()
+        for dtype in a.types:
+            path = typed_model(a.out, name, shape, dtype)
+            info = run([RUN, path, "--info"], 1)
+            per_token = int(re.search(r'"weight_bytes_per_token": (\d+)', info).group(1))
+            size = os.path.getsize(path)
+            for t in a.threads:
+                dec, pp128, pp512 = [], [], []
+                for _ in range(a.reps):  # interleaved, so a slow moment hits every metric
+                    dec.append(speed(path, t, 8, a.n_gen)[1])
+                    pp128.append(speed(path, t, 128, 1)[0])
+                    pp512.append(speed(path, t, 512, 1)[0])
+                rss = run_rss([RUN, path, "--tokens", "1 2 3", "-n", "16", "-t", "0", "--print-ids"], t)
+                d, p1, p5 = best_median(dec), best_median(pp128), best_median(pp512)
+                print("| %s | %s | %d | %.1f | %.1f | %.1f (median %.1f) | %.0f %% | %.0f (%.0f) "
+                      "| %.0f (%.0f) | %.0f |"
+                      % (name, dtype, t, size / 1e6, per_token / 1e6, d[0], d[1],
+                         100 * d[0] * per_token / bw[t][0], p1[0], p1[1], p5[0], p5[1], rss / 1e6))
+                sys.stdout.flush()
 
+
+def mla_vs_mha(a, threads):
     print("\n## MLA vs MHA, DeepSeek-V2-Lite attention shape (2 layers, dim 2048, 16 heads; %d threads)\n"
-          % a.threads)
+          % threads)
     print("best of 3 runs\n")
     print("| model | context | KV bytes/token | KV MiB at context | decode tok/s |")
     print("|---|---|---|---|---|")
@@ -127,9 +175,25 @@ def main():
         for label, kind, mode, n in [("MLA absorbed", "mla", "absorbed", 32),
                                      ("MLA naive", "mla", "naive", 8 if context < 4096 else 3),
                                      ("MHA", "mha", "absorbed", 32)]:
-            tok_s, kv = decode_at(paths[kind], context, mode, 8 if a.quick else n, a.threads)
+            tok_s, kv = decode_at(paths[kind], context, mode, 8 if a.quick else n, threads)
             print("| %s | %d | %d | %.1f | %.1f |" % (label, context, kv, kv * context / 2**20, tok_s))
             sys.stdout.flush()
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--threads", default="1,2", help="comma-separated thread counts")
+    ap.add_argument("--types", default="f32,bf16,q8_0,q4_0")
+    ap.add_argument("--out", default=os.path.join(ROOT, "build-bench"))
+    ap.add_argument("--quick", action="store_true", help="fewer tokens and repeats")
+    a = ap.parse_args()
+    a.threads = [int(t) for t in a.threads.split(",")]
+    a.types = a.types.split(",")
+    a.reps = 1 if a.quick else 3
+    a.n_gen = 32 if a.quick else 128
+    os.makedirs(a.out, exist_ok=True)
+    weight_types(a)
+    mla_vs_mha(a, max(a.threads))
 
 
 if __name__ == "__main__":

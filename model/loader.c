@@ -20,6 +20,7 @@
 
 #include "common/error.h"
 #include "kernels/tensor.h"
+#include "attention/kv.h"
 #include "model/model.h"
 
 #define HEADER_BYTES 256
@@ -434,7 +435,7 @@ static int build_ropes(Ctx *c) {
 static int bind_file(Model *m, const unsigned char *base, size_t nbytes, char *err, size_t errlen) {
     Ctx c = {.base = base, .nbytes = nbytes, .m = m, .err = err, .errlen = errlen};
     int rc = parse_header(&m->cfg, c.base, nbytes, &c.n_entries, &c.tok_off, &c.tok_bytes, err, errlen);
-    if (!rc) c.version = rd_u32(base + 8);
+    if (!rc) m->format_version = (int)(c.version = rd_u32(base + 8));
     rc = rc || check_sections(&c) || read_layers(&c) || read_directory(&c) || alloc_vectors(&c) ||
          bind_tensors(&c) || build_ropes(&c);
     free(c.entries);
@@ -523,8 +524,16 @@ size_t layer_kv_floats_per_token(const Layer *l) {
     return 2 * (size_t)l->gqa.n_kv_heads * (size_t)l->gqa.head_dim;
 }
 
-size_t model_kv_bytes_per_token(const Model *m) {
+size_t layer_kv_bytes_per_token(const Layer *l, DType kv_type) {
+    if (l->kind == ATTN_MLA)
+        return dtype_row_bytes(kv_part_type(kv_type, l->mla.kv_lora_rank), l->mla.kv_lora_rank) +
+               dtype_row_bytes(kv_part_type(kv_type, l->mla.qk_rope_head_dim), l->mla.qk_rope_head_dim);
+    const DType t = kv_part_type(kv_type, l->gqa.head_dim);
+    return 2 * dtype_row_bytes(t, l->gqa.n_kv_heads * l->gqa.head_dim);
+}
+
+size_t model_kv_bytes_per_token(const Model *m, DType kv_type) {
     size_t total = 0;
-    for (int n = 0; n < m->cfg.n_layers; n++) total += layer_kv_floats_per_token(&m->layers[n]) * sizeof(float);
+    for (int n = 0; n < m->cfg.n_layers; n++) total += layer_kv_bytes_per_token(&m->layers[n], kv_type);
     return total;
 }

@@ -63,6 +63,7 @@ typedef struct {
     TensorInfo *tensors;            // [n_tensors], in file order
     int n_tensors;
     uint64_t weight_bytes_per_token; // what one decode step reads of the weights
+    int format_version;             // of the file: 1 or 2
     const unsigned char *file;      // the checkpoint, read-only: every Matrix points into it
     size_t file_bytes;
     int file_mapped;                // 1: mmap of the file (model_load); 0: a private copy
@@ -78,9 +79,16 @@ void model_free(Model *m);
 
 // "mha", "gqa", "mqa" or "mla"
 const char *layer_kind_name(const Layer *layer);
-// KV-cache floats one token costs in this layer: 2*Hkv*d (GQA family) or dc+dr (MLA)
+// KV-cache values one token costs in this layer: 2*Hkv*d (GQA family) or dc+dr (MLA)
 size_t layer_kv_floats_per_token(const Layer *layer);
-size_t model_kv_bytes_per_token(const Model *m);
+// Their bytes with the cache in kv_type (f32, bf16, f16, q8_0: see kv_type_ok), each part
+// whose width is not a multiple of 32 stored in f16 when q8_0 is asked (attention/kv.h)
+size_t layer_kv_bytes_per_token(const Layer *layer, DType kv_type);
+size_t model_kv_bytes_per_token(const Model *m, DType kv_type);
+// 1 for the types the KV cache can be stored in: f32, bf16, f16, q8_0
+static inline int kv_type_ok(DType t) {
+    return t == DTYPE_F32 || t == DTYPE_BF16 || t == DTYPE_F16 || t == DTYPE_Q8_0;
+}
 
 // --- run state ---------------------------------------------------------------------
 
@@ -101,12 +109,13 @@ typedef struct {
     float *logits;   // [max_tokens, V]
     AttnScratch scratch;
     LayerCache *cache;  // [L], slices of kv_memory
-    float *kv_memory;   // one allocation for every layer's cache
-    size_t kv_bytes;    // its size: context * model_kv_bytes_per_token
+    DType kv_type;      // the cache's dtype (--kv-type)
+    unsigned char *kv_memory; // one allocation for every layer's cache
+    size_t kv_bytes;    // its size: context * model_kv_bytes_per_token(m, kv_type)
 } RunState;
 
 int state_create(RunState *s, const Model *m, int context, int max_tokens, MlaMode mode,
-                 char *err, size_t errlen);
+                 DType kv_type, char *err, size_t errlen);
 void state_free(RunState *s);
 
 // Runs tokens[0..n) at positions pos0 .. pos0+n-1 (1 <= n <= max_tokens, pos0 + n <=

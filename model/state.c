@@ -4,17 +4,20 @@
 // layer's attention kind:
 //   GQA family: key + value for each KV head  = 2 * Hkv * head_dim floats per token
 //   MLA:        latent + shared rope key      = kv_lora_rank + qk_rope_head_dim
-// so an MQA layer really uses 1/H of an MHA layer's memory, and MLA less still.
+// so an MQA layer really uses 1/H of an MHA layer's memory, and MLA less still. The
+// values are stored in the --kv-type (f32, bf16, f16, q8_0; attention/kv.h), each part
+// whose width is not a multiple of 32 in f16 when q8_0 is asked.
 #include <omp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "common/error.h"
+#include "attention/kv.h"
 #include "model/model.h"
 
 int state_create(RunState *s, const Model *m, int context, int max_tokens, MlaMode mode,
-                 char *err, size_t errlen) {
+                 DType kv_type, char *err, size_t errlen) {
     memset(s, 0, sizeof(*s));
     const Config *c = &m->cfg;
     if (context < 1) return fail(err, errlen, "context length must be at least 1");
@@ -23,6 +26,8 @@ int state_create(RunState *s, const Model *m, int context, int max_tokens, MlaMo
     s->context = context;
     s->max_tokens = max_tokens;
     s->mla_mode = mode;
+    if (!kv_type_ok(kv_type)) return fail(err, errlen, "KV-cache type %s is not supported", dtype_name(kv_type));
+    s->kv_type = kv_type;
 
     // attention sizes its own scratch from every layer's shapes
     AttnScratchSize need = {0};
@@ -43,7 +48,7 @@ int state_create(RunState *s, const Model *m, int context, int max_tokens, MlaMo
                                                omp_get_max_threads(), mode) == 0;
 
     // the KV cache
-    const size_t per_token = model_kv_bytes_per_token(m);
+    const size_t per_token = model_kv_bytes_per_token(m, kv_type);
     s->kv_bytes = per_token * (size_t)context;
     s->kv_memory = malloc(s->kv_bytes > 0 ? s->kv_bytes : 1);
     s->cache = calloc((size_t)c->n_layers, sizeof(LayerCache));
@@ -53,21 +58,29 @@ int state_create(RunState *s, const Model *m, int context, int max_tokens, MlaMo
         return fail(err, errlen, "out of memory allocating the run state (KV cache %zu bytes for %d tokens)",
                     per_token * (size_t)context, context);
     }
-    float *p = s->kv_memory;
+    unsigned char *p = s->kv_memory;
+    const size_t C = (size_t)context;
     for (int n = 0; n < c->n_layers; n++) {
         const Layer *l = &m->layers[n];
         if (l->kind == ATTN_GQA) {
-            const size_t kv = (size_t)l->gqa.n_kv_heads * l->gqa.head_dim * (size_t)context;
-            s->cache[n].gqa.key = p;
-            s->cache[n].gqa.value = p + kv;
-            p += 2 * kv;
+            GQACache *g = &s->cache[n].gqa;
+            g->type = kv_part_type(kv_type, l->gqa.head_dim);
+            const size_t part = dtype_row_bytes(g->type, l->gqa.n_kv_heads * l->gqa.head_dim) * C;
+            g->key = p;
+            g->value = p + part;
+            p += 2 * part;
         } else {
-            s->cache[n].mla.latent = p;
-            p += (size_t)l->mla.kv_lora_rank * context;
-            s->cache[n].mla.rope_key = p;
-            p += (size_t)l->mla.qk_rope_head_dim * context;
+            MLACache *a = &s->cache[n].mla;
+            a->latent_type = kv_part_type(kv_type, l->mla.kv_lora_rank);
+            a->rope_type = kv_part_type(kv_type, l->mla.qk_rope_head_dim);
+            a->latent = p;
+            p += dtype_row_bytes(a->latent_type, l->mla.kv_lora_rank) * C;
+            a->rope_key = p;
+            p += dtype_row_bytes(a->rope_type, l->mla.qk_rope_head_dim) * C;
         }
     }
+    // pages of the cache are touched as tokens arrive: a long -c costs address space,
+    // not memory, until it is used
     return 0;
 }
 

@@ -47,7 +47,7 @@ static void fx_open(Fx *f, uint64_t seed, int context, int max_tokens, MlaMode m
     if (f->tm.n_tensors == 0) tu_fill_tensors(&f->tm, seed);
     char err[256];
     if (tu_load(&f->tm, &f->m, &f->buf, err, sizeof err)) fail_msg("model_load_buffer: %s", err);
-    if (state_create(&f->s, &f->m, context, max_tokens, mode, err, sizeof err)) fail_msg("state_create: %s", err);
+    if (state_create(&f->s, &f->m, context, max_tokens, mode, DTYPE_F32, err, sizeof err)) fail_msg("state_create: %s", err);
     f->have_state = 1;
 }
 
@@ -209,9 +209,9 @@ static void check_gqa_case(const GqaCase *c, int window, int chunk, uint64_t see
     // the cache holds K after RoPE and V, 2 * Hkv * d floats per token
     const size_t kw = (size_t)c->Hkv * c->d;
     snprintf(what, sizeof what, "gqa H=%d Hkv=%d cache key", c->H, c->Hkv);
-    TU_CHECK_CLOSE(f.s.cache[0].gqa.key, r.K, T * kw, ATOL, RTOL, what);
+    TU_CHECK_CLOSE((const float *)f.s.cache[0].gqa.key, r.K, T * kw, ATOL, RTOL, what);
     snprintf(what, sizeof what, "gqa H=%d Hkv=%d cache value", c->H, c->Hkv);
-    TU_CHECK_CLOSE(f.s.cache[0].gqa.value, r.V, T * kw, ATOL, RTOL, what);
+    TU_CHECK_CLOSE((const float *)f.s.cache[0].gqa.value, r.V, T * kw, ATOL, RTOL, what);
     ref_free(&r);
     free(x);
     fx_close(&f);
@@ -431,8 +431,8 @@ static void check_mla_case(const MlaCase *c, int window, uint64_t seed) {
                      c->pairing ? "interleaved" : "neox", c->yarn, window, chunk);
             TU_CHECK_CLOSE(out, r.out, T * DIM, ATOL, RTOL, what);
             // the cache: normalised latent and the roped shared key, dc + dr floats a token
-            TU_CHECK_CLOSE(f.s.cache[0].mla.latent, r.K, T * c->dc, ATOL, RTOL, "mla cached latent");
-            TU_CHECK_CLOSE(f.s.cache[0].mla.rope_key, r.V, T * c->dr, ATOL, RTOL, "mla cached rope key");
+            TU_CHECK_CLOSE((const float *)f.s.cache[0].mla.latent, r.K, T * c->dc, ATOL, RTOL, "mla cached latent");
+            TU_CHECK_CLOSE((const float *)f.s.cache[0].mla.rope_key, r.V, T * c->dr, ATOL, RTOL, "mla cached rope key");
             ref_free(&r);
             free(x);
             fx_close(&f);
@@ -473,7 +473,7 @@ static void test_mla_absorbed_equals_naive(void **state) {
             fx_open(&f, 6000 + 10 * k + w, T, T, MLA_ABSORBED);
             RunState naive;
             char err[256];
-            if (state_create(&naive, &f.m, T, T, MLA_NAIVE, err, sizeof err)) fail_msg("state_create: %s", err);
+            if (state_create(&naive, &f.m, T, T, MLA_NAIVE, DTYPE_F32, err, sizeof err)) fail_msg("state_create: %s", err);
             assert_non_null(naive.scratch.k_decomp);
             float *x = tu_rand_array((size_t)T * DIM, 1.0f, 6100 + 10 * k + w), a[T * DIM], n[T * DIM];
             for (int chunk = 1; chunk <= T; chunk += 4) { // 1, 5, 9, 13
@@ -555,7 +555,7 @@ static void test_kv_cache_sizes(void **state) {
             assert_string_equal(layer_kind_name(&f.m.layers[n]), names[(int)k]);
             total += expected_floats(k);
         }
-        assert_int_equal(model_kv_bytes_per_token(&f.m), total * sizeof(float));
+        assert_int_equal(model_kv_bytes_per_token(&f.m, DTYPE_F32), total * sizeof(float));
         assert_int_equal(f.s.kv_bytes, total * sizeof(float) * context);
         // every layer's slices lie inside the one allocation and do not overlap
         const char *lo = (const char *)f.s.kv_memory, *hi = lo + f.s.kv_bytes;

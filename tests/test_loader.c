@@ -458,7 +458,7 @@ static void test_fuzz_flipped_bytes(void **state) {
         // accepted: it must also be safe to run
         loaded++;
         RunState s;
-        if (state_create(&s, &m, 4, 2, (it & 1) ? MLA_NAIVE : MLA_ABSORBED, err, sizeof err) == 0) {
+        if (state_create(&s, &m, 4, 2, (it & 1) ? MLA_NAIVE : MLA_ABSORBED, DTYPE_F32, err, sizeof err) == 0) {
             const int toks[2] = {0, 1};
             forward(&m, &s, toks, 2, 0, 2);
             forward(&m, &s, toks, 1, 2, 1);
