@@ -220,16 +220,16 @@ static void print_info(const Model *m, int context) {
 // --- running a sequence ----------------------------------------------------------
 
 // Feeds ids[0..n) at positions pos0.. in chunks of s->max_tokens and returns the last
-// token's logits [V]. all_logits, when not NULL, receives every position's: [n, V].
+// token's logits [V]. every_logits, when not NULL, receives every position's: [n, V].
 static const float *run_tokens(const Model *m, RunState *s, const int *ids, int n, int pos0,
-                               float *all_logits) {
+                               float *every_logits) {
     const float *last = NULL;
     const size_t V = (size_t)m->cfg.vocab_size;
     for (int done = 0; done < n;) {
         const int chunk = n - done < s->max_tokens ? n - done : s->max_tokens;
-        const int n_logits = all_logits ? chunk : 1;
+        const int n_logits = every_logits ? chunk : 1;
         const float *logits = forward(m, s, ids + done, chunk, pos0 + done, n_logits); // [n_logits, V]
-        if (all_logits) memcpy(all_logits + (size_t)done * V, logits, sizeof(float) * (size_t)chunk * V);
+        if (every_logits) memcpy(every_logits + (size_t)done * V, logits, sizeof(float) * (size_t)chunk * V);
         last = logits + (size_t)(n_logits - 1) * V;
         done += chunk;
     }
@@ -345,18 +345,18 @@ static void generate(const Model *m, RunState *s, Tokenizer *tok, const Options 
 
     // --- prefill
     const size_t V = (size_t)c->vocab_size;
-    float *all_logits = NULL; // [n_prompt, V] for --dump-logits
+    float *every_logits = NULL; // [n_prompt, V] for --dump-logits
     if (o->dump_logits) {
-        all_logits = malloc(sizeof(float) * V * (size_t)n_prompt);
-        if (!all_logits) die("out of memory for --dump-logits");
+        every_logits = malloc(sizeof(float) * V * (size_t)n_prompt);
+        if (!every_logits) die("out of memory for --dump-logits");
     }
     double t0 = now_seconds();
-    const float *logits = run_tokens(m, s, prompt, n_prompt, 0, all_logits); // [V]
+    const float *logits = run_tokens(m, s, prompt, n_prompt, 0, every_logits); // [V]
     const double prefill_s = now_seconds() - t0;
-    if (all_logits) {
+    if (every_logits) {
         FILE *f = fopen(o->dump_logits, "wb");
         if (!f) die("cannot write %s: %s", o->dump_logits, strerror(errno));
-        if (fwrite(all_logits, sizeof(float), V * (size_t)n_prompt, f) != V * (size_t)n_prompt || fclose(f))
+        if (fwrite(every_logits, sizeof(float), V * (size_t)n_prompt, f) != V * (size_t)n_prompt || fclose(f))
             die("cannot write %s", o->dump_logits);
     }
 
@@ -400,7 +400,7 @@ static void generate(const Model *m, RunState *s, Tokenizer *tok, const Options 
             n_prompt, n_prompt / (prefill_s > 0 ? prefill_s : 1e-9), generated,
             generated > 1 ? (generated - 1) / (decode_s > 0 ? decode_s : 1e-9) : 0.0,
             per_token * (size_t)pos, per_token, pos);
-    free(all_logits);
+    free(every_logits);
     sampler_free(&sampler);
 }
 

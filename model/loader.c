@@ -19,17 +19,20 @@
 #define HEADER_BYTES 256
 #define LAYER_BYTES 64
 #define ENTRY_BYTES 128
-#define FORMAT_VERSION 1
+#define FORMAT_VERSION 2 // version 1 files (no block types) are read too
 #define MAX_SIZE (1u << 24) // no single dimension of a sane model is larger
 #define HUGE_PAGE ((uint64_t)2 << 20)
 
-enum { DTYPE_F32 = 0, DTYPE_F16 = 1, DTYPE_BF16 = 2 };
+enum { DTYPE_F32 = 0, DTYPE_F16 = 1, DTYPE_BF16 = 2, DTYPE_Q8_0 = 3, DTYPE_Q4_0 = 4 };
+#define QK 32 // values per block of the block types (ggml's q8_0 and q4_0)
+static const char *const dtype_names[] = {"f32", "f16", "bf16", "q8_0", "q4_0"};
 
 typedef struct {
     char name[64];
     uint32_t dtype, ndim;
     uint64_t shape[4];
     uint64_t offset, nbytes;
+    uint64_t count; // values: product of the shape
     int used;
 } Entry;
 
@@ -77,8 +80,9 @@ static int parse_header(Config *c, const unsigned char *h, size_t nbytes, uint32
                         uint64_t *tok_off, uint64_t *tok_bytes, char *err, size_t errlen) {
     if (nbytes < HEADER_BYTES) return fail(err, errlen, "file too short for a header (%zu bytes)", nbytes);
     if (memcmp(h, "MIXATTN\0", 8) != 0) return fail(err, errlen, "bad magic: not a mixattn checkpoint");
-    if (rd_u32(h + 8) != FORMAT_VERSION)
-        return fail(err, errlen, "unsupported format version %u (this build reads %d)", rd_u32(h + 8), FORMAT_VERSION);
+    if (rd_u32(h + 8) != FORMAT_VERSION && rd_u32(h + 8) != 1)
+        return fail(err, errlen, "unsupported format version %u (this build reads 1 and %d)", rd_u32(h + 8),
+                    FORMAT_VERSION);
     if (rd_u32(h + 12) != HEADER_BYTES) return fail(err, errlen, "bad header size %u", rd_u32(h + 12));
     const uint32_t dim = rd_u32(h + 16), n_layers = rd_u32(h + 20), vocab = rd_u32(h + 24),
                    max_seq = rd_u32(h + 28), hidden = rd_u32(h + 32), act = rd_u32(h + 36),
@@ -218,16 +222,32 @@ static const float *take(Ctx *c, const char *name, int ndim, uint64_t d0, uint64
     }
     found->used = 1;
     const unsigned char *src = c->base + found->offset;
-    const uint64_t count = found->nbytes / (found->dtype == DTYPE_F32 ? 4 : 2);
+    const uint64_t count = found->count;
     float *dst = (float *)(c->m->arena + c->arena_used);
     c->arena_used += (count * sizeof(float) + 63) / 64 * 64;
     if (found->dtype == DTYPE_F32) {
         memcpy(dst, src, found->nbytes);
-    } else {
+    } else if (found->dtype == DTYPE_F16 || found->dtype == DTYPE_BF16) {
         for (uint64_t i = 0; i < count; i++) {
             uint16_t v;
             memcpy(&v, src + 2 * i, 2);
             dst[i] = found->dtype == DTYPE_F16 ? half_to_float(v) : bf16_to_float(v);
+        }
+    } else { // q8_0: [f16 d][32 x i8];  q4_0: [f16 d][16 bytes: q[j] low nibble, q[j+16] high]
+        const size_t block = found->dtype == DTYPE_Q8_0 ? 2 + QK : 2 + QK / 2;
+        for (uint64_t b = 0; b < count / QK; b++) {
+            const unsigned char *p = src + b * block;
+            uint16_t h;
+            memcpy(&h, p, 2);
+            const float d = half_to_float(h);
+            float *y = dst + b * QK;
+            if (found->dtype == DTYPE_Q8_0)
+                for (int j = 0; j < QK; j++) y[j] = (float)(int8_t)p[2 + j] * d;
+            else
+                for (int j = 0; j < QK / 2; j++) {
+                    y[j] = (float)((p[2 + j] & 15) - 8) * d;
+                    y[j + QK / 2] = (float)((p[2 + j] >> 4) - 8) * d;
+                }
         }
     }
     return dst;
@@ -298,8 +318,6 @@ static int bind_layer(Ctx *c, Layer *l, int n, int bias, const Config *cfg) {
 
 // --- loading, stage by stage ------------------------------------------------------------
 
-static const uint64_t dtype_size[] = {4, 2, 2}; // bytes per element of DTYPE_F32, F16, BF16
-
 // The layer descriptors, the tensor directory and the tokenizer blob lie inside the file.
 static int check_sections(Ctx *c) {
     const Config *cfg = &c->m->cfg;
@@ -339,6 +357,7 @@ static int read_layers(Ctx *c) {
 static int read_directory(Ctx *c) {
     char *err = c->err;
     const size_t errlen = c->errlen, nbytes = c->nbytes;
+    const uint32_t version = rd_u32(c->base + 8);
     if (!(c->entries = calloc(c->n_entries, sizeof(Entry))))
         return fail(err, errlen, "out of memory reading the tensor directory");
     for (uint32_t i = 0; i < c->n_entries; i++) {
@@ -353,18 +372,32 @@ static int read_directory(Ctx *c) {
         for (int k = 0; k < 4; k++) e->shape[k] = rd_u64(p + 72 + 8 * k);
         e->offset = rd_u64(p + 104);
         e->nbytes = rd_u64(p + 112);
-        if (e->dtype > DTYPE_BF16)
-            return fail(err, errlen, "tensor %s: %s dtype %u", e->name,
-                        e->dtype == 3 ? "unsupported (q8_0 is reserved)" : "unknown", e->dtype);
+        if (e->dtype > DTYPE_Q4_0) return fail(err, errlen, "tensor %s: unknown dtype %u", e->name, e->dtype);
+        if (e->dtype >= DTYPE_Q8_0 && version < 2)
+            return fail(err, errlen, "tensor %s: dtype %s needs format version 2", e->name,
+                        dtype_names[e->dtype]);
         if (e->ndim < 1 || e->ndim > 4) return fail(err, errlen, "tensor %s: bad ndim %u", e->name, e->ndim);
         uint64_t count = 1;
         for (uint32_t k = 0; k < e->ndim; k++)
             if (e->shape[k] == 0 || !mul_ok(count, e->shape[k], &count))
                 return fail(err, errlen, "tensor %s: bad shape", e->name);
-        uint64_t want;
-        if (!mul_ok(count, dtype_size[e->dtype], &want) || want != e->nbytes)
-            return fail(err, errlen, "tensor %s: nbytes %llu does not match its shape", e->name,
-                        (unsigned long long)e->nbytes);
+        e->count = count;
+        // bytes = rows x bytes of one row (the last dimension); block types store each
+        // row as cols/32 blocks, so cols must be a multiple of 32
+        const uint64_t cols = e->shape[e->ndim - 1], rows = count / cols;
+        uint64_t row_bytes, want = 0;
+        if (e->dtype >= DTYPE_Q8_0) {
+            if (cols % QK != 0)
+                return fail(err, errlen, "tensor %s: %s needs rows of a multiple of %d values, got %llu",
+                            e->name, dtype_names[e->dtype], QK, (unsigned long long)cols);
+            row_bytes = cols / QK * (e->dtype == DTYPE_Q8_0 ? 2 + QK : 2 + QK / 2);
+        } else {
+            row_bytes = cols * (e->dtype == DTYPE_F32 ? 4 : 2);
+        }
+        if (!mul_ok(rows, row_bytes, &want) || want != e->nbytes)
+            return fail(err, errlen, "tensor %s: nbytes %llu does not match its %s shape (%llu expected)",
+                        e->name, (unsigned long long)e->nbytes, dtype_names[e->dtype],
+                        (unsigned long long)want);
         if (e->offset % 64 != 0) return fail(err, errlen, "tensor %s: offset not 64-byte aligned", e->name);
         if (e->offset > nbytes || e->nbytes > nbytes - e->offset)
             return fail(err, errlen, "tensor %s: data runs past the end of the file (truncated?)", e->name);
@@ -372,14 +405,14 @@ static int read_directory(Ctx *c) {
     return 0;
 }
 
-// One arena holds every tensor as f32 (f16/bf16 converted once, in take()) and the
+// One arena holds every tensor as f32 (f16/bf16/q8_0/q4_0 converted once, in take()) and the
 // tokenizer bytes: anonymous memory with transparent huge pages, so decoding streams
 // the weights with few TLB misses and the file can be unmapped.
 static int alloc_arena(Ctx *c) {
     Model *m = c->m;
     uint64_t arena_bytes = (c->tok_bytes + 63) / 64 * 64;
     for (uint32_t i = 0; i < c->n_entries; i++)
-        arena_bytes += (c->entries[i].nbytes / dtype_size[c->entries[i].dtype] * 4 + 63) / 64 * 64;
+        arena_bytes += (c->entries[i].count * 4 + 63) / 64 * 64;
     arena_bytes = (arena_bytes + HUGE_PAGE - 1) / HUGE_PAGE * HUGE_PAGE;
     void *arena = mmap(NULL, arena_bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     if (arena == MAP_FAILED)
@@ -410,7 +443,7 @@ static int bind_tensors(Ctx *c) {
         if (bind_layer(c, &m->layers[n], n, c->bias[n], cfg)) return -1;
     for (uint32_t i = 0; i < c->n_entries; i++) {
         if (!c->entries[i].used) return fail(c->err, c->errlen, "unexpected tensor %s", c->entries[i].name);
-        m->n_params += c->entries[i].nbytes / dtype_size[c->entries[i].dtype];
+        m->n_params += c->entries[i].count;
     }
     return 0;
 }
