@@ -5,9 +5,9 @@
  * format bytes), loads it with model_load_buffer and allocates the real run state
  * with state_create, then calls the attention routine directly on random inputs.
  * Expected values come from naive double-precision attention written here from
- * the notes (explicit per-head loops; query head h reads KV head h / (H/Hkv); MLA
- * decompresses K = [W_UK c ; k_pe] and V = W_UV c per head), never from the
- * runtime's own output. */
+ * docs/HF-SEMANTICS.md §0 and §4.3 (explicit per-head loops; query head h reads KV
+ * head h / (H/Hkv); MLA decompresses K = [W_UK c ; k_pe] and V = W_UV c per head),
+ * never from the runtime's own output. */
 #define _DEFAULT_SOURCE
 #include <setjmp.h>
 #include <stdarg.h>
@@ -312,7 +312,7 @@ static void check_replicated(int H, int Hkv, int d, int bias, uint64_t seed) {
     TU_CHECK_CLOSE(og, om, T * DIM, 1e-6, 1e-5, what);
     // and a non-replicated MHA (fresh wk) really is different: the check can fail
     float *wk = tu_layer_data(&m.tm, 0, "wk");
-    ((float *)m.m.layers[0].gqa.wk)[0] = wk[0] + 1.0f; // the loaded f32 tensor points into m.buf
+    ((float *)m.m.layers[0].gqa.wk)[0] = wk[0] + 1.0f; // the loader's copy, in the model's arena
     run_attn(&m, &m.s, x, T, 1, 0, om);
     assert_true(tu_rel_err(og, om, T * DIM) > 1e-4);
     free(x);
