@@ -449,7 +449,7 @@ static void chat(const Model *m, RunState *s, Tokenizer *tok, const ChatTemplate
     const int interactive = isatty(0) && isatty(2);
     char *line = NULL;
     size_t cap = 0;
-    int pos = 0, n_history = 0;
+    int pos = 0, n_history = 0, turn = 0;
     for (;;) {
         if (interactive) fprintf(stderr, "> ");
         const ssize_t got = getline(&line, &cap, stdin);
@@ -482,12 +482,17 @@ static void chat(const Model *m, RunState *s, Tokenizer *tok, const ChatTemplate
         // the reply
         TokenStream stream;
         token_stream_init(&stream);
-        for (int generated = 0; generated < o->steps; generated++) {
+        int generated = 0;
+        for (; generated < o->steps; generated++) {
             const int next = sampler_sample(&sampler, logits);
             if (next == c->eos_id || next == end_of_turn) break;
-            char piece[256];
-            const int plen = token_stream_next(tok, &stream, next, piece, sizeof piece);
-            fwrite(piece, 1, (size_t)plen, stdout);
+            if (o->print_ids) {
+                printf(generated ? " %d" : "%d", next);
+            } else {
+                char piece[256];
+                const int plen = token_stream_next(tok, &stream, next, piece, sizeof piece);
+                fwrite(piece, 1, (size_t)plen, stdout);
+            }
             fflush(stdout);
             if (pos + 1 >= s->context)
                 die("--chat: the context (%d tokens) is full; raise -c", s->context);
@@ -497,6 +502,8 @@ static void chat(const Model *m, RunState *s, Tokenizer *tok, const ChatTemplate
         printf("\n");
         fflush(stdout);
         n_history++;
+        fprintf(stderr, "chat: turn %d: prefilled %d tokens, generated %d, %d tokens in the KV cache\n",
+                ++turn, n_ids, generated, pos);
     }
     free(line);
     sampler_free(&sampler);

@@ -245,3 +245,107 @@ class RenderTest(unittest.TestCase):
 
 if __name__ == "__main__":
     unittest.main()
+
+
+class ChatModeTest(unittest.TestCase):
+    """./run --chat on a tiny random model with the project's SentencePiece tokenizer:
+    the KV cache is kept across turns (turn 2 prefills only its own tokens, and its
+    greedy reply equals a one-shot run over everything the model has seen)."""
+
+    @classmethod
+    def setUpClass(cls):
+        import numpy as np
+        import mixformat
+        cls.tmp = tempfile.TemporaryDirectory()
+        d = cls.tmp.name
+        with open(os.path.join(util.ROOT, "weights", "tokenizer.model"), "rb") as f:
+            spm_bytes = f.read()
+        rng = np.random.default_rng(3)
+        cfg = dict(dim=16, n_layers=2, vocab_size=4096, max_seq_len=256, hidden_dim=32,
+                   norm_eps=1e-5, bos_id=1, eos_id=2, rope_theta=10000.0)
+        layers = [dict(kind="gqa", n_heads=4, n_kv_heads=2, head_dim=4),
+                  dict(kind="mla", n_heads=2, q_lora_rank=8, kv_lora_rank=8,
+                       qk_nope_head_dim=4, qk_rope_head_dim=2, v_head_dim=4)]
+        tensors = {n: (1 + 0.1 * rng.standard_normal(s) if n.endswith("norm")
+                       else 0.5 * rng.standard_normal(s)).astype(np.float32)
+                   for n, s in mixformat.expected_tensors(cfg, layers).items()}
+        cls.model = os.path.join(d, "tiny.bin")
+        mixformat.write_model(cls.model, cfg, layers, tensors, tokenizer_bytes=spm_bytes)
+        cls.structures = {}
+        for name in ("zephyr", "mistral-v0.1"):
+            s = ct.compile_from_config(family_config(name))
+            p = os.path.join(d, name + ".json")
+            with open(p, "w", encoding="utf-8") as f:
+                json.dump(s, f, ensure_ascii=False)
+            cls.structures[name] = (p, s)
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.tmp.cleanup()
+
+    def chat(self, args, stdin):
+        util.require_run()
+        return subprocess.run([util.RUN, self.model, "--chat"] + args, input=stdin.encode(),
+                              capture_output=True, timeout=120)
+
+    def test_kv_cache_across_turns(self):
+        import sentencepiece as spm
+        sp = spm.SentencePieceProcessor(model_file=os.path.join(util.ROOT, "weights",
+                                                                "tokenizer.model"))
+        tpl, s = self.structures["zephyr"]
+        system, u1, u2 = "Be brief.", "Once upon a time", "What happened next?"
+        r = self.chat(["--chat-template", tpl, "--system", system, "-t", "0", "-n", "12",
+                       "--print-ids"], u1 + "\n" + u2 + "\n")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        lines = r.stdout.decode().splitlines()
+        self.assertEqual(len(lines), 2, r.stdout)
+        reply1, reply2 = [[int(x) for x in line.split()] for line in lines]
+        text1, _ = ct.render_structure(s, [{"role": "system", "content": system},
+                                           {"role": "user", "content": u1}])
+        ids1 = sp.encode(text1)
+        text2 = (s["roles"]["assistant"]["suffix"] + s["roles"]["user"]["prefix"] + u2
+                 + s["roles"]["user"]["suffix"] + s["generation"])
+        ids2 = sp.encode(text2)
+        stats = [line for line in r.stderr.decode().splitlines() if line.startswith("chat:")]
+        self.assertEqual(stats[0].split(":")[2].split(",")[0].strip(),
+                         "prefilled %d tokens" % len(ids1))
+        self.assertEqual(stats[1].split(":")[2].split(",")[0].strip(),
+                         "prefilled %d tokens" % len(ids2))
+        self.assertEqual(len(reply1), 12)  # random weights: no EOS within 12 tokens here
+        want2 = util.greedy_ids(self.model, ids1 + reply1 + ids2, 12)
+        self.assertIsNone(util.greedy_mismatch(reply2, want2, {2}))
+        # --encode-chat renders and encodes the first turn the same way
+        mp = os.path.join(self.tmp.name, "m.json")
+        with open(mp, "w") as f:
+            json.dump([{"role": "system", "content": system}, {"role": "user", "content": u1}], f)
+        out = util.run_cli([self.model, "--chat-template", tpl, "--encode-chat", mp])
+        self.assertEqual([int(x) for x in out.split()], ids1)
+
+    def test_eof_and_errors(self):
+        tpl, _ = self.structures["zephyr"]
+        r = self.chat(["--chat-template", tpl, "-t", "0", "-n", "4"], "")
+        self.assertEqual((r.returncode, r.stdout), (0, b""))
+        r = self.chat(["--chat-template", tpl, "-t", "0", "-n", "40", "-c", "48"],
+                      "Tell me a very long story about a little girl named Lily.\n" * 3)
+        self.assertEqual(r.returncode, 1, r.stderr)
+        self.assertRegex(r.stderr.decode().strip().splitlines()[-1],
+                         r"^run: error: --chat: the (conversation no longer fits the )?context.*raise -c")
+        r = self.chat(["--chat-template", tpl, "-t", "0", "-n", "1", "-c", "30"],
+                      "Hi\n" + "Tell me a very long story about a little girl named Lily.\n")
+        self.assertEqual(r.returncode, 1, r.stderr)
+        self.assertIn("no longer fits the context", r.stderr.decode().strip().splitlines()[-1])
+        mistral, _ = self.structures["mistral-v0.1"]
+        for why, args in (("system refused", ["--chat-template", mistral, "--system", "x"]),
+                          ("no template", []),
+                          ("--system without --chat", None)):
+            with self.subTest(why=why):
+                if args is None:
+                    util.require_run()
+                    r = subprocess.run([util.RUN, self.model, "--system", "x", "-p", "hi"],
+                                       capture_output=True, timeout=60)
+                else:
+                    r = self.chat(args, "Hi\n")
+                self.assertEqual(r.returncode, 1, r.stderr)
+                err = r.stderr.decode().strip().splitlines()
+                self.assertEqual(len(err), 1, err)
+                self.assertTrue(err[0].startswith("run: error:"), err)
