@@ -93,7 +93,7 @@ void state_free(RunState *s);
 
 // Runs tokens[0..n) at positions pos0 .. pos0+n-1 (1 <= n <= max_tokens, pos0 + n <=
 // context), appending each token's keys and values to the KV cache. Returns s->logits,
-// the logits of the last n_logits of those tokens (1 <= n_logits <= n): [n_logits, V],
+// the logits of the last n_logits of those tokens (clamped to 1..n): [n_logits, V],
 // row i for tokens[n - n_logits + i]. Generating asks for 1, --ppl and --dump-logits for n.
 float *forward(const Model *m, RunState *s, const int *tokens, int n, int pos0, int n_logits);
 
