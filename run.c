@@ -239,6 +239,36 @@ static char *read_whole_file(const char *path, size_t *n) {
     return buf;
 }
 
+// The tokenizer embedded in a loaded checkpoint (NULL and err set if it has none).
+static Tokenizer *embedded_tokenizer(const Model *m, const char *path, char *err, size_t errlen) {
+    if (!m->tokenizer_bytes) {
+        snprintf(err, errlen, "%s has no embedded tokenizer; pass -z PATH", path);
+        return NULL;
+    }
+    Tokenizer *t = tokenizer_from_blob(m->tokenizer_kind, m->tokenizer, m->tokenizer_bytes, m->tokenizer_config,
+                                       m->tokenizer_config_bytes, err, errlen);
+    if (!t) {
+        char *msg = strdup(err);
+        if (msg) snprintf(err, errlen, "%s: %s", path, msg);
+        free(msg);
+    }
+    return t;
+}
+
+// -z PATH: a tokenizer.json, a SentencePiece .model, or a mixattn .bin with one embedded.
+static Tokenizer *tokenizer_from_path(const char *path, char *err, size_t errlen) {
+    char magic[8] = {0};
+    FILE *f = fopen(path, "rb");
+    const int is_bin = f && fread(magic, 1, 8, f) == 8 && !memcmp(magic, "MIXATTN\0", 8);
+    if (f) fclose(f);
+    if (!is_bin) return tokenizer_from_file(path, err, errlen);
+    Model m;
+    if (model_load(&m, path, err, errlen)) return NULL;
+    Tokenizer *t = embedded_tokenizer(&m, path, err, errlen);
+    model_free(&m);
+    return t;
+}
+
 // HF encode(text, add_special_tokens=False) of the file's bytes, or decode(ids).
 static int tokenizer_tool(const Options *o, const Tokenizer *tok) {
     char err[512];
@@ -291,11 +321,14 @@ static void print_info(const Model *m, int context) {
            "  \"max_seq_len\": %d,\n  \"hidden_dim\": %d,\n  \"n_params\": %zu,\n"
            "  \"tied_embeddings\": %s,\n  \"norm_eps\": %g,\n  \"bos_id\": %d,\n  \"eos_id\": %d,\n"
            "  \"rope\": {\"theta\": %g, \"pairing\": \"%s\", \"scaling\": \"%s\", \"factor\": %g},\n"
-           "  \"sliding_window\": %d,\n  \"tokenizer_embedded\": %s,\n  \"layers\": [\n",
+           "  \"sliding_window\": %d,\n  \"tokenizer_embedded\": %s,\n  \"tokenizer_kind\": \"%s\",\n"
+           "  \"tokenizer_config_bytes\": %zu,\n  \"layers\": [\n",
            layout, c->dim, c->n_layers, c->vocab_size, c->max_seq_len, c->hidden_dim, m->n_params,
            c->tied_embeddings ? "true" : "false", c->norm_eps, c->bos_id, c->eos_id, c->rope.theta,
            pairing[c->rope.pairing], scaling[c->rope.scaling], c->rope.factor, c->sliding_window,
-           m->tokenizer_bytes ? "true" : "false");
+           m->tokenizer_bytes ? "true" : "false",
+           m->tokenizer_kind == 2 ? "tokenizer.json" : m->tokenizer_kind == 1 ? "sentencepiece" : "none",
+           m->tokenizer_config_bytes);
     for (int n = 0; n < c->n_layers; n++) {
         const Layer *l = &m->layers[n];
         printf("    {\"layer\": %d, \"kind\": \"%s\", ", n, layer_kind_name(l));
@@ -586,7 +619,7 @@ int main(int argc, char **argv) {
 
     char err[512];
     if ((o.encode_file || o.decode_ids) && o.tokenizer_path) {
-        Tokenizer *tok = tokenizer_from_file(o.tokenizer_path, err, sizeof err);
+        Tokenizer *tok = tokenizer_from_path(o.tokenizer_path, err, sizeof err);
         if (!tok) die("%s", err);
         tokenizer_tool(&o, tok);
         tokenizer_free(tok);
@@ -596,7 +629,7 @@ int main(int argc, char **argv) {
     if (!o.model_path) { // --render-chat, or --encode-chat with -z, and --chat-template
         ChatTemplate *ct = open_chat_template(&o, o.chat_template);
         Tokenizer *tok = NULL;
-        if (o.encode_chat && !(tok = tokenizer_from_file(o.tokenizer_path, err, sizeof err))) die("%s", err);
+        if (o.encode_chat && !(tok = tokenizer_from_path(o.tokenizer_path, err, sizeof err))) die("%s", err);
         print_chat(ct, tok, &o);
         tokenizer_free(tok);
         chat_template_free(ct);
@@ -619,9 +652,8 @@ int main(int argc, char **argv) {
     // tokenizer: -z, else the one embedded in the checkpoint. Only --tokens with
     // numeric output (--print-ids, -n 0) can do without one.
     Tokenizer *tok = NULL;
-    if (o.tokenizer_path) tok = tokenizer_from_file(o.tokenizer_path, err, sizeof err);
-    else if (model.tokenizer_bytes) tok = tokenizer_from_bytes(model.tokenizer, model.tokenizer_bytes, err, sizeof err);
-    else snprintf(err, sizeof err, "%s has no embedded tokenizer; pass -z PATH", o.model_path);
+    if (o.tokenizer_path) tok = tokenizer_from_path(o.tokenizer_path, err, sizeof err);
+    else tok = embedded_tokenizer(&model, o.model_path, err, sizeof err);
     const int need_text = !o.render_chat && (!o.token_list || o.ppl_path || (o.steps > 0 && !o.print_ids));
     if (!tok && need_text) die("%s", err);
     // a tokenizer.json may have fewer ids than the model's (padded) embedding, never more
