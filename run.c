@@ -40,7 +40,9 @@ typedef struct {
     MlaMode mla_mode;
     int chat;                   // --chat
     const char *system;         // --system TEXT
-    const char *encode_chat;    // --encode-chat MESSAGES.json
+    const char *encode_chat;    // --encode-chat MESSAGES.json (the last one given)
+    const char **encode_chats;  // every --encode-chat, in order (n_encode_chats)
+    int n_encode_chats;
     const char *render_chat;    // --render-chat MESSAGES.json
     const char *chat_template;  // --chat-template FILE (compiled JSON)
     const char *today;          // --today YYYY-MM-DD
@@ -68,6 +70,7 @@ static void usage(FILE *f) {
             "  --system TEXT      the system message of --chat\n"
             "  --encode-chat FILE print the ids of a JSON list of {role, content} messages rendered\n"
             "                     with the chat template and its generation prompt, and exit\n"
+            "                     (repeat it for several files: one line each)\n"
             "  --render-chat FILE print that rendering as text (no tokenizer needed) and exit\n"
             "  --chat-template F  compiled chat template (scripts/chat_template.py compile), instead\n"
             "                     of the model's; with it MODEL.bin is optional for --render-chat,\n"
@@ -142,7 +145,10 @@ static Options parse_args(int argc, char **argv) {
         else if (!strcmp(a, "--dump-logits")) o.dump_logits = v;
         else if (!strcmp(a, "--ppl")) o.ppl_path = v;
         else if (!strcmp(a, "--system")) o.system = v;
-        else if (!strcmp(a, "--encode-chat")) o.encode_chat = v;
+        else if (!strcmp(a, "--encode-chat")) {
+            if (!o.encode_chats && !(o.encode_chats = malloc(sizeof(char *) * (size_t)argc))) die("out of memory");
+            o.encode_chat = o.encode_chats[o.n_encode_chats++] = v;
+        }
         else if (!strcmp(a, "--render-chat")) o.render_chat = v;
         else if (!strcmp(a, "--chat-template")) o.chat_template = v;
         else if (!strcmp(a, "--today")) o.today = v;
@@ -400,28 +406,32 @@ static ChatMessage *read_messages(const char *path, int *n) {
     return m;
 }
 
-// --render-chat / --encode-chat: the conversation of a messages file, as text or as ids
+// --render-chat / --encode-chat: the conversation of a messages file, as text or as
+// ids (one line per --encode-chat file, in order)
 static void print_chat(const ChatTemplate *ct, Tokenizer *tok, const Options *o) {
     char err[512];
-    const char *path = o->render_chat ? o->render_chat : o->encode_chat;
-    int n;
-    ChatMessage *m = read_messages(path, &n);
     const struct tm today = chat_date(o->today);
-    size_t len;
-    char *text = chat_template_render(ct, m, n, &today, &len, err, sizeof err);
-    if (!text) die("%s: %s", path, err);
-    if (o->render_chat) {
-        fwrite(text, 1, len, stdout);
-    } else {
-        int *ids, n_ids;
-        if (tokenizer_encode(tok, text, 0, &ids, &n_ids, err, sizeof err)) die("%s: %s", path, err);
-        for (int i = 0; i < n_ids; i++) printf(i ? " %d" : "%d", ids[i]);
-        printf("\n");
-        free(ids);
+    const int n_files = o->render_chat ? 1 : o->n_encode_chats;
+    for (int f = 0; f < n_files; f++) {
+        const char *path = o->render_chat ? o->render_chat : o->encode_chats[f];
+        int n;
+        ChatMessage *m = read_messages(path, &n);
+        size_t len;
+        char *text = chat_template_render(ct, m, n, &today, &len, err, sizeof err);
+        if (!text) die("%s: %s", path, err);
+        if (o->render_chat) {
+            fwrite(text, 1, len, stdout);
+        } else {
+            int *ids, n_ids;
+            if (tokenizer_encode(tok, text, 0, &ids, &n_ids, err, sizeof err)) die("%s: %s", path, err);
+            for (int i = 0; i < n_ids; i++) printf(i ? " %d" : "%d", ids[i]);
+            printf("\n");
+            free(ids);
+        }
+        free(text);
+        chat_messages_free(m, n);
     }
-    fflush(stdout);
-    free(text);
-    chat_messages_free(m, n);
+    if (fflush(stdout) || ferror(stdout)) die("cannot write the output");
 }
 
 // The id of a special token's text ("" or not one token: -1).
@@ -523,6 +533,7 @@ int main(int argc, char **argv) {
         print_chat(ct, tok, &o);
         tokenizer_free(tok);
         chat_template_free(ct);
+        free(o.encode_chats);
         return 0;
     }
     Model model;
@@ -557,6 +568,7 @@ int main(int argc, char **argv) {
         chat_template_free(ct);
         tokenizer_free(tok);
         model_free(&model);
+        free(o.encode_chats);
         return 0;
     }
 
