@@ -29,6 +29,10 @@ typedef struct {
     const char *tokenizer_path; // -z
     const char *dump_logits;    // --dump-logits FILE
     const char *ppl_path;       // --ppl FILE
+    const char *encode_file;    // --encode-file FILE (tokenizer only, no model; repeatable)
+    const char **encode_files;  // every --encode-file, in order (n_encode_files)
+    int n_encode_files;
+    const char *decode_ids;     // --decode-ids "IDS" (tokenizer only, no model)
     int steps;                  // -n
     float temperature;          // -t
     float top_p;                // --top-p
@@ -51,7 +55,8 @@ typedef struct {
 static void usage(FILE *f) {
     fprintf(f,
             "usage: run MODEL.bin [options]\n"
-            "  -p TEXT            prompt (BOS is prepended)\n"
+            "       run -z TOKENIZER --encode-file FILE | --decode-ids \"ID ...\"\n"
+            "  -p TEXT            prompt (BOS/EOS added as the tokenizer's config says)\n"
             "  --tokens \"ID ...\"  prompt as raw token ids (no BOS added)\n"
             "  -n N               tokens to generate (default 256; 0 = only read the prompt)\n"
             "  -t F               temperature (default 0.8; 0 = greedy)\n"
@@ -59,7 +64,12 @@ static void usage(FILE *f) {
             "  --top-k N          sample among the N most likely tokens (default 0 = off)\n"
             "  -s N               random seed (default: time)\n"
             "  -c N               context length = KV-cache size (default: the model's)\n"
-            "  -z PATH            SentencePiece tokenizer (default: the one in MODEL.bin)\n"
+            "  -z PATH            tokenizer: a SentencePiece .model, a tokenizer.json (its\n"
+            "                     tokenizer_config.json beside it is read), or a .bin with one\n"
+            "                     embedded (default: the one in MODEL.bin)\n"
+            "  --encode-file FILE print the ids of FILE's bytes (no BOS/EOS) and exit; repeat\n"
+            "                     it for several files (one line each)\n"
+            "  --decode-ids \"IDS\" print the text of the ids and exit\n"
             "  --mla MODE         absorbed (default) or naive MLA attention\n"
             "  --threads N        OpenMP threads\n"
             "  --print-ids        print generated token ids instead of text\n"
@@ -126,7 +136,7 @@ static Options parse_args(int argc, char **argv) {
         static const char *takes_value[] = {"-p", "--tokens", "-n", "-t", "--top-p", "--top-k", "-s", "-c",
                                             "-z", "--threads", "--dump-logits", "--ppl", "--mla",
                                             "--system", "--encode-chat", "--render-chat",
-                                            "--chat-template", "--today"};
+                                            "--chat-template", "--today", "--encode-file", "--decode-ids"};
         int known = 0;
         for (size_t k = 0; k < sizeof takes_value / sizeof *takes_value; k++) known |= !strcmp(a, takes_value[k]);
         if (!known) die("unknown option '%s' (see run --help)", a);
@@ -152,11 +162,21 @@ static Options parse_args(int argc, char **argv) {
         else if (!strcmp(a, "--render-chat")) o.render_chat = v;
         else if (!strcmp(a, "--chat-template")) o.chat_template = v;
         else if (!strcmp(a, "--today")) o.today = v;
+        else if (!strcmp(a, "--encode-file")) {
+            if (!o.encode_files && !(o.encode_files = malloc(sizeof(char *) * (size_t)argc))) die("out of memory");
+            o.encode_file = o.encode_files[o.n_encode_files++] = v;
+        }
+        else if (!strcmp(a, "--decode-ids")) o.decode_ids = v;
         else if (!strcmp(a, "--mla")) {
             if (!strcmp(v, "absorbed")) o.mla_mode = MLA_ABSORBED;
             else if (!strcmp(v, "naive")) o.mla_mode = MLA_NAIVE;
             else die("--mla must be 'absorbed' or 'naive', got '%s'", v);
         }
+    }
+    if (o.encode_file || o.decode_ids) {
+        if (o.encode_file && o.decode_ids) die("give either --encode-file or --decode-ids, not both");
+        if (!o.tokenizer_path && !o.model_path) die("--encode-file/--decode-ids need -z TOKENIZER");
+        return o;
     }
     const int chat_modes = o.chat + !!o.encode_chat + !!o.render_chat;
     if (chat_modes > 1) die("give only one of --chat, --encode-chat, --render-chat");
@@ -177,7 +197,7 @@ static double now_seconds(void) {
 }
 
 // "12 7 99" -> ids, each checked against the vocabulary
-static int *parse_token_list(const char *s, int vocab_size, int *n_out) {
+static int *parse_id_list(const char *flag, const char *s, int vocab_size, int *n_out) {
     int cap = 16, n = 0;
     int *ids = malloc(sizeof(int) * (size_t)cap);
     if (!ids) die("out of memory");
@@ -188,8 +208,8 @@ static int *parse_token_list(const char *s, int vocab_size, int *n_out) {
         char *end;
         errno = 0;
         const long v = strtol(p, &end, 10);
-        if (end == p || errno) die("--tokens: '%s' is not a list of integers", s);
-        if (v < 0 || v >= vocab_size) die("--tokens: id %ld is outside the vocabulary [0, %d)", v, vocab_size);
+        if (end == p || errno) die("%s: '%s' is not a list of integers", flag, s);
+        if (v < 0 || v >= vocab_size) die("%s: id %ld is outside the vocabulary [0, %d)", flag, v, vocab_size);
         if (n == cap) {
             cap *= 2;
             int *grown = realloc(ids, sizeof(int) * (size_t)cap);
@@ -201,6 +221,55 @@ static int *parse_token_list(const char *s, int vocab_size, int *n_out) {
     }
     *n_out = n;
     return ids;
+}
+
+// --- --encode-file / --decode-ids: the tokenizer alone ------------------------------
+
+static char *read_whole_file(const char *path, size_t *n) {
+    FILE *f = fopen(path, "rb");
+    if (!f) die("cannot open %s: %s", path, strerror(errno));
+    size_t cap = 1 << 16, len = 0, got;
+    char *buf = malloc(cap);
+    if (!buf) die("out of memory");
+    while ((got = fread(buf + len, 1, cap - len, f)) > 0) {
+        len += got;
+        if (len == cap) {
+            char *grown = cap < ((size_t)1 << 40) ? realloc(buf, cap *= 2) : NULL;
+            if (!grown) die("out of memory reading %s", path);
+            buf = grown;
+        }
+    }
+    if (ferror(f)) die("cannot read %s (is it a directory?)", path);
+    fclose(f);
+    *n = len;
+    return buf;
+}
+
+// HF encode(text, add_special_tokens=False) of the file's bytes, or decode(ids).
+static int tokenizer_tool(const Options *o, const Tokenizer *tok) {
+    char err[512];
+    for (int f = 0; f < o->n_encode_files; f++) { // one line per file
+        size_t len;
+        char *text = read_whole_file(o->encode_files[f], &len);
+        int *ids, n;
+        if (tokenizer_encode_len(tok, text, len, 0, &ids, &n, err, sizeof err)) die("%s: %s", o->encode_files[f], err);
+        for (int i = 0; i < n; i++) printf(i ? " %d" : "%d", ids[i]);
+        printf("\n");
+        free(ids);
+        free(text);
+    }
+    if (o->decode_ids) {
+        int n;
+        int *ids = parse_id_list("--decode-ids", o->decode_ids, tokenizer_vocab_size(tok), &n);
+        size_t len;
+        char *text = tokenizer_decode_ex(tok, ids, n, 0, &len);
+        if (!text) die("--decode-ids: the tokenizer cannot decode these ids");
+        fwrite(text, 1, len, stdout);
+        free(text);
+        free(ids);
+    }
+    if (fflush(stdout) || ferror(stdout)) die("cannot write the output");
+    return 0;
 }
 
 // --- --info ----------------------------------------------------------------------
@@ -526,6 +595,14 @@ int main(int argc, char **argv) {
     if (o.threads > 0) omp_set_num_threads(o.threads);
 
     char err[512];
+    if ((o.encode_file || o.decode_ids) && o.tokenizer_path) {
+        Tokenizer *tok = tokenizer_from_file(o.tokenizer_path, err, sizeof err);
+        if (!tok) die("%s", err);
+        tokenizer_tool(&o, tok);
+        tokenizer_free(tok);
+        free(o.encode_files);
+        return 0;
+    }
     if (!o.model_path) { // --render-chat, or --encode-chat with -z, and --chat-template
         ChatTemplate *ct = open_chat_template(&o, o.chat_template);
         Tokenizer *tok = NULL;
@@ -558,9 +635,19 @@ int main(int argc, char **argv) {
     else snprintf(err, sizeof err, "%s has no embedded tokenizer; pass -z PATH", o.model_path);
     const int need_text = !o.render_chat && (!o.token_list || o.ppl_path || (o.steps > 0 && !o.print_ids));
     if (!tok && need_text) die("%s", err);
-    if (tok && tokenizer_vocab_size(tok) != c->vocab_size)
+    // a tokenizer.json may have fewer ids than the model's (padded) embedding, never more
+    if (tok && (tokenizer_kind(tok) == TOKENIZER_HF ? tokenizer_vocab_size(tok) > c->vocab_size
+                                                    : tokenizer_vocab_size(tok) != c->vocab_size))
         die("tokenizer vocabulary (%d pieces) does not match the model's vocab_size (%d)",
             tokenizer_vocab_size(tok), c->vocab_size);
+    if (o.encode_file || o.decode_ids) {
+        if (!tok) die("%s", err);
+        tokenizer_tool(&o, tok);
+        tokenizer_free(tok);
+        model_free(&model);
+        free(o.encode_files);
+        return 0;
+    }
 
     if (o.render_chat || o.encode_chat) {
         ChatTemplate *ct = open_chat_template(&o, o.model_path);
@@ -596,9 +683,11 @@ int main(int argc, char **argv) {
     // --- prompt
     int *prompt, n_prompt;
     if (o.token_list) {
-        prompt = parse_token_list(o.token_list, c->vocab_size, &n_prompt);
+        prompt = parse_id_list("--tokens", o.token_list, c->vocab_size, &n_prompt);
     } else {
-        if (tokenizer_encode(tok, o.prompt ? o.prompt : "", c->bos_id >= 0, &prompt, &n_prompt, err, sizeof err))
+        // BOS as the tokenizer's config says (tokenizer.json); SentencePiece: as the model's
+        const int add_special = tokenizer_kind(tok) == TOKENIZER_HF ? 1 : c->bos_id >= 0;
+        if (tokenizer_encode(tok, o.prompt ? o.prompt : "", add_special, &prompt, &n_prompt, err, sizeof err))
             die("%s", err);
     }
     if (n_prompt == 0) die("the prompt is empty (and the model has no BOS token to start from)");
@@ -647,7 +736,8 @@ int main(int argc, char **argv) {
             fwrite(piece, 1, (size_t)len, stdout);
         }
         fflush(stdout);
-        if (next == c->eos_id || pos == context || generated == o.steps) break;
+        const int end = next == c->eos_id || (tok && tokenizer_is_end(tok, next));
+        if (end || pos == context || generated == o.steps) break;
         logits = forward(&model, &state, &next, 1, pos, 0);
         pos++;
     }
