@@ -452,16 +452,28 @@ static struct tm chat_date(const char *today) {
 }
 
 // --chat-template FILE, else the one compiled into the checkpoint's tokenizer config
-static ChatTemplate *open_chat_template(const Options *o, const char *where) {
+// (record "chat_template"; "chat_template_refused" holds why the converter refused it)
+static ChatTemplate *open_chat_template(const Options *o, const Tokenizer *tok, const char *where) {
     char err[512];
-    if (!o->chat_template)
-        die("%s has no chat template (convert the model from a folder whose tokenizer_config.json has "
-            "a chat_template, or pass --chat-template)", where);
-    size_t n;
-    char *json = read_file(o->chat_template, &n);
+    size_t n = 0;
+    char *json = NULL;
+    if (o->chat_template) {
+        json = read_file(o->chat_template, &n);
+        where = o->chat_template;
+    } else {
+        const char *why = tok ? tokenizer_config_record(tok, "chat_template_refused", &n) : NULL;
+        if (why) die("%s: its chat template was refused at conversion: %.*s", where, (int)(n < 300 ? n : 300), why);
+        const char *rec = tok ? tokenizer_config_record(tok, "chat_template", &n) : NULL;
+        if (!rec)
+            die("%s has no chat template (convert the model from a folder whose tokenizer_config.json has "
+                "a chat_template, or pass --chat-template)", where);
+        if (!(json = malloc(n + 1))) die("out of memory");
+        memcpy(json, rec, n);
+        json[n] = 0;
+    }
     ChatTemplate *t = chat_template_parse(json, n, err, sizeof err);
     free(json);
-    if (!t) die("%s: %s", o->chat_template, err);
+    if (!t) die("%s: %s", where, err);
     return t;
 }
 
@@ -564,7 +576,7 @@ static void chat(const Model *m, RunState *s, Tokenizer *tok, const ChatTemplate
         int generated = 0;
         for (; generated < o->steps; generated++) {
             const int next = sampler_sample(&sampler, logits);
-            if (next == c->eos_id || next == end_of_turn) break;
+            if (next == c->eos_id || next == end_of_turn || tokenizer_is_end(tok, next)) break;
             if (o->print_ids) {
                 printf(generated ? " %d" : "%d", next);
             } else {
@@ -604,7 +616,7 @@ int main(int argc, char **argv) {
         return 0;
     }
     if (!o.model_path) { // --render-chat, or --encode-chat with -z, and --chat-template
-        ChatTemplate *ct = open_chat_template(&o, o.chat_template);
+        ChatTemplate *ct = open_chat_template(&o, NULL, "");
         Tokenizer *tok = NULL;
         if (o.encode_chat && !(tok = tokenizer_from_file(o.tokenizer_path, err, sizeof err))) die("%s", err);
         print_chat(ct, tok, &o);
@@ -650,7 +662,7 @@ int main(int argc, char **argv) {
     }
 
     if (o.render_chat || o.encode_chat) {
-        ChatTemplate *ct = open_chat_template(&o, o.model_path);
+        ChatTemplate *ct = open_chat_template(&o, tok, o.model_path);
         print_chat(ct, tok, &o);
         chat_template_free(ct);
         tokenizer_free(tok);
@@ -663,7 +675,7 @@ int main(int argc, char **argv) {
     if (state_create(&state, &model, context, PREFILL_CHUNK, o.mla_mode, err, sizeof err)) die("%s", err);
 
     if (o.chat) {
-        ChatTemplate *ct = open_chat_template(&o, o.model_path);
+        ChatTemplate *ct = open_chat_template(&o, tok, o.model_path);
         chat(&model, &state, tok, ct, &o);
         chat_template_free(ct);
         state_free(&state);

@@ -350,3 +350,64 @@ class ChatModeTest(unittest.TestCase):
                 self.assertEqual(len(err), 1, err)
                 self.assertTrue(err[0].startswith("run: error:"), err)
 
+
+
+with open(os.path.join(FIX, "reference_ids.json"), encoding="utf-8") as f:
+    REFERENCE_IDS = json.load(f)
+
+
+class IdsTest(unittest.TestCase):
+    """./run -z tokenizer.json --encode-chat: the ids @huggingface/tokenizers gives for
+    the jinja2 rendering (add_special_tokens=False), for every family whose tokenizer is
+    in ../shared/data/tokenizers; the same through a tiny .bin embedding that tokenizer
+    and the compiled template (ChatBinTest)."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.tmp = tempfile.TemporaryDirectory()
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.tmp.cleanup()
+
+    def check_family(self, name, args):
+        """All the family's renderable conversations in one run (one line each); each
+        refused one alone (one error line, exit 1)."""
+        fam = REFERENCE["families"][name]
+        want_all = REFERENCE_IDS["families"][name]
+        files, wants = [], []
+        for i, (case, want) in enumerate(zip(fam["cases"], want_all)):
+            mp = os.path.join(self.tmp.name, "%s_%d.json" % (name, i))
+            with open(mp, "w", encoding="utf-8") as f:
+                json.dump(case["messages"], f, ensure_ascii=False)
+            if want is None:
+                with self.subTest(family=name, case=i):
+                    r = run(args + ["--encode-chat", mp, "--today", REFERENCE["today"]])
+                    self.assertEqual(r.returncode, 1, r.stdout)
+                    self.assertEqual(len(r.stderr.decode().strip().splitlines()), 1, r.stderr)
+                continue
+            files += ["--encode-chat", mp]
+            wants.append(want)
+        r = run(args + files + ["--today", REFERENCE["today"]])
+        self.assertEqual(r.returncode, 0, r.stderr)
+        lines = r.stdout.decode().splitlines()
+        self.assertEqual(len(lines), len(wants))
+        for i, (line, want) in enumerate(zip(lines, wants)):
+            with self.subTest(family=name, renderable_case=i):
+                self.assertEqual([int(x) for x in line.split()], want)
+
+    def test_with_tokenizer_json(self):
+        n = 0
+        for name, fam in REFERENCE["families"].items():
+            tj = os.path.join(SHARED, fam["tokenizer"], "tokenizer.json")
+            cfg = family_config(name)
+            if cfg is None or not os.path.exists(tj):
+                print("skipping %s: ../shared/data/tokenizers is absent" % name)
+                continue
+            tpl = os.path.join(self.tmp.name, name + ".json")
+            with open(tpl, "w", encoding="utf-8") as f:
+                json.dump(ct.compile_from_config(cfg), f, ensure_ascii=False)
+            self.check_family(name, ["-z", tj, "--chat-template", tpl])
+            n += 1
+        if n == 0:
+            self.skipTest("../shared/data/tokenizers is absent")
