@@ -487,6 +487,21 @@ static ChatMessage *read_messages(const char *path, int *n) {
     return m;
 }
 
+// transformers matches special tokens written in the text (its added-tokens split) before
+// SentencePiece runs; the SentencePiece library does not. So a rendering that writes
+// BOS/EOS/unk as text cannot be encoded exactly through a tokenizer.model: refuse it.
+static void check_spm_specials(const Tokenizer *tok, const char *text, const char *where) {
+    if (tokenizer_kind(tok) != TOKENIZER_SPM) return;
+    const int ids[3] = {tokenizer_bos_id(tok), tokenizer_eos_id(tok), tokenizer_unk_id(tok)};
+    for (int i = 0; i < 3; i++) {
+        const char *piece = ids[i] >= 0 ? tokenizer_piece(tok, ids[i]) : "";
+        if (piece[0] && strstr(text, piece))
+            die("%s: the chat template writes %s, which a SentencePiece tokenizer.model would split "
+                "into pieces, not match as transformers does (convert the model with its "
+                "tokenizer.json)", where, piece);
+    }
+}
+
 // --render-chat / --encode-chat: the conversation of a messages file, as text or as
 // ids (one line per --encode-chat file, in order)
 static void print_chat(const ChatTemplate *ct, Tokenizer *tok, const Options *o) {
@@ -504,6 +519,7 @@ static void print_chat(const ChatTemplate *ct, Tokenizer *tok, const Options *o)
             fwrite(text, 1, len, stdout);
         } else {
             int *ids, n_ids;
+            check_spm_specials(tok, text, path);
             if (tokenizer_encode(tok, text, 0, &ids, &n_ids, err, sizeof err)) die("%s: %s", path, err);
             for (int i = 0; i < n_ids; i++) printf(i ? " %d" : "%d", ids[i]);
             printf("\n");
@@ -561,6 +577,7 @@ static void chat(const Model *m, RunState *s, Tokenizer *tok, const ChatTemplate
         }
         if (!text) die("--chat: %s", err);
         int *ids, n_ids;
+        check_spm_specials(tok, text, "--chat");
         if (tokenizer_encode(tok, text, 0, &ids, &n_ids, err, sizeof err)) die("--chat: %s", err);
         free(text);
         if (pos + n_ids >= s->context)

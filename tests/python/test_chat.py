@@ -272,7 +272,7 @@ class ChatModeTest(unittest.TestCase):
         cls.model = os.path.join(d, "tiny.bin")
         mixformat.write_model(cls.model, cfg, layers, tensors, tokenizer_bytes=spm_bytes)
         cls.structures = {}
-        for name in ("zephyr", "mistral-v0.1"):
+        for name in ("qwen2.5", "zephyr", "mistral-v0.1"):
             s = ct.compile_from_config(family_config(name))
             p = os.path.join(d, name + ".json")
             with open(p, "w", encoding="utf-8") as f:
@@ -292,7 +292,8 @@ class ChatModeTest(unittest.TestCase):
         import sentencepiece as spm
         sp = spm.SentencePieceProcessor(model_file=os.path.join(util.ROOT, "weights",
                                                                 "tokenizer.model"))
-        tpl, s = self.structures["zephyr"]
+        # ChatML: its markers are plain text for this tokenizer (as for transformers)
+        tpl, s = self.structures["qwen2.5"]
         system, u1, u2 = "Be brief.", "Once upon a time", "What happened next?"
         r = self.chat(["--chat-template", tpl, "--system", system, "-t", "0", "-n", "12",
                        "--print-ids"], u1 + "\n" + u2 + "\n")
@@ -322,7 +323,7 @@ class ChatModeTest(unittest.TestCase):
         self.assertEqual([int(x) for x in out.split()], ids1)
 
     def test_eof_and_errors(self):
-        tpl, _ = self.structures["zephyr"]
+        tpl, _ = self.structures["qwen2.5"]
         r = self.chat(["--chat-template", tpl, "-t", "0", "-n", "4"], "")
         self.assertEqual((r.returncode, r.stdout), (0, b""))
         r = self.chat(["--chat-template", tpl, "-t", "0", "-n", "40", "-c", "48"],
@@ -337,6 +338,8 @@ class ChatModeTest(unittest.TestCase):
         mistral, _ = self.structures["mistral-v0.1"]
         for why, args in (("system refused", ["--chat-template", mistral, "--system", "x"]),
                           ("no template", []),
+                          ("</s> as text through a tokenizer.model",
+                           ["--chat-template", self.structures["zephyr"][0]]),
                           ("--system without --chat", None)):
             with self.subTest(why=why):
                 if args is None:
