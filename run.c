@@ -45,7 +45,9 @@ typedef struct {
     MlaMode mla_mode;
     int chat;                   // --chat
     const char *system;         // --system TEXT
-    const char *encode_chat;    // --encode-chat MESSAGES.json
+    const char *encode_chat;    // --encode-chat MESSAGES.json (the last one given)
+    const char **encode_chats;  // every --encode-chat, in order (n_encode_chats)
+    int n_encode_chats;
     const char *render_chat;    // --render-chat MESSAGES.json
     const char *chat_template;  // --chat-template FILE (compiled JSON)
     const char *today;          // --today YYYY-MM-DD
@@ -79,6 +81,7 @@ static void usage(FILE *f) {
             "  --system TEXT      the system message of --chat\n"
             "  --encode-chat FILE print the ids of a JSON list of {role, content} messages rendered\n"
             "                     with the chat template and its generation prompt, and exit\n"
+            "                     (repeat it for several files: one line each)\n"
             "  --render-chat FILE print that rendering as text (no tokenizer needed) and exit\n"
             "  --chat-template F  compiled chat template (scripts/chat_template.py compile), instead\n"
             "                     of the model's; with it MODEL.bin is optional for --render-chat,\n"
@@ -155,7 +158,10 @@ static Options parse_args(int argc, char **argv) {
         else if (!strcmp(a, "--dump-logits")) o.dump_logits = v;
         else if (!strcmp(a, "--ppl")) o.ppl_path = v;
         else if (!strcmp(a, "--system")) o.system = v;
-        else if (!strcmp(a, "--encode-chat")) o.encode_chat = v;
+        else if (!strcmp(a, "--encode-chat")) {
+            if (!o.encode_chats && !(o.encode_chats = malloc(sizeof(char *) * (size_t)argc))) die("out of memory");
+            o.encode_chat = o.encode_chats[o.n_encode_chats++] = v;
+        }
         else if (!strcmp(a, "--render-chat")) o.render_chat = v;
         else if (!strcmp(a, "--chat-template")) o.chat_template = v;
         else if (!strcmp(a, "--today")) o.today = v;
@@ -242,6 +248,36 @@ static char *read_whole_file(const char *path, size_t *n) {
     return buf;
 }
 
+// The tokenizer embedded in a loaded checkpoint (NULL and err set if it has none).
+static Tokenizer *embedded_tokenizer(const Model *m, const char *path, char *err, size_t errlen) {
+    if (!m->tokenizer_bytes) {
+        snprintf(err, errlen, "%s has no embedded tokenizer; pass -z PATH", path);
+        return NULL;
+    }
+    Tokenizer *t = tokenizer_from_blob(m->tokenizer_kind, m->tokenizer, m->tokenizer_bytes, m->tokenizer_config,
+                                       m->tokenizer_config_bytes, err, errlen);
+    if (!t) {
+        char *msg = strdup(err);
+        if (msg) snprintf(err, errlen, "%s: %s", path, msg);
+        free(msg);
+    }
+    return t;
+}
+
+// -z PATH: a tokenizer.json, a SentencePiece .model, or a mixattn .bin with one embedded.
+static Tokenizer *tokenizer_from_path(const char *path, char *err, size_t errlen) {
+    char magic[8] = {0};
+    FILE *f = fopen(path, "rb");
+    const int is_bin = f && fread(magic, 1, 8, f) == 8 && !memcmp(magic, "MIXATTN\0", 8);
+    if (f) fclose(f);
+    if (!is_bin) return tokenizer_from_file(path, err, errlen);
+    Model m;
+    if (model_load(&m, path, err, errlen)) return NULL;
+    Tokenizer *t = embedded_tokenizer(&m, path, err, errlen);
+    model_free(&m);
+    return t;
+}
+
 // HF encode(text, add_special_tokens=False) of the file's bytes, or decode(ids).
 static int tokenizer_tool(const Options *o, const Tokenizer *tok) {
     char err[512];
@@ -294,11 +330,14 @@ static void print_info(const Model *m, int context) {
            "  \"max_seq_len\": %d,\n  \"hidden_dim\": %d,\n  \"n_params\": %zu,\n"
            "  \"tied_embeddings\": %s,\n  \"norm_eps\": %g,\n  \"bos_id\": %d,\n  \"eos_id\": %d,\n"
            "  \"rope\": {\"theta\": %g, \"pairing\": \"%s\", \"scaling\": \"%s\", \"factor\": %g},\n"
-           "  \"sliding_window\": %d,\n  \"tokenizer_embedded\": %s,\n  \"layers\": [\n",
+           "  \"sliding_window\": %d,\n  \"tokenizer_embedded\": %s,\n  \"tokenizer_kind\": \"%s\",\n"
+           "  \"tokenizer_config_bytes\": %zu,\n  \"layers\": [\n",
            layout, c->dim, c->n_layers, c->vocab_size, c->max_seq_len, c->hidden_dim, m->n_params,
            c->tied_embeddings ? "true" : "false", c->norm_eps, c->bos_id, c->eos_id, c->rope.theta,
            pairing[c->rope.pairing], scaling[c->rope.scaling], c->rope.factor, c->sliding_window,
-           m->tokenizer_bytes ? "true" : "false");
+           m->tokenizer_bytes ? "true" : "false",
+           m->tokenizer_kind == 2 ? "tokenizer.json" : m->tokenizer_kind == 1 ? "sentencepiece" : "none",
+           m->tokenizer_config_bytes);
     for (int n = 0; n < c->n_layers; n++) {
         const Layer *l = &m->layers[n];
         printf("    {\"layer\": %d, \"kind\": \"%s\", ", n, layer_kind_name(l));
@@ -528,16 +567,28 @@ static struct tm chat_date(const char *today) {
 }
 
 // --chat-template FILE, else the one compiled into the checkpoint's tokenizer config
-static ChatTemplate *open_chat_template(const Options *o, const char *where) {
+// (record "chat_template"; "chat_template_refused" holds why the converter refused it)
+static ChatTemplate *open_chat_template(const Options *o, const Tokenizer *tok, const char *where) {
     char err[512];
-    if (!o->chat_template)
-        die("%s has no chat template (convert the model from a folder whose tokenizer_config.json has "
-            "a chat_template, or pass --chat-template)", where);
-    size_t n;
-    char *json = read_file(o->chat_template, &n);
+    size_t n = 0;
+    char *json = NULL;
+    if (o->chat_template) {
+        json = read_file(o->chat_template, &n);
+        where = o->chat_template;
+    } else {
+        const char *why = tok ? tokenizer_config_record(tok, "chat_template_refused", &n) : NULL;
+        if (why) die("%s: its chat template was refused at conversion: %.*s", where, (int)(n < 300 ? n : 300), why);
+        const char *rec = tok ? tokenizer_config_record(tok, "chat_template", &n) : NULL;
+        if (!rec)
+            die("%s has no chat template (convert the model from a folder whose tokenizer_config.json has "
+                "a chat_template, or pass --chat-template)", where);
+        if (!(json = malloc(n + 1))) die("out of memory");
+        memcpy(json, rec, n);
+        json[n] = 0;
+    }
     ChatTemplate *t = chat_template_parse(json, n, err, sizeof err);
     free(json);
-    if (!t) die("%s: %s", o->chat_template, err);
+    if (!t) die("%s: %s", where, err);
     return t;
 }
 
@@ -551,28 +602,48 @@ static ChatMessage *read_messages(const char *path, int *n) {
     return m;
 }
 
-// --render-chat / --encode-chat: the conversation of a messages file, as text or as ids
+// transformers matches special tokens written in the text (its added-tokens split) before
+// SentencePiece runs; the SentencePiece library does not. So a rendering that writes
+// BOS/EOS/unk as text cannot be encoded exactly through a tokenizer.model: refuse it.
+static void check_spm_specials(const Tokenizer *tok, const char *text, const char *where) {
+    if (tokenizer_kind(tok) != TOKENIZER_SPM) return;
+    const int ids[3] = {tokenizer_bos_id(tok), tokenizer_eos_id(tok), tokenizer_unk_id(tok)};
+    for (int i = 0; i < 3; i++) {
+        const char *piece = ids[i] >= 0 ? tokenizer_piece(tok, ids[i]) : "";
+        if (piece[0] && strstr(text, piece))
+            die("%s: the chat template writes %s, which a SentencePiece tokenizer.model would split "
+                "into pieces, not match as transformers does (convert the model with its "
+                "tokenizer.json)", where, piece);
+    }
+}
+
+// --render-chat / --encode-chat: the conversation of a messages file, as text or as
+// ids (one line per --encode-chat file, in order)
 static void print_chat(const ChatTemplate *ct, Tokenizer *tok, const Options *o) {
     char err[512];
-    const char *path = o->render_chat ? o->render_chat : o->encode_chat;
-    int n;
-    ChatMessage *m = read_messages(path, &n);
     const struct tm today = chat_date(o->today);
-    size_t len;
-    char *text = chat_template_render(ct, m, n, &today, &len, err, sizeof err);
-    if (!text) die("%s: %s", path, err);
-    if (o->render_chat) {
-        fwrite(text, 1, len, stdout);
-    } else {
-        int *ids, n_ids;
-        if (tokenizer_encode(tok, text, 0, &ids, &n_ids, err, sizeof err)) die("%s: %s", path, err);
-        for (int i = 0; i < n_ids; i++) printf(i ? " %d" : "%d", ids[i]);
-        printf("\n");
-        free(ids);
+    const int n_files = o->render_chat ? 1 : o->n_encode_chats;
+    for (int f = 0; f < n_files; f++) {
+        const char *path = o->render_chat ? o->render_chat : o->encode_chats[f];
+        int n;
+        ChatMessage *m = read_messages(path, &n);
+        size_t len;
+        char *text = chat_template_render(ct, m, n, &today, &len, err, sizeof err);
+        if (!text) die("%s: %s", path, err);
+        if (o->render_chat) {
+            fwrite(text, 1, len, stdout);
+        } else {
+            int *ids, n_ids;
+            check_spm_specials(tok, text, path);
+            if (tokenizer_encode(tok, text, 0, &ids, &n_ids, err, sizeof err)) die("%s: %s", path, err);
+            for (int i = 0; i < n_ids; i++) printf(i ? " %d" : "%d", ids[i]);
+            printf("\n");
+            free(ids);
+        }
+        free(text);
+        chat_messages_free(m, n);
     }
-    fflush(stdout);
-    free(text);
-    chat_messages_free(m, n);
+    if (fflush(stdout) || ferror(stdout)) die("cannot write the output");
 }
 
 // The id of a special token's text ("" or not one token: -1).
@@ -621,6 +692,7 @@ static void chat(const Model *m, RunState *s, Tokenizer *tok, const ChatTemplate
         }
         if (!text) die("--chat: %s", err);
         int *ids, n_ids;
+        check_spm_specials(tok, text, "--chat");
         if (tokenizer_encode(tok, text, 0, &ids, &n_ids, err, sizeof err)) die("--chat: %s", err);
         free(text);
         if (pos + n_ids >= s->context)
@@ -636,7 +708,7 @@ static void chat(const Model *m, RunState *s, Tokenizer *tok, const ChatTemplate
         int generated = 0;
         for (; generated < o->steps; generated++) {
             const int next = sampler_sample(&sampler, logits);
-            if (next == c->eos_id || next == end_of_turn) break;
+            if (next == c->eos_id || next == end_of_turn || tokenizer_is_end(tok, next)) break;
             if (o->print_ids) {
                 printf(generated ? " %d" : "%d", next);
             } else {
@@ -667,9 +739,8 @@ static void chat(const Model *m, RunState *s, Tokenizer *tok, const ChatTemplate
 static Tokenizer *open_tokenizer(const Model *m, const Options *o) {
     char err[512];
     Tokenizer *tok = NULL;
-    if (o->tokenizer_path) tok = tokenizer_from_file(o->tokenizer_path, err, sizeof err);
-    else if (m->tokenizer_bytes) tok = tokenizer_from_bytes(m->tokenizer, m->tokenizer_bytes, err, sizeof err);
-    else snprintf(err, sizeof err, "%s has no embedded tokenizer; pass -z PATH", o->model_path);
+    if (o->tokenizer_path) tok = tokenizer_from_path(o->tokenizer_path, err, sizeof err);
+    else tok = embedded_tokenizer(m, o->model_path, err, sizeof err);
     const int need_text = !o->render_chat && (!o->token_list || o->ppl_path || (o->steps > 0 && !o->print_ids));
     if (!tok && need_text) die("%s", err);
     // a tokenizer.json may have fewer ids than the model's (padded) embedding, never more
@@ -705,7 +776,7 @@ int main(int argc, char **argv) {
 
     char err[512];
     if ((o.encode_file || o.decode_ids) && o.tokenizer_path) {
-        Tokenizer *tok = tokenizer_from_file(o.tokenizer_path, err, sizeof err);
+        Tokenizer *tok = tokenizer_from_path(o.tokenizer_path, err, sizeof err);
         if (!tok) die("%s", err);
         tokenizer_tool(&o, tok);
         tokenizer_free(tok);
@@ -713,12 +784,13 @@ int main(int argc, char **argv) {
         return 0;
     }
     if (!o.model_path) { // --render-chat, or --encode-chat with -z, and --chat-template
-        ChatTemplate *ct = open_chat_template(&o, o.chat_template);
+        ChatTemplate *ct = open_chat_template(&o, NULL, "");
         Tokenizer *tok = NULL;
-        if (o.encode_chat && !(tok = tokenizer_from_file(o.tokenizer_path, err, sizeof err))) die("%s", err);
+        if (o.encode_chat && !(tok = tokenizer_from_path(o.tokenizer_path, err, sizeof err))) die("%s", err);
         print_chat(ct, tok, &o);
         tokenizer_free(tok);
         chat_template_free(ct);
+        free(o.encode_chats);
         return 0;
     }
     Model model;
@@ -744,18 +816,19 @@ int main(int argc, char **argv) {
         return 0;
     }
     if (o.render_chat || o.encode_chat) {
-        ChatTemplate *ct = open_chat_template(&o, o.model_path);
+        ChatTemplate *ct = open_chat_template(&o, tok, o.model_path);
         print_chat(ct, tok, &o);
         chat_template_free(ct);
         tokenizer_free(tok);
         model_free(&model);
+        free(o.encode_chats);
         return 0;
     }
 
     RunState state;
     if (state_create(&state, &model, context, PREFILL_CHUNK, o.mla_mode, err, sizeof err)) die("%s", err);
     if (o.chat) {
-        ChatTemplate *ct = open_chat_template(&o, o.model_path);
+        ChatTemplate *ct = open_chat_template(&o, tok, o.model_path);
         chat(&model, &state, tok, ct, &o);
         chat_template_free(ct);
     } else if (o.ppl_path) {

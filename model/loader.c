@@ -190,6 +190,7 @@ typedef struct {
     uint64_t dir_off;
     Entry *entries;
     uint64_t tok_off, tok_bytes; // the embedded tokenizer blob
+    uint64_t cfg_off, cfg_bytes; // the tokenizer-config blob (version 2)
     int *bias;                 // [L] each layer's bias flags
     int *rope_dim;             // [L] each layer's rotary width (until its Rope is built)
     Model *m;
@@ -332,6 +333,26 @@ static int check_sections(Ctx *c) {
     if (c->tok_bytes > 0 && (c->tok_off > c->nbytes || c->tok_bytes > c->nbytes - c->tok_off))
         return fail(c->err, c->errlen, "tokenizer blob runs past the end of the file");
     c->m->tokenizer_bytes = (size_t)c->tok_bytes;
+    // version 2: tokenizer_kind (0 none, 1 SentencePiece, 2 tokenizer.json) and the
+    // tokenizer-config blob; version 1 files hold a SentencePiece model or nothing
+    Model *m = c->m;
+    const unsigned char *base = c->base;
+    const size_t nbytes = c->nbytes;
+    if (rd_u32(base + 8) >= 2) {
+        const uint32_t kind = rd_u32(base + 124);
+        c->cfg_off = rd_u64(base + 144), c->cfg_bytes = rd_u64(base + 152);
+        if (kind > 2)
+            return fail(c->err, c->errlen, "unknown tokenizer_kind %u (0 none, 1 SentencePiece, 2 tokenizer.json)",
+                        kind);
+        if ((kind == 0) != (c->tok_bytes == 0))
+            return fail(c->err, c->errlen, "tokenizer_kind %u does not match tokenizer_bytes %llu", kind,
+                        (unsigned long long)c->tok_bytes);
+        if (c->cfg_bytes > 0 && (kind == 0 || c->cfg_off > nbytes || c->cfg_bytes > nbytes - c->cfg_off))
+            return fail(c->err, c->errlen,
+                        "tokenizer-config blob runs past the end of the file (or has no tokenizer)");
+        m->tokenizer_kind = (int)kind;
+    } else m->tokenizer_kind = c->tok_bytes ? 1 : 0;
+    m->tokenizer_config_bytes = (size_t)c->cfg_bytes;
     return 0;
 }
 
@@ -405,12 +426,12 @@ static int read_directory(Ctx *c) {
     return 0;
 }
 
-// One arena holds every tensor as f32 (f16/bf16/q8_0/q4_0 converted once, in take()) and the
-// tokenizer bytes: anonymous memory with transparent huge pages, so decoding streams
-// the weights with few TLB misses and the file can be unmapped.
+// One arena holds every tensor as f32 (f16/bf16/q8_0/q4_0 converted once, in take()), the
+// tokenizer bytes and the tokenizer config: anonymous memory with transparent huge pages,
+// so decoding streams the weights with few TLB misses and the file can be unmapped.
 static int alloc_arena(Ctx *c) {
     Model *m = c->m;
-    uint64_t arena_bytes = (c->tok_bytes + 63) / 64 * 64;
+    uint64_t arena_bytes = (c->tok_bytes + 63) / 64 * 64 + (c->cfg_bytes + 63) / 64 * 64;
     for (uint32_t i = 0; i < c->n_entries; i++)
         arena_bytes += (c->entries[i].count * 4 + 63) / 64 * 64;
     arena_bytes = (arena_bytes + HUGE_PAGE - 1) / HUGE_PAGE * HUGE_PAGE;
@@ -425,6 +446,11 @@ static int alloc_arena(Ctx *c) {
         memcpy(m->arena, c->base + c->tok_off, c->tok_bytes);
         m->tokenizer = m->arena;
         c->arena_used = (c->tok_bytes + 63) / 64 * 64;
+    }
+    if (c->cfg_bytes) {
+        memcpy(m->arena + c->arena_used, c->base + c->cfg_off, c->cfg_bytes);
+        m->tokenizer_config = m->arena + c->arena_used;
+        c->arena_used += (c->cfg_bytes + 63) / 64 * 64;
     }
     return 0;
 }
