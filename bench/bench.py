@@ -16,16 +16,15 @@ Usage: bench/bench.py [--threads 1,2] [--types f32,bf16,q8_0,q4_0] [--out DIR] [
 import argparse
 import os
 import re
-import statistics
 import subprocess
 import sys
 
 import numpy as np
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-ROOT = os.path.dirname(HERE)
-sys.path.insert(0, os.path.join(ROOT, "scripts"))
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(ROOT, "scripts"))  # the one path line: bench/ uses scripts/
 import mixformat  # noqa: E402
+import speed  # noqa: E402
 
 RUN = os.path.join(ROOT, "run")
 BUILD = os.path.join(ROOT, "build")
@@ -77,11 +76,8 @@ def v2lite_shape(kind):
 
 def run(cmd, threads):
     """stdout + stderr of one command with `threads` OpenMP threads (exit on failure)."""
-    env = dict(os.environ, OMP_NUM_THREADS=str(threads))
-    r = subprocess.run(cmd, capture_output=True, text=True, env=env)
-    if r.returncode != 0:
-        sys.exit("bench: %s failed: %s" % (" ".join(cmd[:2]), r.stderr.strip()))
-    return r.stdout + r.stderr
+    out, err = speed.sh(cmd, threads, "bench")
+    return out + err
 
 
 def run_rss(cmd, threads):
@@ -102,26 +98,10 @@ def bandwidth(threads, reps):
     return float(f["bandwidth_gb_s"]) * 1e9, float(f["median_gb_s"]) * 1e9
 
 
-def speed(model, threads, n_prompt, n_gen):
+def prefill_decode(model, threads, n_prompt, n_gen):
     """(prefill tok/s, decode tok/s) of one ./run, from its stderr report."""
-    ids = " ".join(str(10 + 7 * i) for i in range(n_prompt))
-    out = run([RUN, model, "--tokens", ids, "-n", str(n_gen), "-t", "0", "--print-ids"], threads)
-    m = re.search(r"prefill: \d+ tokens, ([\d.]+) tok/s \| decode: \d+ tokens, ([\d.]+) tok/s", out)
-    return float(m.group(1)), float(m.group(2))
-
-
-def best_median(xs):
-    return max(xs), statistics.median(xs)
-
-
-def decode_at(model, context, mode, n_tokens, threads, repeats=3):
-    """best of `repeats`: decode tok/s with the KV cache filled to `context` tokens"""
-    best = 0.0
-    for _ in range(repeats):
-        out = run([os.path.join(BUILD, "bench_decode"), model, str(context), mode, str(n_tokens)], threads)
-        fields = dict(kv.split("=") for kv in out.split())
-        best = max(best, float(fields["decode_tok_s"]))
-    return best, int(fields["kv_bytes_per_token"])
+    prefill, decode = speed.prefill_decode(model, threads, n_prompt, n_gen, 1)
+    return prefill[0], decode[0]
 
 
 def weight_types(a):
@@ -149,11 +129,11 @@ def weight_types(a):
             for t in a.threads:
                 dec, pp128, pp512 = [], [], []
                 for _ in range(a.reps):  # interleaved, so a slow moment hits every metric
-                    dec.append(speed(path, t, 8, a.n_gen)[1])
-                    pp128.append(speed(path, t, 128, 1)[0])
-                    pp512.append(speed(path, t, 512, 1)[0])
+                    dec.append(prefill_decode(path, t, 8, a.n_gen)[1])
+                    pp128.append(prefill_decode(path, t, 128, 1)[0])
+                    pp512.append(prefill_decode(path, t, 512, 1)[0])
                 rss = run_rss([RUN, path, "--tokens", "1 2 3", "-n", "16", "-t", "0", "--print-ids"], t)
-                d, p1, p5 = best_median(dec), best_median(pp128), best_median(pp512)
+                d, p1, p5 = speed.best_median(dec), speed.best_median(pp128), speed.best_median(pp512)
                 print("| %s | %s | %d | %.1f | %.1f | %.1f (median %.1f) | %.0f %% | %.0f (%.0f) "
                       "| %.0f (%.0f) | %.0f |"
                       % (name, dtype, t, size / 1e6, per_token / 1e6, d[0], d[1],
@@ -175,7 +155,8 @@ def mla_vs_mha(a, threads):
         for label, kind, mode, n in [("MLA absorbed", "mla", "absorbed", 32),
                                      ("MLA naive", "mla", "naive", 8 if context < 4096 else 3),
                                      ("MHA", "mha", "absorbed", 32)]:
-            tok_s, kv = decode_at(paths[kind], context, mode, 8 if a.quick else n, threads)
+            speeds, kv = speed.decode_at(paths[kind], context, mode, 8 if a.quick else n, threads)
+            tok_s = max(speeds)
             print("| %s | %d | %d | %.1f | %.1f |" % (label, context, kv, kv * context / 2**20, tok_s))
             sys.stdout.flush()
 

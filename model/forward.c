@@ -49,6 +49,7 @@ float *forward(const Model *m, RunState *s, const int *tokens, int n, int pos0, 
     }
 
     // --- final norm and head, for the last n_logits tokens only
+    if (n_logits < 1 || n_logits > n) n_logits = n_logits < 1 ? 1 : n; // the contract's range
     const int first = n - n_logits;
     for (int t = first; t < n; t++) {
         float *xt = s->xb + (size_t)(t - first) * D; // [n_logits, D]

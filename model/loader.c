@@ -169,6 +169,7 @@ typedef struct {
     uint64_t dir_off;
     Entry *entries;
     uint64_t tok_off, tok_bytes; // the embedded tokenizer blob
+    uint64_t cfg_off, cfg_bytes; // the tokenizer-config blob (version 2)
     int *bias;                 // [L] each layer's bias flags
     int *rope_dim;             // [L] each layer's rotary width (until its Rope is built)
     uint32_t version;          // the file's format version
@@ -305,6 +306,26 @@ static int check_sections(Ctx *c) {
     if (c->tok_bytes > 0 && (c->tok_off > c->nbytes || c->tok_bytes > c->nbytes - c->tok_off))
         return fail(c->err, c->errlen, "tokenizer blob runs past the end of the file");
     c->m->tokenizer_bytes = (size_t)c->tok_bytes;
+    // version 2: tokenizer_kind (0 none, 1 SentencePiece, 2 tokenizer.json) and the
+    // tokenizer-config blob; version 1 files hold a SentencePiece model or nothing
+    Model *m = c->m;
+    const unsigned char *base = c->base;
+    const size_t nbytes = c->nbytes;
+    if (rd_u32(base + 8) >= 2) {
+        const uint32_t kind = rd_u32(base + 124);
+        c->cfg_off = rd_u64(base + 144), c->cfg_bytes = rd_u64(base + 152);
+        if (kind > 2)
+            return fail(c->err, c->errlen, "unknown tokenizer_kind %u (0 none, 1 SentencePiece, 2 tokenizer.json)",
+                        kind);
+        if ((kind == 0) != (c->tok_bytes == 0))
+            return fail(c->err, c->errlen, "tokenizer_kind %u does not match tokenizer_bytes %llu", kind,
+                        (unsigned long long)c->tok_bytes);
+        if (c->cfg_bytes > 0 && (kind == 0 || c->cfg_off > nbytes || c->cfg_bytes > nbytes - c->cfg_off))
+            return fail(c->err, c->errlen,
+                        "tokenizer-config blob runs past the end of the file (or has no tokenizer)");
+        m->tokenizer_kind = (int)kind;
+    } else m->tokenizer_kind = c->tok_bytes ? 1 : 0;
+    m->tokenizer_config_bytes = (size_t)c->cfg_bytes;
     return 0;
 }
 
@@ -383,7 +404,8 @@ static int alloc_vectors(Ctx *c) {
         return fail(c->err, c->errlen, "too many vector values (%llu)", (unsigned long long)c->vector_floats);
     c->m->vectors = aligned_alloc(64, sizeof(float) * (size_t)(c->vector_floats ? c->vector_floats : 16));
     if (!c->m->vectors) return fail(c->err, c->errlen, "out of memory for the norm and bias vectors");
-    if (c->tok_bytes) c->m->tokenizer = c->base + c->tok_off;
+    if (c->tok_bytes) c->m->tokenizer = c->base + c->tok_off;         // in the file, too
+    if (c->cfg_bytes) c->m->tokenizer_config = c->base + c->cfg_off;
     return 0;
 }
 

@@ -57,8 +57,11 @@ typedef struct {
     Matrix tok_embeddings;          // [V, D]; a lookup dequantizes one row
     const float *norm;              // [D]
     Matrix output;                  // [V, D] (= tok_embeddings when tied)
-    const unsigned char *tokenizer; // SentencePiece model bytes embedded in the file
+    const unsigned char *tokenizer; // tokenizer bytes embedded in the file (kind below)
     size_t tokenizer_bytes;         // 0 if none
+    int tokenizer_kind;             // 0 none, 1 SentencePiece .model, 2 tokenizer.json
+    const unsigned char *tokenizer_config; // tokenizer-config blob (docs/FORMAT.md), or NULL
+    size_t tokenizer_config_bytes;
     size_t n_params;                // weights counted once (tied head not twice)
     TensorInfo *tensors;            // [n_tensors], in file order
     int n_tensors;
@@ -120,7 +123,7 @@ void state_free(RunState *s);
 
 // Runs tokens[0..n) at positions pos0 .. pos0+n-1 (1 <= n <= max_tokens, pos0 + n <=
 // context), appending each token's keys and values to the KV cache. Returns s->logits,
-// the logits of the last n_logits of those tokens (1 <= n_logits <= n): [n_logits, V],
+// the logits of the last n_logits of those tokens (clamped to 1..n): [n_logits, V],
 // row i for tokens[n - n_logits + i]. Generating asks for 1, --ppl and --dump-logits for n.
 float *forward(const Model *m, RunState *s, const int *tokens, int n, int pos0, int n_logits);
 

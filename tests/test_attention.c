@@ -5,9 +5,9 @@
  * format bytes), loads it with model_load_buffer and allocates the real run state
  * with state_create, then calls the attention routine directly on random inputs.
  * Expected values come from naive double-precision attention written here from
- * the notes (explicit per-head loops; query head h reads KV head h / (H/Hkv); MLA
- * decompresses K = [W_UK c ; k_pe] and V = W_UV c per head), never from the
- * runtime's own output. */
+ * docs/HF-SEMANTICS.md §0 and §4.3 (explicit per-head loops; query head h reads KV
+ * head h / (H/Hkv); MLA decompresses K = [W_UK c ; k_pe] and V = W_UV c per head),
+ * never from the runtime's own output. */
 #define _DEFAULT_SOURCE
 #include <setjmp.h>
 #include <stdarg.h>
