@@ -469,6 +469,20 @@ def compile_from_config(tokenizer_config, tokenizer_json=None):
     return compile_template(t, tokenizer_config, [a for a in added if isinstance(a, str)])
 
 
+def config_records(tokenizer_config, tokenizer_json=None):
+    """The records a converter puts into the checkpoint's tokenizer-config blob
+    (docs/FORMAT.md): {"chat_template": compiled JSON bytes} for a template that
+    compiles, {"chat_template_refused": reason} for one that does not (the runtime
+    then says why it has no chat), {} without a template."""
+    try:
+        s = compile_from_config(tokenizer_config, tokenizer_json)
+    except TemplateRefused as e:
+        return {"chat_template_refused": str(e).encode()}
+    if s is None:
+        return {}
+    return {"chat_template": json.dumps(s, ensure_ascii=False, sort_keys=True).encode()}
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
