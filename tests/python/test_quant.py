@@ -389,6 +389,76 @@ class KeptAsStored(unittest.TestCase):
                             self.assertGreater(float(np.abs(a).max()), 0.1)
 
 
+class KvTypes(unittest.TestCase):
+    """--kv-type: logits of every cache type against the f32 cache, on the shipped hybrid
+    model (GQA-family and MLA layers: both cache layouts) and a transformers fixture with
+    MLA under both paths. Bounds: the measured max |logit difference| times about 3; the
+    shipped models' logits span about -15..18. A wrong cache row or head offset moves
+    logits by whole units."""
+    # measured max |diff| over 200 positions (gqa / mla / hybrid shipped models):
+    #   f16 0.010 / 0.013 / 0.012, bf16 0.053 / 0.096 / 0.059, q8_0 0.142 / 0.075 / 0.182
+    # (the deepseek_v2 fixture, logits +-2.4: f16 5e-4, bf16 5e-3; its 16-wide cache parts
+    # fall back from q8_0 to f16)
+    BOUND = {"f16": 0.04, "bf16": 0.3, "q8_0": 0.5}
+
+    def check(self, model, ids, vocab, modes):
+        with tempfile.TemporaryDirectory() as d:
+            for extra in modes:
+                ref = util.dump_logits(model, ids, vocab, os.path.join(d, "ref.f32"),
+                                       ["--kv-type", "f32"] + extra)
+                for kv, bound in self.BOUND.items():
+                    with self.subTest(model=os.path.basename(model), kv=kv, mode=" ".join(extra)):
+                        got = util.dump_logits(model, ids, vocab, os.path.join(d, "got.f32"),
+                                               ["--kv-type", kv] + extra)
+                        err = float(np.abs(got - ref).max())
+                        self.assertLessEqual(err, bound, "%s --kv-type %s: max |diff| %.3g"
+                                             % (model, kv, err))
+                        if kv != "f32":
+                            self.assertGreater(err, 0.0, "--kv-type %s changed nothing" % kv)
+
+    def test_shipped_hybrid(self):
+        util.require_run()
+        ids = [1] + [int(7 + 13 * i) % 4000 + 3 for i in range(199)]
+        self.check(shipped("hybrid"), ids, 4096, [[]])
+
+    def test_fixture_mla_paths(self):
+        util.require_run()
+        with tempfile.TemporaryDirectory() as d:
+            fx = os.path.join(util.FIXTURES, "deepseek_v2")
+            with open(os.path.join(fx, "reference.json")) as f:
+                ids = json.load(f)["prompt_ids"]
+            path = util.convert(fx, os.path.join(d, "ds.bin"))
+            self.check(path, ids, util.info(path)["vocab_size"],
+                       [["--mla", "naive"], ["--mla", "absorbed"]])
+
+    def test_info_and_report(self):
+        util.require_run()
+        path = shipped("hybrid")
+        per = {}
+        for kv in ("f32", "f16", "bf16", "q8_0"):
+            info = json.loads(util.run_cli([path, "--info", "--kv-type", kv]))
+            self.assertEqual(info["kv_type"], kv)
+            per[kv] = info["kv_bytes_per_token"]
+            p = subprocess.run([util.RUN, path, "--tokens", "1 5 9", "-n", "2", "--print-ids",
+                                "--kv-type", kv], capture_output=True, text=True, timeout=60)
+            self.assertIn("(%d per token, " % per[kv], p.stderr)
+            self.assertIn(", %s)" % kv, p.stderr)
+        # hybrid: MHA, GQA(2), MQA, MLA(64+16), GQA(2), MLA(64+16); f32 = 3968 bytes/token
+        self.assertEqual(per["f32"], 3968)
+        self.assertEqual(per["f16"], 3968 // 2)
+        self.assertEqual(per["bf16"], 3968 // 2)
+        # q8_0: 34 bytes per 32 values; the 16-wide MLA rope keys stay f16 (2 x 16 x 2 bytes)
+        gqa_values = 2 * (8 + 2 + 1 + 2) * 32
+        self.assertEqual(per["q8_0"], gqa_values // 32 * 34 + 2 * (64 // 32 * 34 + 16 * 2))
+
+    def test_bad_kv_type(self):
+        p = subprocess.run([util.RUN, shipped("gqa"), "--kv-type", "q4_0", "--tokens", "1"],
+                           capture_output=True, text=True, timeout=60)
+        self.assertEqual(p.returncode, 1)
+        self.assertEqual(len(p.stderr.strip().splitlines()), 1)
+        self.assertIn("--kv-type", p.stderr)
+
+
 def shipped(name):
     return os.path.join(WEIGHTS, name + ".bin")
 
