@@ -44,16 +44,24 @@ def read_f32(path, n_rows, n_cols):
     return a.reshape(n_rows, n_cols)
 
 
+def exact(extra):
+    """The options for fp32 arithmetic throughout: an f32 KV cache unless extra picks one
+    (./run's default cache is f16; tests against fp32 references want f32)."""
+    extra = list(extra)
+    return extra if "--kv-type" in extra else extra + ["--kv-type", "f32"]
+
+
 def dump_logits(model, ids, vocab, out_path, extra=()):
-    """./run MODEL --tokens IDS -n 0 --dump-logits OUT [extra] -> float32 [len(ids), vocab]."""
-    run_cli([model, "--tokens", ids_arg(ids), "-n", "0", "--dump-logits", out_path] + list(extra))
+    """./run MODEL --tokens IDS -n 0 --dump-logits OUT [extra] -> float32 [len(ids), vocab]
+    (with an f32 KV cache unless extra sets --kv-type)."""
+    run_cli([model, "--tokens", ids_arg(ids), "-n", "0", "--dump-logits", out_path] + exact(extra))
     return read_f32(out_path, len(ids), vocab)
 
 
 def greedy_ids(model, ids, n, extra=()):
     """./run MODEL --tokens IDS -n N -t 0 --print-ids [extra] -> generated ids."""
     out = run_cli([model, "--tokens", ids_arg(ids), "-n", str(n), "-t", "0", "--print-ids"]
-                  + list(extra))
+                  + exact(extra))
     return [int(t) for t in out.split()]
 
 
