@@ -19,7 +19,7 @@ HDRS     := $(wildcard model/*.h attention/*.h kernels/*.h tokenizer/*.h)
 TEST_SRC := $(wildcard tests/test_*.c)
 TEST_BIN := $(patsubst tests/%.c,$(BUILD)/tests/%,$(TEST_SRC))
 
-.PHONY: all test test-c test-py bench bench-tokenizers compare clean asan
+.PHONY: all test test-c test-py bench bench-tokenizers compare clean asan fresh-check
 all: run
 
 run: run.c $(CORE_OBJ) $(TOK_OBJ) $(HDRS)
@@ -70,6 +70,11 @@ bench-tokenizers: $(BUILD)/bench_tokenize
 # Every model in weights/ side by side: table in docs/compare.md, plot in docs/compare.png.
 compare: run $(BUILD)/bench_decode
 	$(PYTHON) scripts/compare.py
+
+# The README's two commands, as root in a brand-new debootstrapped Debian bookworm root
+# (needs root; checks the committed HEAD). See docs/CI.md.
+fresh-check:
+	.ci/fresh-root
 
 clean:
 	rm -rf build build-asan run  # (build-bench/ keeps the generated benchmark models)
