@@ -19,7 +19,7 @@ HDRS     := $(wildcard model/*.h attention/*.h kernels/*.h tokenizer/*.h)
 TEST_SRC := $(wildcard tests/test_*.c)
 TEST_BIN := $(patsubst tests/%.c,$(BUILD)/tests/%,$(TEST_SRC))
 
-.PHONY: all test test-c test-py bench compare clean asan
+.PHONY: all test test-c test-py bench bench-kernels compare clean asan
 all: run
 
 run: run.c $(CORE_OBJ) $(TOK_OBJ) $(HDRS)
@@ -57,6 +57,14 @@ asan:
 $(BUILD)/bench_decode: bench/decode.c $(CORE_OBJ) $(HDRS)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -o $@ $< $(CORE_OBJ) $(LDFLAGS) -lm
+
+# Kernel speed per weight type and instruction set (GB/s, GFLOP/s, fork/join cost).
+$(BUILD)/bench_kernels: bench/kernels.c $(CORE_OBJ) $(HDRS)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -o $@ $< $(CORE_OBJ) $(LDFLAGS) -lm
+
+bench-kernels: $(BUILD)/bench_kernels
+	$(BUILD)/bench_kernels
 
 # Speed (never in tests): random-weight models of llama2.c's and DeepSeek-V2-Lite's shapes.
 bench: run $(BUILD)/bench_decode

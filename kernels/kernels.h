@@ -1,17 +1,11 @@
 // Math kernels shared by the forward pass and the attention files: the bottom layer.
-// A leaf: it includes nothing of the project, so anything may include it.
+// A leaf: it includes only kernels/, so anything may include it.
 // Plain double-precision references for each live in tests/reference.h.
 #ifndef MIXATTN_KERNELS_H
 #define MIXATTN_KERNELS_H
 
-// out[r] = W[r,:] . x (+ bias[r]);  W: [rows, cols] row-major, bias may be NULL.
-// OpenMP over rows.
-void matvec(float *out, const float *W, const float *x, const float *bias, int rows, int cols);
-
-// The same for n vectors at once: out[t] = W x[t] (+ bias), t < n.
-// x: [n, cols], out: [n, rows]. Reads each row of W once for all n (prefill).
-void matmul(float *out, const float *W, const float *x, const float *bias, int n, int rows,
-            int cols);
+// matvec / matmul over typed weights (f32, f16, bf16, q8_0, q4_0): kernels/tensor.h
+#include "kernels/tensor.h"
 
 // out = w * x / sqrt(mean(x^2) + eps)   (out may alias x)
 void rmsnorm(float *out, const float *x, const float *w, int n, float eps);
