@@ -46,7 +46,12 @@ test: test-c test-py
 test-c: $(TEST_BIN)
 	@set -e; for t in $(TEST_BIN); do echo "== $$t"; $$t; done
 
-test-py: run
+# The C reference quantizers as a filter, for tests/python/test_quant_c.py.
+$(BUILD)/tests/quantize_rows: tests/quantize_rows.c $(CORE_OBJ) $(HDRS)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -o $@ $< $(CORE_OBJ) $(LDFLAGS) -lm
+
+test-py: run $(BUILD)/tests/quantize_rows
 	$(PYTHON) -m unittest discover -s tests/python -t . -v
 
 # The whole C suite under AddressSanitizer + UBSan, in its own build folder.

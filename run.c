@@ -12,6 +12,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "kernels/tensor.h" // kernels_set_isa: the CLI owns the instruction-set choice
 #include "model/model.h"
 #include "model/sampler.h"
 #include "tokenizer/tokenizer.h"
@@ -55,7 +56,9 @@ static void usage(FILE *f) {
             "  --print-ids        print generated token ids instead of text\n"
             "  --dump-logits FILE write float32 logits of every prompt position\n"
             "  --ppl FILE         perplexity on a text file (stories split by <|endoftext|>)\n"
-            "  --info             print a JSON summary of the model and exit\n");
+            "  --info             print a JSON summary of the model and exit\n"
+            "environment: MIXATTN_ISA=scalar|avx2|avx512 forces the kernels' instruction set\n"
+            "  (default: the best this CPU has)\n");
 }
 
 static void die(const char *fmt, ...) {
@@ -328,6 +331,16 @@ static void perplexity(const Model *m, RunState *s, Tokenizer *tok, const char *
 int main(int argc, char **argv) {
     Options o = parse_args(argc, argv);
     if (o.threads > 0) omp_set_num_threads(o.threads);
+    // The kernels' instruction set: the best this CPU has, unless MIXATTN_ISA names another
+    // (scalar for valgrind, which cannot decode AVX-512). Chosen once, here, before any work.
+    const char *isa = getenv("MIXATTN_ISA");
+    if (isa && *isa) {
+        const int i = kernels_parse_isa(isa);
+        if (i < 0) die("MIXATTN_ISA=%s: expected scalar, avx2 or avx512", isa);
+        if (kernels_set_isa((KernelIsa)i))
+            die("MIXATTN_ISA=%s: this CPU cannot run it (its best is %s)", isa,
+                kernels_isa_name(kernels_best_isa()));
+    }
 
     char err[512];
     Model model;
