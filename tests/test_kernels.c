@@ -1,6 +1,6 @@
 /* Tests for kernels/kernels.c against the double-precision references in
- * tests/reference.h: matvec (odd sizes, with and without bias, the 4-row blocks
- * and the remainder, the OpenMP path), matmul == n matvecs for n = 1..9 (the
+ * tests/reference.h: matvec (odd sizes, with and without bias, below and above the
+ * 64 rows where OpenMP takes over), matmul == n matvecs for n = 1..9 (the
  * 4-vector tiles and the remainder), rmsnorm (also in place), softmax (also with
  * huge magnitudes), dot, axpy and swiglu. */
 #define _DEFAULT_SOURCE
@@ -41,7 +41,7 @@ static void check_matvec(int rows, int cols, int with_bias, uint64_t seed) {
 
 static void test_matvec_sizes(void **state) {
     (void)state;
-    // rows: below, at and past multiples of 4, and >= 64 (the OpenMP path); odd cols
+    // rows: small and odd ones, and >= 64 (the OpenMP path); odd cols
     static const int rows[] = {1, 2, 3, 4, 5, 7, 9, 13, 63, 64, 67, 130};
     static const int cols[] = {1, 3, 5, 17, 33, 101};
     uint64_t seed = 100;

@@ -272,7 +272,7 @@ class ChatModeTest(unittest.TestCase):
         cls.model = os.path.join(d, "tiny.bin")
         mixformat.write_model(cls.model, cfg, layers, tensors, tokenizer_bytes=spm_bytes)
         cls.structures = {}
-        for name in ("zephyr", "mistral-v0.1"):
+        for name in ("qwen2.5", "zephyr", "mistral-v0.1"):
             s = ct.compile_from_config(family_config(name))
             p = os.path.join(d, name + ".json")
             with open(p, "w", encoding="utf-8") as f:
@@ -292,7 +292,8 @@ class ChatModeTest(unittest.TestCase):
         import sentencepiece as spm
         sp = spm.SentencePieceProcessor(model_file=os.path.join(util.ROOT, "weights",
                                                                 "tokenizer.model"))
-        tpl, s = self.structures["zephyr"]
+        # ChatML: its markers are plain text for this tokenizer (as for transformers)
+        tpl, s = self.structures["qwen2.5"]
         system, u1, u2 = "Be brief.", "Once upon a time", "What happened next?"
         r = self.chat(["--chat-template", tpl, "--system", system, "-t", "0", "-n", "12",
                        "--print-ids"], u1 + "\n" + u2 + "\n")
@@ -322,7 +323,7 @@ class ChatModeTest(unittest.TestCase):
         self.assertEqual([int(x) for x in out.split()], ids1)
 
     def test_eof_and_errors(self):
-        tpl, _ = self.structures["zephyr"]
+        tpl, _ = self.structures["qwen2.5"]
         r = self.chat(["--chat-template", tpl, "-t", "0", "-n", "4"], "")
         self.assertEqual((r.returncode, r.stdout), (0, b""))
         r = self.chat(["--chat-template", tpl, "-t", "0", "-n", "40", "-c", "48"],
@@ -337,6 +338,8 @@ class ChatModeTest(unittest.TestCase):
         mistral, _ = self.structures["mistral-v0.1"]
         for why, args in (("system refused", ["--chat-template", mistral, "--system", "x"]),
                           ("no template", []),
+                          ("</s> as text through a tokenizer.model",
+                           ["--chat-template", self.structures["zephyr"][0]]),
                           ("--system without --chat", None)):
             with self.subTest(why=why):
                 if args is None:
@@ -350,3 +353,64 @@ class ChatModeTest(unittest.TestCase):
                 self.assertEqual(len(err), 1, err)
                 self.assertTrue(err[0].startswith("run: error:"), err)
 
+
+
+with open(os.path.join(FIX, "reference_ids.json"), encoding="utf-8") as f:
+    REFERENCE_IDS = json.load(f)
+
+
+class IdsTest(unittest.TestCase):
+    """./run -z tokenizer.json --encode-chat: the ids @huggingface/tokenizers gives for
+    the jinja2 rendering (add_special_tokens=False), for every family whose tokenizer is
+    in ../shared/data/tokenizers; the same through a tiny .bin embedding that tokenizer
+    and the compiled template (ChatBinTest)."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.tmp = tempfile.TemporaryDirectory()
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.tmp.cleanup()
+
+    def check_family(self, name, args):
+        """All the family's renderable conversations in one run (one line each); each
+        refused one alone (one error line, exit 1)."""
+        fam = REFERENCE["families"][name]
+        want_all = REFERENCE_IDS["families"][name]
+        files, wants = [], []
+        for i, (case, want) in enumerate(zip(fam["cases"], want_all)):
+            mp = os.path.join(self.tmp.name, "%s_%d.json" % (name, i))
+            with open(mp, "w", encoding="utf-8") as f:
+                json.dump(case["messages"], f, ensure_ascii=False)
+            if want is None:
+                with self.subTest(family=name, case=i):
+                    r = run(args + ["--encode-chat", mp, "--today", REFERENCE["today"]])
+                    self.assertEqual(r.returncode, 1, r.stdout)
+                    self.assertEqual(len(r.stderr.decode().strip().splitlines()), 1, r.stderr)
+                continue
+            files += ["--encode-chat", mp]
+            wants.append(want)
+        r = run(args + files + ["--today", REFERENCE["today"]])
+        self.assertEqual(r.returncode, 0, r.stderr)
+        lines = r.stdout.decode().splitlines()
+        self.assertEqual(len(lines), len(wants))
+        for i, (line, want) in enumerate(zip(lines, wants)):
+            with self.subTest(family=name, renderable_case=i):
+                self.assertEqual([int(x) for x in line.split()], want)
+
+    def test_with_tokenizer_json(self):
+        n = 0
+        for name, fam in REFERENCE["families"].items():
+            tj = os.path.join(SHARED, fam["tokenizer"], "tokenizer.json")
+            cfg = family_config(name)
+            if cfg is None or not os.path.exists(tj):
+                print("skipping %s: ../shared/data/tokenizers is absent" % name)
+                continue
+            tpl = os.path.join(self.tmp.name, name + ".json")
+            with open(tpl, "w", encoding="utf-8") as f:
+                json.dump(ct.compile_from_config(cfg), f, ensure_ascii=False)
+            self.check_family(name, ["-z", tj, "--chat-template", tpl])
+            n += 1
+        if n == 0:
+            self.skipTest("../shared/data/tokenizers is absent")
