@@ -20,7 +20,7 @@ HDRS     := $(wildcard common/*.h model/*.h attention/*.h kernels/*.h tokenizer/
 TEST_SRC := $(wildcard tests/test_*.c)
 TEST_BIN := $(patsubst tests/%.c,$(BUILD)/tests/%,$(TEST_SRC))
 
-.PHONY: all test test-c test-py bench bench-big bench-tokenizers compare clean asan fresh-check
+.PHONY: all test test-c test-py bench bench-big bench-kernels bench-tokenizers compare clean asan fresh-check
 all: run
 
 run: run.c $(CORE_OBJ) $(TOK_OBJ) $(HDRS)
@@ -47,7 +47,12 @@ test: test-c test-py
 test-c: $(TEST_BIN)
 	@set -e; for t in $(TEST_BIN); do echo "== $$t"; $$t; done
 
-test-py: run
+# The C reference quantizers as a filter, for tests/python/test_quant_c.py.
+$(BUILD)/tests/quantize_rows: tests/quantize_rows.c $(CORE_OBJ) $(HDRS)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -o $@ $< $(CORE_OBJ) $(LDFLAGS) -lm
+
+test-py: run $(BUILD)/tests/quantize_rows
 	$(PYTHON) -m unittest discover -s tests/python -t . -v
 
 # The whole C suite under AddressSanitizer + UBSan, in its own build folder.
@@ -58,6 +63,14 @@ asan:
 $(BUILD)/bench_decode: bench/decode.c $(CORE_OBJ) $(HDRS)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -o $@ $< $(CORE_OBJ) $(LDFLAGS) -lm
+
+# Kernel speed per weight type and instruction set (GB/s, GFLOP/s, fork/join cost).
+$(BUILD)/bench_kernels: bench/kernels.c $(CORE_OBJ) $(HDRS)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -o $@ $< $(CORE_OBJ) $(LDFLAGS) -lm
+
+bench-kernels: $(BUILD)/bench_kernels
+	$(BUILD)/bench_kernels
 
 $(BUILD)/bench_bandwidth: bench/bandwidth.c
 	@mkdir -p $(dir $@)

@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "common/error.h"
+#include "kernels/tensor.h" // kernels_set_isa: the CLI owns the instruction-set choice
 #include "model/model.h"
 #include "model/sampler.h"
 #include "tokenizer/chat_template.h"
@@ -89,7 +90,10 @@ static void usage(FILE *f) {
             "  --chat-template F  compiled chat template (scripts/chat_template.py compile), instead\n"
             "                     of the model's; with it MODEL.bin is optional for --render-chat,\n"
             "                     and for --encode-chat with -z\n"
-            "  --today YYYY-MM-DD the date the template's strftime_now sees (default: today)\n");
+            "  --today YYYY-MM-DD the date the template's strftime_now sees (default: today)\n"
+
+            "environment: MIXATTN_ISA=scalar|avx2|avx512 forces the kernels' instruction set\n"
+            "  (default: the best this CPU has)\n");
 }
 
 // The CLI's end for every bad input: one line "run: error: ..." on stderr, exit 1.
@@ -797,6 +801,16 @@ static int *read_prompt(const Model *m, Tokenizer *tok, const Options *o, int co
 int main(int argc, char **argv) {
     Options o = parse_args(argc, argv);
     if (o.threads > 0) omp_set_num_threads(o.threads);
+    // The kernels' instruction set: the best this CPU has, unless MIXATTN_ISA names another
+    // (scalar for valgrind, which cannot decode AVX-512). Chosen once, here, before any work.
+    const char *isa = getenv("MIXATTN_ISA");
+    if (isa && *isa) {
+        const int i = kernels_parse_isa(isa);
+        if (i < 0) die("MIXATTN_ISA=%s: expected scalar, avx2 or avx512", isa);
+        if (kernels_set_isa((KernelIsa)i))
+            die("MIXATTN_ISA=%s: this CPU cannot run it (its best is %s)", isa,
+                kernels_isa_name(kernels_best_isa()));
+    }
 
     char err[512];
     if ((o.encode_file || o.decode_ids) && o.tokenizer_path) {

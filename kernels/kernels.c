@@ -10,14 +10,7 @@ void rmsnorm(float *out, const float *x, const float *w, int n, float eps) {
     for (int i = 0; i < n; i++) out[i] = w[i] * (x[i] * inv);
 }
 
-void softmax(float *x, int n) {
-    float max = x[0];
-    for (int i = 1; i < n; i++) if (x[i] > max) max = x[i];
-    float sum = 0.0f;
-    for (int i = 0; i < n; i++) { x[i] = expf(x[i] - max); sum += x[i]; }
-    const float inv = 1.0f / sum;
-    for (int i = 0; i < n; i++) x[i] *= inv;
-}
+void softmax(float *x, int n) { vec_softmax(x, n); }
 
 void swiglu(float *h1, const float *h3, int n) {
     for (int i = 0; i < n; i++) {

@@ -105,24 +105,24 @@ void matvec(float *y, const Matrix *W, const float *x, const float *bias) {
     const IsaKernels *k = &isa_kernels[isa_in_use];
     const int rows = W->rows, cols = W->cols;
     const void *xa = x;
-    ActQ8 act;
+    ActQ8 act = {0};
     int8_t q_stack[dtype_is_block(W->dtype) && cols <= STACK_COLS ? cols : 1];
     float d_stack[dtype_is_block(W->dtype) && cols <= STACK_COLS ? cols / QK : 1];
-    int32_t s_stack[dtype_is_block(W->dtype) && cols <= STACK_COLS ? cols / QK : 1];
+    int32_t s_stack[dtype_is_block(W->dtype) && cols <= STACK_COLS ? cols / 4 : 1];
     void *heap = NULL;
     if (dtype_is_block(W->dtype)) {
         act.cols = cols;
         if (cols <= STACK_COLS) {
-            act.q = q_stack; act.d = d_stack; act.sum = s_stack;
+            act.q = q_stack; act.d = d_stack; act.lsum = s_stack;
         } else { // a very wide row: one heap block, or the token-by-token path below
             const size_t nb = (size_t)cols / QK;
-            heap = malloc((size_t)cols + nb * (sizeof(float) + sizeof(int32_t)));
+            heap = malloc((size_t)cols * 5 + nb * sizeof(float));
             if (!heap) { // no memory for the quantized activation: the exact f32 products
                 unquantized_rows(y, W, x);
                 add_bias(y, bias, rows);
                 return;
             }
-            act.d = heap; act.sum = (int32_t *)(act.d + nb); act.q = (int8_t *)(act.sum + nb);
+            act.d = heap; act.lsum = (int32_t *)(act.d + nb); act.q = (int8_t *)(act.lsum + cols / 4);
         }
         k->quantize_act(&act, 0, x);
         xa = &act;
@@ -154,17 +154,17 @@ void matmul(float *Y, const Matrix *W, const float *X, const float *bias, int n)
     ActQ8 act = {0};
     void *heap = NULL;
     if (block) {
-        heap = malloc((size_t)n * ((size_t)cols + (size_t)nb * (sizeof(float) + sizeof(int32_t))));
+        heap = malloc((size_t)n * ((size_t)cols * 5 + (size_t)nb * sizeof(float)));
         if (!heap) { // no memory for the packed activations: one token at a time
             for (int t = 0; t < n; t++) matvec(Y + (size_t)t * rows, W, X + (size_t)t * cols, bias);
             return;
         }
         act.cols = cols;
         act.d = heap;
-        act.sum = (int32_t *)(act.d + (size_t)n * nb);
-        act.q = (int8_t *)(act.sum + (size_t)n * nb);
+        act.lsum = (int32_t *)(act.d + (size_t)n * nb);
+        act.q = (int8_t *)(act.lsum + (size_t)n * cols / 4);
     }
-    const size_t act_bytes = block ? (size_t)cols + (size_t)nb * 8 : sizeof(float) * (size_t)cols;
+    const size_t act_bytes = block ? (size_t)cols * 5 + (size_t)nb * 4 : sizeof(float) * (size_t)cols;
     int tile = (int)(TILE_ACT_BYTES / (act_bytes ? act_bytes : 1));
     tile = tile < 4 ? 4 : tile & ~3;
     const int threads = (size_t)rows * cols * n >= PARALLEL_MIN_WEIGHTS ? omp_get_max_threads() : 1;
@@ -179,7 +179,7 @@ void matmul(float *Y, const Matrix *W, const float *X, const float *bias, int n)
         for (int t0 = 0; t0 < n && r1 > r0; t0 += tile) {
             const int nt = n - t0 < tile ? n - t0 : tile;
             ActQ8 part = {act.q + (size_t)t0 * cols, act.d + (size_t)t0 * nb,
-                          act.sum + (size_t)t0 * nb, cols};
+                          act.lsum + (size_t)t0 * cols / 4, cols};
             const void *xt = block ? (const void *)&part : (const void *)(X + (size_t)t0 * cols);
             k->gemm(Y + (size_t)t0 * rows + r0, (size_t)rows, W, r0, r1, xt, nt);
         }

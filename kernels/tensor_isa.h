@@ -8,9 +8,13 @@
 // The activation of a product with q8_0/q4_0 weights, quantized once per call: per token,
 // per block b of 32 columns, d[b] (f32) and q[32 b .. 32 b + 31] (int8) with x ~= d[b] * q,
 // d[b] = max|x| / 127, q = x * (1/d[b]) rounded to nearest even (an internal format: unlike
-// the stored q8_0 its scale stays f32); sum[b] = the sum of the block's q (the SIMD kernels
-// use it to offset unsigned operands). Token t's blocks start at q + t*cols, d/sum + t*cols/32.
-typedef struct { int8_t *q; float *d; int32_t *sum; int cols; } ActQ8;
+// the stored q8_0 its scale stays f32). lsum[8 b + i] = -(q[32 b + 4 i] + .. + q[32 b + 4 i + 3]):
+// the SIMD kernels multiply unsigned bytes (w + 128, or q4_0's nibble) by q four at a time into
+// 8 int32 lanes and take the offset (128 or 8 times these sums) back out lane by lane, so each
+// lane holds the exact partial dot of its 4 columns. Token t's blocks start at q + t*cols,
+// d + t*cols/32 and lsum + t*cols/4.
+typedef struct { int8_t *q; float *d; int32_t *lsum; int cols; } ActQ8;
+#define ACT_BYTES_PER_COL (1 + 4 + 4.0 / QK) // q, lsum (cols / 4 int32), d (cols / 32 f32)
 
 // Every ISA provides (NAME = ref, avx2, avx512):
 //   NAME_quantize_act(a, t, x): token t of a = x quantized (cols of a)

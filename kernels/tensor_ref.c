@@ -14,13 +14,10 @@ void ref_quantize_act(const ActQ8 *a, int t, const float *x) {
         float amax = 0.0f;
         for (int j = 0; j < QK; j++) amax = fmaxf(amax, fabsf(x[j]));
         const float d = amax / 127.0f, id = d != 0.0f ? 1.0f / d : 0.0f;
-        int32_t sum = 0;
-        for (int j = 0; j < QK; j++) {
-            q[j] = (int8_t)nearbyintf(x[j] * id); // ties to even, as vcvtps2dq
-            sum += q[j];
-        }
+        for (int j = 0; j < QK; j++) q[j] = (int8_t)nearbyintf(x[j] * id); // ties to even
+        for (int i = 0; i < 8; i++)
+            a->lsum[((size_t)t * nb + b) * 8 + i] = -(q[4 * i] + q[4 * i + 1] + q[4 * i + 2] + q[4 * i + 3]);
         a->d[(size_t)t * nb + b] = d;
-        a->sum[(size_t)t * nb + b] = sum;
     }
 }
 
