@@ -86,25 +86,21 @@ void gqa_attend(const GQAWeights *w, const GQACache *cache, int n, int pos0, int
                 float *o_t = heads + (size_t)t * q_dim;    // [H, d]
                 float *att = s->att + (size_t)omp_get_thread_num() * s->att_stride; // [h1-h0, len]
 
-                // score[h][k] = q[h] . key[kv][k] / sqrt(d)
-                for (int k = first; k <= pos; k++) {
-                    const void *key = keys + (size_t)k * row_bytes + kv * head_bytes;
-                    for (int h = h0; h < h1; h++) {
-                        float *att_h = att + (size_t)(h - h0) * len;
-                        att_h[k - first] = kv_dot(type, key, q_t + h * d, d) * scale;
-                    }
+                const int nh = h1 - h0;
+                const char *key0 = keys + (size_t)first * row_bytes + kv * head_bytes;
+                const char *value0 = values + (size_t)first * row_bytes + kv * head_bytes;
+
+                // score[h][k] = q[h] . key[kv][k] / sqrt(d): each key row widened once for
+                // the group's nh queries (kernels/vec.h), then a vectorised softmax
+                rows_dot(att, (size_t)len, q_t + h0 * d, (size_t)d, nh, type, key0, row_bytes, len, d);
+                for (int h = h0; h < h1; h++) {
+                    vec_scale(att + (size_t)(h - h0) * len, scale, len);
+                    vec_softmax(att + (size_t)(h - h0) * len, len);
                 }
-                for (int h = h0; h < h1; h++) softmax(att + (size_t)(h - h0) * len, len);
 
                 // o[h] = sum_k p[h][k] value[kv][k]
-                memset(o_t + h0 * d, 0, sizeof(float) * (size_t)(h1 - h0) * d);
-                for (int k = first; k <= pos; k++) {
-                    const void *value = values + (size_t)k * row_bytes + kv * head_bytes;
-                    for (int h = h0; h < h1; h++) {
-                        const float *att_h = att + (size_t)(h - h0) * len;
-                        kv_axpy(o_t + h * d, att_h[k - first], type, value, d);
-                    }
-                }
+                memset(o_t + h0 * d, 0, sizeof(float) * (size_t)nh * d);
+                rows_axpy(o_t + h0 * d, (size_t)d, att, (size_t)len, nh, type, value0, row_bytes, len, d);
             }
         }
     }
@@ -126,15 +122,17 @@ void gqa_attend_reference(const GQAWeights *w, const GQACache *cache, int n, int
             const int kv = h / group; // the KV head that query head h reads
             const float *q_h = q + (size_t)t * q_dim + h * d;
             float *o_h = heads + (size_t)t * q_dim + h * d;
-            for (int k = first; k <= pos; k++) {
+            for (int k = first; k <= pos; k++) { // widened to f32, then the f32 dot
                 const char *key = (const char *)cache->key + (size_t)k * row_bytes + kv * head_bytes;
-                att[k - first] = kv_dot(cache->type, key, q_h, d) * scale;
+                float key_f[d];
+                att[k - first] = dot(q_h, kv_row_f32(cache->type, key, key_f, d), d) * scale;
             }
             softmax(att, pos - first + 1);
             memset(o_h, 0, sizeof(float) * d);
             for (int k = first; k <= pos; k++) {
                 const char *value = (const char *)cache->value + (size_t)k * row_bytes + kv * head_bytes;
-                kv_axpy(o_h, att[k - first], cache->type, value, d);
+                float value_f[d];
+                axpy(o_h, att[k - first], kv_row_f32(cache->type, value, value_f, d), d);
             }
         }
     }

@@ -107,7 +107,7 @@ static void attend_naive(const MLAWeights *w, const MLACache *cache, int n, int 
             for (int k = first; k <= pos; k++) {
                 const float *k_nope_hk = k_nope + ((size_t)h * C + k) * dn;
                 const char *k_pe = (const char *)cache->rope_key + (size_t)k * pe_bytes;
-                att_h[k - first] = (dot(q_nope_h, k_nope_hk, dn) + kv_dot(cache->rope_type, k_pe, q_pe_h, dr)) *
+                att_h[k - first] = (dot(q_nope_h, k_nope_hk, dn) + row_dot(cache->rope_type, k_pe, q_pe_h, dr)) *
                                    w->softmax_scale;
             }
             softmax(att_h, pos - first + 1);
@@ -155,29 +155,26 @@ static void attend_absorbed(const MLAWeights *w, const MLACache *cache, int n, i
                 head_product_t(q_lat_h, &w->w_uk, h * dn, dn, q_nope_h); // [dc]
             }
 
-            // score[h][k] = scale * (q_lat[h] . c_k + q_pe[h] . k_pe_k)
-            for (int k = first; k <= pos; k++) {
-                const char *c = (const char *)cache->latent + (size_t)k * lat_bytes;
-                const char *k_pe = (const char *)cache->rope_key + (size_t)k * pe_bytes;
-                for (int h = h0; h < h1; h++) {
-                    const float *q_lat_h = q_lat + (size_t)(h - h0) * dc;
-                    const float *q_pe_h = q_t + (size_t)h * (dn + dr) + dn;
-                    float *att_h = att + (size_t)(h - h0) * len;
-                    att_h[k - first] = (kv_dot(lat_type, c, q_lat_h, dc) + kv_dot(pe_type, k_pe, q_pe_h, dr)) *
-                                       w->softmax_scale;
-                }
+            // score[h][k] = scale * (q_lat[h] . c_k + q_pe[h] . k_pe_k): each cached row
+            // widened once for the nh heads (kernels/vec.h); the rope part goes to the
+            // second half of att, then is added
+            const int nh = h1 - h0;
+            float *att_pe = att + (size_t)nh * len; // [nh, len]
+            const char *c0 = (const char *)cache->latent + (size_t)first * lat_bytes;
+            const char *k_pe0 = (const char *)cache->rope_key + (size_t)first * pe_bytes;
+            rows_dot(att, (size_t)len, q_lat, (size_t)dc, nh, lat_type, c0, lat_bytes, len, dc);
+            rows_dot(att_pe, (size_t)len, q_t + (size_t)h0 * (dn + dr) + dn, (size_t)(dn + dr), nh, pe_type,
+                     k_pe0, pe_bytes, len, dr);
+            for (int i = 0; i < nh; i++) {
+                float *att_h = att + (size_t)i * len;
+                vec_axpy(att_h, 1.0f, att_pe + (size_t)i * len, len);
+                vec_scale(att_h, w->softmax_scale, len);
+                vec_softmax(att_h, len);
             }
-            for (int h = h0; h < h1; h++) softmax(att + (size_t)(h - h0) * len, len);
 
             // o_lat[h] = sum_k p[h][k] c_k
-            memset(o_lat, 0, sizeof(float) * (size_t)(h1 - h0) * dc);
-            for (int k = first; k <= pos; k++) {
-                const char *c = (const char *)cache->latent + (size_t)k * lat_bytes;
-                for (int h = h0; h < h1; h++) {
-                    const float *att_h = att + (size_t)(h - h0) * len;
-                    kv_axpy(o_lat + (size_t)(h - h0) * dc, att_h[k - first], lat_type, c, dc);
-                }
-            }
+            memset(o_lat, 0, sizeof(float) * (size_t)nh * dc);
+            rows_axpy(o_lat, (size_t)dc, att, (size_t)len, nh, lat_type, c0, lat_bytes, len, dc);
 
             // o[h] = W_UV[h] o_lat[h]
             for (int h = h0; h < h1; h++) {

@@ -28,7 +28,8 @@ void attn_scratch_fit_mla(AttnScratchSize *z, const MLAWeights *w) {
     z->kv_a = max_sz(z->kv_a, (size_t)w->kv_lora_rank + w->qk_rope_head_dim);
     z->heads = max_sz(z->heads, H * (size_t)w->v_head_dim);
     z->latent = max_sz(z->latent, H * (size_t)w->kv_lora_rank);
-    z->task_heads = max_sz(z->task_heads, H); // every head reads the same latent rows
+    // every head reads the same latent rows; att holds latent and rope scores (2 per head)
+    z->task_heads = max_sz(z->task_heads, 2 * H);
     z->k_decomp = max_sz(z->k_decomp, H * (size_t)w->qk_nope_head_dim);
     z->v_decomp = max_sz(z->v_decomp, H * (size_t)w->v_head_dim);
 }
