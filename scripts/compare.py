@@ -6,7 +6,10 @@ Prints a markdown table (attention layout, parameters, KV bytes per token, KV me
 continuation) and writes a PNG plot of KV memory and decode speed against context length.
 
     python3 scripts/compare.py [--weights weights] [--text weights/eval_stories.txt]
-                               [--threads 2] [--md docs/compare.md] [--png docs/compare.png]
+                               [--threads 2] [--kv-type f16] [--md docs/compare.md]
+                               [--png docs/compare.png]
+(--kv-type: the KV-cache type every run uses, ./run's default f16; the table's KV bytes
+are for that type)
 """
 import argparse
 import glob
@@ -37,16 +40,17 @@ def layout(info):
     return "%s x%d" % (kinds[0], len(kinds)) if len(set(kinds)) == 1 else ", ".join(kinds)
 
 
-def best_speed(model, threads):
+def best_speed(model, threads, kv_type):
     """best of three: prefill of a 256-token prompt, decode of 256 tokens"""
-    prefill, _ = speed.prefill_decode(model, threads, 256, 0, 3)
-    _, decode = speed.prefill_decode(model, threads, 1, 256, 3, prompt_ids="1")
+    kv = ["--kv-type", kv_type]
+    prefill, _ = speed.prefill_decode(model, threads, 256, 0, 3, extra=kv)
+    _, decode = speed.prefill_decode(model, threads, 1, 256, 3, prompt_ids="1", extra=kv)
     return max(prefill), max(decode)
 
 
-def decode_at(model, context, threads):
+def decode_at(model, context, threads, kv_type):
     """best of three: decode tok/s with the KV cache filled to `context` tokens"""
-    return max(speed.decode_at(model, context, "absorbed", 64, threads, 3)[0])
+    return max(speed.decode_at(model, context, "absorbed", 64, threads, 3, kv_type)[0])
 
 
 def main():
@@ -54,6 +58,7 @@ def main():
     ap.add_argument("--weights", default=os.path.join(ROOT, "weights"))
     ap.add_argument("--text", default=os.path.join(ROOT, "weights", "eval_stories.txt"))
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--kv-type", default="f16", choices=("f32", "bf16", "f16", "q8_0"))
     ap.add_argument("--md", default=os.path.join(ROOT, "docs", "compare.md"))
     ap.add_argument("--png", default=os.path.join(ROOT, "docs", "compare.png"))
     a = ap.parse_args()
@@ -64,18 +69,20 @@ def main():
     rows, curves = [], {}
     for path in models:
         name = os.path.basename(path)[:-4]
-        info = json.loads(sh([RUN, path, "--info"], 1)[0])
-        out, _ = sh([RUN, path, "--ppl", a.text], a.threads)
+        kv_flag = ["--kv-type", a.kv_type]
+        info = json.loads(sh([RUN, path, "--info"] + kv_flag, 1)[0])
+        out, _ = sh([RUN, path, "--ppl", a.text] + kv_flag, a.threads)
         ppl = dict(kv.split("=") for kv in out.split()[1:])
-        prefill, decode = best_speed(path, a.threads)
-        text, _ = sh([RUN, path, "-p", PROMPT, "-n", "40", "-t", "0"], a.threads)
+        prefill, decode = best_speed(path, a.threads, a.kv_type)
+        text, _ = sh([RUN, path, "-p", PROMPT, "-n", "40", "-t", "0"] + kv_flag, a.threads)
         kv = info["kv_bytes_per_token"]
         rows.append((name, layout(info), info["n_params"], kv, kv * 2048 / 2**20, kv * 8192 / 2**20,
                      float(ppl["ppl"]), float(ppl["bpb"]), prefill, decode, " ".join(text.split())))
-        curves[name] = (kv, [decode_at(path, c, a.threads) for c in CONTEXTS])
+        curves[name] = (kv, [decode_at(path, c, a.threads, a.kv_type) for c in CONTEXTS])
         print("measured %s" % name, file=sys.stderr)
 
-    lines = ["| model | attention (per layer) | params | KV bytes/token | KV MiB @2048 | KV MiB @8192 "
+    lines = ["KV cache: %s (`--kv-type`)." % a.kv_type, "",
+             "| model | attention (per layer) | params | KV bytes/token | KV MiB @2048 | KV MiB @8192 "
              "| ppl | bits/byte | prefill tok/s | decode tok/s |",
              "|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:

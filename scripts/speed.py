@@ -26,25 +26,27 @@ def sh(cmd, threads, who="speed"):
     return r.stdout, r.stderr
 
 
-def prefill_decode(model, threads, n_prompt, n_gen, repeats, prompt_ids=None):
+def prefill_decode(model, threads, n_prompt, n_gen, repeats, prompt_ids=None, extra=()):
     """./run's own report, `repeats` times: a prompt of n_prompt ids (or prompt_ids), then
     n_gen greedy tokens. Returns the lists of prefill and decode tok/s."""
     ids = prompt_ids or " ".join(str(10 + 7 * i) for i in range(n_prompt))
     prefill, decode = [], []
     for _ in range(repeats):
-        _, err = sh([RUN, model, "--tokens", ids, "-n", str(n_gen), "-t", "0", "--print-ids"], threads)
+        _, err = sh([RUN, model, "--tokens", ids, "-n", str(n_gen), "-t", "0", "--print-ids"] + list(extra),
+                    threads)
         m = re.search(r"prefill: \d+ tokens, ([\d.]+) tok/s \| decode: \d+ tokens, ([\d.]+) tok/s", err)
         prefill.append(float(m.group(1)))
         decode.append(float(m.group(2)))
     return prefill, decode
 
 
-def decode_at(model, context, mode, n_tokens, threads, repeats=3):
+def decode_at(model, context, mode, n_tokens, threads, repeats=3, kv_type=None):
     """build/bench_decode: decode tok/s with the KV cache filled to `context` tokens,
     `repeats` times. Returns (list of tok/s, kv_bytes_per_token)."""
     speeds = []
     for _ in range(repeats):
-        out, _ = sh([BENCH_DECODE, model, str(context), mode, str(n_tokens)], threads)
+        out, _ = sh([BENCH_DECODE, model, str(context), mode, str(n_tokens)] + ([kv_type] if kv_type else []),
+                    threads)
         fields = dict(kv.split("=") for kv in out.split())
         speeds.append(float(fields["decode_tok_s"]))
     return speeds, int(fields["kv_bytes_per_token"])
