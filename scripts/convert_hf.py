@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Convert a Hugging Face checkpoint folder into a mixattn .bin (docs/FORMAT.md).
 
-    python3 scripts/convert_hf.py HF_DIR OUT.bin [--dtype f32|f16|bf16]
+    python3 scripts/convert_hf.py HF_DIR OUT.bin [--dtype f32|f16|bf16|q8_0|q4_0]
 
 Supported: LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM (GQA-family
 layers: MHA, GQA or MQA) and dense DeepseekV2ForCausalLM / DeepseekV3ForCausalLM
@@ -575,8 +575,10 @@ def convert(hf_dir, out, dtype="f32", log=None):
     small = {n: "f32" for n, t in tensors.items() if len(t.shape) == 1}
     if dtype == "f16":
         check_f16_range(tensors, [n for n in tensors if n not in small], sources)
+    # q8_0/q4_0: a few tensors stay at higher precision (docs/QUANT.md), as in quantize.py
     mixformat.write_model(out, mcfg, layers, tensors, tokenizer_bytes=tok, dtype=dtype,
-                          dtypes=small, tokenizer_kind=tok_kind, tokenizer_config=tok_config)
+                          dtypes=small, tokenizer_kind=tok_kind, tokenizer_config=tok_config,
+                          overrides=mixformat.default_overrides(dtype, mcfg))
     if not tok:  # warn only once the file exists: a failure prints exactly one line
         print("%s: warning: no tokenizer.model or tokenizer.json in %s; ./run will need -z PATH "
               "or --tokens" % (PROG, hf_dir), file=sys.stderr)
@@ -661,7 +663,7 @@ def tokenizer_files(hf_dir, cfg):
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message):
-        self.exit(2, "%s: error: %s (usage: %s HF_DIR OUT.bin [--dtype f32|f16|bf16])\n"
+        self.exit(2, "%s: error: %s (usage: %s HF_DIR OUT.bin [--dtype f32|f16|bf16|q8_0|q4_0])\n"
                   % (PROG, message, os.path.basename(sys.argv[0])))
 
 
@@ -670,8 +672,9 @@ def main(argv=None):
                  "safetensors) into a mixattn .bin. See docs/CONVERT.md.")
     ap.add_argument("hf_dir", metavar="HF_DIR")
     ap.add_argument("out", metavar="OUT.bin")
-    ap.add_argument("--dtype", choices=("f32", "f16", "bf16"), default="f32",
-                    help="storage dtype of the matrices (1-D norms and biases stay f32)")
+    ap.add_argument("--dtype", choices=("f32", "f16", "bf16", "q8_0", "q4_0"), default="f32",
+                    help="storage dtype of the matrices (1-D norms and biases stay f32; q8_0/q4_0: "
+                    "ggml blocks, rows not a multiple of 32 in bf16, docs/QUANT.md)")
     args = ap.parse_args(argv)
     try:
         convert(args.hf_dir, args.out, args.dtype, log=sys.stdout)

@@ -348,6 +348,15 @@ def storage_dtype(name, shape, dtype, overrides=None):
     return dtype
 
 
+def default_overrides(dtype, cfg):
+    """Tensors writers keep at higher precision when storing a model "in `dtype`"
+    (measured in docs/QUANT.md): with q4_0 the output head (`output`, or the tied
+    `tok_embeddings`) is q8_0. Norms and biases are f32 in any case (storage_dtype)."""
+    if dtype != "q4_0":
+        return {}
+    return {"tok_embeddings" if cfg.get("tied") else "output": "q8_0"}
+
+
 class StoredTensor:
     """A tensor of a checkpoint on disk, decoded to float32 only when asked (whole, or
     a range of its first axis), so that re-encoding streams tensor by tensor."""

@@ -31,14 +31,6 @@ PROG = "quantize"
 TYPES = ("f32", "f16", "bf16", "q8_0", "q4_0")
 
 
-def default_overrides(dtype, cfg):
-    """Tensors kept at higher precision when quantizing (see docs/QUANT.md)."""
-    if dtype != "q4_0":
-        return {}
-    head = "tok_embeddings" if cfg["tied"] else "output"
-    return {head: "q8_0"}
-
-
 def parse_keep(items):
     out = {}
     for item in items or ():
@@ -58,7 +50,7 @@ def quantize(src, dst, dtype, keep=None, plain=False, log=None):
     cfg, layers, tensors, tok = mixformat.open_model(src)
     overrides = dict(keep or {})
     if not plain:
-        for k, v in default_overrides(dtype, cfg).items():
+        for k, v in mixformat.default_overrides(dtype, cfg).items():
             overrides.setdefault(k, v)
     expected = mixformat.expected_tensors(cfg, layers)
     for pattern, dt in overrides.items():  # refuse impossible overrides before writing
