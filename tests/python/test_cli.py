@@ -209,14 +209,15 @@ class CliTest(unittest.TestCase):
     def test_info_json(self):
         for model, embedded in ((self.tok, True), (self.notok, False)):
             with self.subTest(model=os.path.basename(model)):
-                info = json.loads(self.ok([model, "--info", "-c", "32"]))
+                info = json.loads(self.ok([model, "--info", "-c", "32", "--kv-type", "f32"]))
                 self.assertEqual(info["dim"], D)
                 self.assertEqual(info["n_layers"], 2)
                 self.assertEqual(info["vocab_size"], V)
                 self.assertEqual(info["max_seq_len"], MAX_SEQ)
                 self.assertEqual(info["tokenizer_embedded"], embedded)
                 self.assertEqual([l["kind"] for l in info["layers"]], ["gqa", "mla"])
-                want = [2 * 2 * 4 * 4, (8 + 2) * 4]  # 2*Hkv*d floats; dc+dr floats
+                want = [2 * 2 * 4 * 4, (8 + 2) * 4]  # 2*Hkv*d floats; dc+dr floats (f32 cache)
+                self.assertEqual(info["kv_type"], "f32")
                 self.assertEqual([l["kv_bytes_per_token"] for l in info["layers"]], want)
                 self.assertEqual(info["kv_bytes_per_token"], sum(want))
                 self.assertEqual(info["context"], 32)
@@ -225,6 +226,9 @@ class CliTest(unittest.TestCase):
                                mixformat.expected_tensors(dict(dim=D, n_layers=2, vocab_size=V,
                                                                hidden_dim=I), LAYERS).values())
                 self.assertEqual(info["n_params"], n_params)
+                # the default cache is f16: half the bytes
+                info16 = json.loads(self.ok([model, "--info", "-c", "32"]))
+                self.assertEqual((info16["kv_type"], info16["kv_bytes_per_token"]), ("f16", sum(want) // 2))
 
     def test_tokens_print_ids_without_tokenizer(self):
         args = [self.notok, "--tokens", "1 5 9", "-n", "6", "-t", "0", "--print-ids"]
