@@ -65,8 +65,9 @@ def greedy_ids(model, ids, n, extra=()):
     return [int(t) for t in out.split()]
 
 
-def info(model):
-    return json.loads(run_cli([model, "--info"]))
+def info(model, extra=()):
+    """./run MODEL --info as a dict (KV bytes for an f32 cache unless extra sets --kv-type)."""
+    return json.loads(run_cli([model, "--info"] + exact(extra)))
 
 
 def convert(hf_dir, out_path, dtype="f32"):
