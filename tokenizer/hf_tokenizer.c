@@ -171,6 +171,7 @@ struct HfTokenizer {
     // merges: (left id, right id) -> rank, merged id
     MergeSlot *merges; uint64_t merge_mask;
     int ignore_merges, byte_fallback, fuse_unk, unk_id;
+    int space_cut;                       // long pieces may be cut before "▁" (see bpe_word)
     int byte_ids[256];                   // <0xNN> ids for byte_fallback (-1: missing)
     // pipeline
     Normalizer *norm; int n_norm;
@@ -379,6 +380,16 @@ static int load_model(HfTokenizer *t, const cJSON *model, const cJSON *added, ch
         if (t->tok_off[id] < 0 && set_token(t, id, c, strlen(c))) return set_err(err, errlen, "tokenizer: out of memory");
     }
     if (vocab_build_index(t)) return set_err(err, errlen, "tokenizer: out of memory");
+
+    // No token has "▁" right after another character (but "▁"): then no merge can span a
+    // boundary just before a "▁" that follows such a character
+    t->space_cut = !t->ignore_merges;
+    for (int id = 0; id < t->n_ids && t->space_cut; id++) {
+        const char *p = t->pool.p + (t->tok_off[id] < 0 ? 0 : t->tok_off[id]);
+        const size_t n = t->tok_off[id] < 0 ? 0 : t->tok_len[id];
+        for (size_t k = 1; k + 3 <= n && t->space_cut; k++)
+            if (!memcmp(p + k, "\xe2\x96\x81", 3) && (k < 3 || memcmp(p + k - 3, "\xe2\x96\x81", 3))) t->space_cut = 0;
+    }
 
     const cJSON *unk = cJSON_GetObjectItemCaseSensitive(model, "unk_token");
     t->unk_id = -1;
@@ -1092,6 +1103,21 @@ static int bpe_piece(HfTokenizer *t, const char *s, size_t n, int **ids, int *cn
     return 0;
 }
 
+// A piece, possibly long (SentencePiece-style files have no pre-tokenizer: the whole text
+// is one piece). With space_cut, BPE of the piece equals BPE of its parts cut before every
+// "▁" that follows another character: merges are local, and no token (so no merge result)
+// can span such a cut. The parts are short and cacheable, and the heap stays small.
+static int bpe_word(HfTokenizer *t, const char *s, size_t n, int **ids, int *cnt, int *cap) {
+    if (!t->space_cut || n <= CACHE_MAX_PIECE) return bpe_piece(t, s, n, ids, cnt, cap);
+    size_t start = 0;
+    for (size_t k = 1; k + 3 <= n; k++) // (E2 is a lead byte: k is a character boundary)
+        if (!memcmp(s + k, "\xe2\x96\x81", 3) && !(k >= 3 && !memcmp(s + k - 3, "\xe2\x96\x81", 3))) {
+            if (bpe_piece(t, s + start, k - start, ids, cnt, cap)) return -1;
+            start = k;
+        }
+    return bpe_piece(t, s + start, n - start, ids, cnt, cap);
+}
+
 // normalized text s[0..n) (no added tokens in it) -> pre-tokenizer -> BPE
 static int encode_plain(HfTokenizer *t, const char *s, size_t n, int **ids, int *cnt, int *cap) {
     if (n == 0) return 0;
@@ -1114,7 +1140,7 @@ static int encode_plain(HfTokenizer *t, const char *s, size_t n, int **ids, int 
         Spans *x = cur; cur = nxt; nxt = x;
     }
     for (size_t k = 0; k < cur->n; k++)
-        if (bpe_piece(t, w->p + cur->v[k].off, cur->v[k].len, ids, cnt, cap)) return -1;
+        if (bpe_word(t, w->p + cur->v[k].off, cur->v[k].len, ids, cnt, cap)) return -1;
     return 0;
 }
 
