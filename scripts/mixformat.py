@@ -43,6 +43,42 @@ class FormatError(ValueError):
     pass
 
 
+# the runtime's limits (model/loader.c): a file outside them is refused at load,
+# so the writer refuses it first, with the reason
+MAX_SIZE = 1 << 24       # dim, vocab_size, max_seq_len, hidden_dim, sliding_window
+MAX_LAYERS = 65536
+MAX_HEADS = 65536        # heads and per-head sizes of a layer
+
+
+def check_config(c):
+    """Raise FormatError for a header the loader would reject (c from defaults())."""
+    for key in ("dim", "vocab_size", "max_seq_len", "hidden_dim"):
+        v = c[key]
+        if not isinstance(v, (int, np.integer)) or not 1 <= v <= MAX_SIZE:
+            raise FormatError("%s %r is outside what the runtime accepts [1, %d]"
+                              % (key, v, MAX_SIZE))
+    if not 1 <= c["n_layers"] <= MAX_LAYERS:
+        raise FormatError("n_layers %r is outside [1, %d]" % (c["n_layers"], MAX_LAYERS))
+    if not 0 <= c["sliding_window"] <= MAX_SIZE:
+        raise FormatError("sliding_window %r is outside [0, %d]" % (c["sliding_window"], MAX_SIZE))
+    for key in ("bos_id", "eos_id"):
+        v = c[key]
+        if not -1 <= v < c["vocab_size"]:
+            raise FormatError("%s %d is outside the vocabulary [0, %d) (and not -1 = none)"
+                              % (key, v, c["vocab_size"]))
+
+
+def check_finite(name, a):
+    """Raise FormatError naming the tensor if it holds NaN or Inf."""
+    a = np.asarray(a)
+    bad = ~np.isfinite(a)
+    if bad.any():
+        first = np.unravel_index(int(np.argmax(bad)), a.shape) if a.ndim else ()
+        raise FormatError("tensor %s holds %d non-finite values (%d NaN, %d Inf; first at %s)"
+                          % (name, int(bad.sum()), int(np.isnan(a).sum()),
+                             int(np.isinf(a).sum()), list(int(i) for i in first)))
+
+
 def _align(n):
     return (n + ALIGN - 1) // ALIGN * ALIGN
 
@@ -199,12 +235,15 @@ def _pack_layer(layer):
 
 
 def write_model(path, cfg, layers, tensors, tokenizer_bytes=None, dtype="f32",
-                dtypes=None):
+                dtypes=None, allow_nonfinite=False):
     """Validate against docs/FORMAT.md and write atomically (temp file + rename).
 
     dtype: default storage dtype; `dtypes` may override it per tensor name
-    (norms are small, and some writers keep them in f32)."""
+    (norms are small, and some writers keep them in f32). A tensor holding NaN or
+    Inf is refused (FormatError naming it) unless allow_nonfinite (for tests of
+    the runtime's own checks)."""
     c = defaults(cfg)
+    check_config(c)
     if c["n_layers"] != len(layers):
         raise FormatError("n_layers is %d but %d layer descriptors given"
                           % (c["n_layers"], len(layers)))
@@ -253,7 +292,10 @@ def write_model(path, cfg, layers, tensors, tokenizer_bytes=None, dtype="f32",
             f.write(tok)
             for name, dt, o, nbytes in plan:
                 f.write(b"\0" * (o - f.tell()))
-                data = encode(tensors[name], dt)
+                a = np.asarray(tensors[name], dtype=np.float32)
+                if not allow_nonfinite:
+                    check_finite(name, a)
+                data = encode(a, dt)
                 if len(data) != nbytes:
                     raise FormatError("tensor %s encoded to %d bytes, expected %d"
                                       % (name, len(data), nbytes))
