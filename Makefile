@@ -10,11 +10,11 @@ CXXFLAGS+= -std=c++17 $(OPT) -Wall -Wextra -I.
 LDLIBS  += -lsentencepiece -lstdc++ -lm
 BUILD   ?= build
 
-CORE_SRC := $(wildcard model/*.c) $(wildcard attention/*.c)
+CORE_SRC := $(wildcard model/*.c) $(wildcard attention/*.c) $(wildcard kernels/*.c)
 CORE_OBJ := $(patsubst %.c,$(BUILD)/%.o,$(CORE_SRC))
 TOK_OBJ  := $(BUILD)/tokenizer/tokenizer.o
 TEXT_OBJ := $(patsubst %.c,$(BUILD)/%.o,$(wildcard text/*.c))
-HDRS     := $(wildcard model/*.h attention/*.h tokenizer/*.h text/*.h)
+HDRS     := $(wildcard model/*.h attention/*.h kernels/*.h tokenizer/*.h text/*.h)
 
 TEST_SRC := $(wildcard tests/test_*.c)
 TEST_BIN := $(patsubst tests/%.c,$(BUILD)/tests/%,$(TEST_SRC))
