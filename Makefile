@@ -19,7 +19,7 @@ HDRS     := $(wildcard model/*.h attention/*.h kernels/*.h tokenizer/*.h text/*.
 TEST_SRC := $(wildcard tests/test_*.c)
 TEST_BIN := $(patsubst tests/%.c,$(BUILD)/tests/%,$(TEST_SRC))
 
-.PHONY: all test test-c test-py bench compare clean asan fuzz fuzz-build
+.PHONY: all test test-c test-py bench compare clean asan fuzz fuzz-build valgrind
 all: run
 
 run: run.c $(CORE_OBJ) $(TOK_OBJ) $(TEXT_OBJ) $(HDRS)
@@ -80,6 +80,15 @@ fuzz: fuzz-build
 	  grep -E "^(#[0-9]+.*DONE|stat::number_of_executed_units|stat::peak_rss_mb)" build-fuzz/fuzz_$$t.log || true; \
 	done
 
+# A generation and --ppl under valgrind, from a ./run built without AVX-512
+# (x86-64-v3 = AVX2 + FMA, which valgrind decodes), in build-vg/.
+valgrind:
+	$(MAKE) BUILD=build-vg OPT="-O2 -g -march=x86-64-v3 -ffp-contract=fast" build-vg/run
+	tests/valgrind.sh build-vg/run
+
+build-vg/run: run.c $(CORE_OBJ) $(TOK_OBJ) $(TEXT_OBJ) $(HDRS)
+	$(CC) $(CFLAGS) -o $@ run.c $(CORE_OBJ) $(TOK_OBJ) $(TEXT_OBJ) $(LDFLAGS) $(LDLIBS)
+
 $(BUILD)/bench_decode: bench/decode.c $(CORE_OBJ) $(HDRS)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -o $@ $< $(CORE_OBJ) $(LDFLAGS) -lm
@@ -93,4 +102,4 @@ compare: run $(BUILD)/bench_decode
 	$(PYTHON) scripts/compare.py
 
 clean:
-	rm -rf build build-asan build-fuzz run  # (build-bench/ keeps the generated benchmark models)
+	rm -rf build build-asan build-fuzz build-vg run  # (build-bench/ keeps the generated benchmark models)

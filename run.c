@@ -3,20 +3,27 @@
 // --dump-logits. All the math is in model/ and attention/.
 #define _POSIX_C_SOURCE 200809L
 #include <errno.h>
+#include <fcntl.h>
 #include <math.h>
 #include <omp.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "model/model.h"
 #include "model/sampler.h"
+#include "text/stories.h"
 #include "tokenizer/tokenizer.h"
 
 #define PREFILL_CHUNK 64 // tokens per forward() call when reading a prompt
+#define MAX_THREADS 1024 // --threads and OMP_NUM_THREADS alike
+#define MAX_PROMPT_FILE_BYTES ((size_t)64 << 20) // -f / --tokens-file
 
 // --- options ---------------------------------------------------------------------
 
@@ -27,6 +34,10 @@ typedef struct {
     const char *tokenizer_path; // -z
     const char *dump_logits;    // --dump-logits FILE
     const char *ppl_path;       // --ppl FILE
+    const char *prompt_file;    // -f FILE
+    const char *tokens_file;    // --tokens-file FILE
+    double ppl_progress;        // --ppl-progress SECONDS (progress lines on stderr)
+    int check_tensors;          // --check-tensors
     int steps;                  // -n
     float temperature;          // -t
     float top_p;                // --top-p
@@ -43,6 +54,8 @@ static void usage(FILE *f) {
             "usage: run MODEL.bin [options]\n"
             "  -p TEXT            prompt (BOS is prepended)\n"
             "  --tokens \"ID ...\"  prompt as raw token ids (no BOS added)\n"
+            "  -f FILE            prompt text from a file (BOS is prepended)\n"
+            "  --tokens-file FILE prompt token ids from a file\n"
             "  -n N               tokens to generate (default 256; 0 = only read the prompt)\n"
             "  -t F               temperature (default 0.8; 0 = greedy)\n"
             "  --top-p F          nucleus sampling threshold (default 0.9; 1 = off)\n"
@@ -55,6 +68,8 @@ static void usage(FILE *f) {
             "  --print-ids        print generated token ids instead of text\n"
             "  --dump-logits FILE write float32 logits of every prompt position\n"
             "  --ppl FILE         perplexity on a text file (stories split by <|endoftext|>)\n"
+            "  --ppl-progress S   seconds between --ppl progress lines on stderr (default 10)\n"
+            "  --check-tensors    verify at load that every stored weight is finite\n"
             "  --info             print a JSON summary of the model and exit\n");
 }
 
@@ -92,18 +107,21 @@ static Options parse_args(int argc, char **argv) {
     o.temperature = 0.8f;
     o.top_p = 0.9f;
     o.seed = (uint64_t)time(NULL);
+    o.ppl_progress = 10.0;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         if (!strcmp(a, "-h") || !strcmp(a, "--help")) { usage(stdout); exit(0); }
         if (!strcmp(a, "--print-ids")) { o.print_ids = 1; continue; }
         if (!strcmp(a, "--info")) { o.info = 1; continue; }
+        if (!strcmp(a, "--check-tensors")) { o.check_tensors = 1; continue; }
         if (a[0] != '-') {
             if (o.model_path) die("unexpected argument '%s' (the model is %s)", a, o.model_path);
             o.model_path = a;
             continue;
         }
         static const char *takes_value[] = {"-p", "--tokens", "-n", "-t", "--top-p", "--top-k", "-s", "-c",
-                                            "-z", "--threads", "--dump-logits", "--ppl", "--mla"};
+                                            "-z", "--threads", "--dump-logits", "--ppl", "--mla",
+                                            "-f", "--tokens-file", "--ppl-progress"};
         int known = 0;
         for (size_t k = 0; k < sizeof takes_value / sizeof *takes_value; k++) known |= !strcmp(a, takes_value[k]);
         if (!known) die("unknown option '%s' (see run --help)", a);
@@ -118,7 +136,10 @@ static Options parse_args(int argc, char **argv) {
         else if (!strcmp(a, "-s")) o.seed = (uint64_t)parse_int(a, v, 0, INT64_MAX);
         else if (!strcmp(a, "-c")) o.context = (int)parse_int(a, v, 1, 1 << 24);
         else if (!strcmp(a, "-z")) o.tokenizer_path = v;
-        else if (!strcmp(a, "--threads")) o.threads = (int)parse_int(a, v, 1, 1024);
+        else if (!strcmp(a, "--threads")) o.threads = (int)parse_int(a, v, 1, MAX_THREADS);
+        else if (!strcmp(a, "-f")) o.prompt_file = v;
+        else if (!strcmp(a, "--tokens-file")) o.tokens_file = v;
+        else if (!strcmp(a, "--ppl-progress")) o.ppl_progress = parse_float(a, v, 0.0f, 1e6f);
         else if (!strcmp(a, "--dump-logits")) o.dump_logits = v;
         else if (!strcmp(a, "--ppl")) o.ppl_path = v;
         else if (!strcmp(a, "--mla")) {
@@ -128,7 +149,8 @@ static Options parse_args(int argc, char **argv) {
         }
     }
     if (!o.model_path) { usage(stderr); die("no model given"); }
-    if (o.prompt && o.token_list) die("give either -p or --tokens, not both");
+    if (!!o.prompt + !!o.token_list + !!o.prompt_file + !!o.tokens_file > 1)
+        die("give only one of -p, -f, --tokens and --tokens-file");
     return o;
 }
 
@@ -150,7 +172,7 @@ static int *parse_token_list(const char *s, int vocab_size, int *n_out) {
         char *end;
         errno = 0;
         const long v = strtol(p, &end, 10);
-        if (end == p || errno) die("--tokens: '%s' is not a list of integers", s);
+        if (end == p || errno) die("--tokens: '%.24s' is not an integer (give ids separated by spaces)", p);
         if (v < 0 || v >= vocab_size) die("--tokens: id %ld is outside the vocabulary [0, %d)", v, vocab_size);
         if (n == cap) {
             cap *= 2;
@@ -232,90 +254,116 @@ static float *run_tokens(const Model *m, RunState *s, const int *ids, int n, int
 
 // --- --ppl -------------------------------------------------------------------------
 
-static char *read_file(const char *path, size_t *n) {
+// A file read whole, up to cap bytes (a larger one, or /dev/zero, is an error, never
+// unbounded memory); NUL-terminated, and refused if it holds a NUL byte (it is text).
+static char *read_text_file(const char *flag, const char *path, size_t cap) {
+    struct stat st;
+    if (stat(path, &st) != 0) die("%s: cannot open %s: %s", flag, path, strerror(errno));
+    if (S_ISDIR(st.st_mode)) die("%s: %s is a directory", flag, path);
     FILE *f = fopen(path, "rb");
-    if (!f) die("cannot open %s: %s", path, strerror(errno));
-    size_t cap = 1 << 16, len = 0;
-    char *buf = malloc(cap);
+    if (!f) die("%s: cannot open %s: %s", flag, path, strerror(errno));
+    size_t len = 0, size = 1 << 16;
+    char *buf = malloc(size + 1);
     if (!buf) die("out of memory");
     for (;;) {
-        if (len + 1 >= cap) {
-            cap *= 2;
-            char *grown = realloc(buf, cap);
+        if (len == size) {
+            if (size >= cap) die("%s: %s is larger than %zu bytes", flag, path, cap);
+            size = size * 2 < cap ? size * 2 : cap;
+            char *grown = realloc(buf, size + 1);
             if (!grown) die("out of memory reading %s", path);
             buf = grown;
         }
-        const size_t got = fread(buf + len, 1, cap - len - 1, f);
-        len += got;
+        const size_t got = fread(buf + len, 1, size - len, f);
         if (got == 0) break;
+        const char *nul = memchr(buf + len, 0, got); // checked as read: /dev/zero fails at once
+        if (nul) die("%s: %s holds a NUL byte at offset %zu (it must be text)", flag, path, (size_t)(nul - buf));
+        len += got;
     }
-    if (ferror(f)) die("cannot read %s", path);
+    if (ferror(f)) die("%s: cannot read %s: %s", flag, path, strerror(errno));
     fclose(f);
     buf[len] = 0;
-    *n = len;
     return buf;
 }
 
-static int is_space(char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\v' || c == '\f'; }
+// Stops with an error if the logits hold NaN or Inf: sampling or scoring them
+// would print token 0 forever or report ppl=nan.
+static void check_logits(const float *logits, size_t n, int pos) {
+    for (size_t i = 0; i < n; i++)
+        if (!isfinite(logits[i]))
+            die("the model produced a non-finite logit (%g for token %zu) at position %d: its weights "
+                "hold NaN/Inf or overflow (run with --check-tensors)", logits[i], i, pos);
+}
 
 // Teacher-forced NLL over every story of the file: s = [BOS] text [EOS], predict
 // s[i] from s[:i]; a story longer than the context runs in windows of `context`
 // input positions, each from an empty cache (docs/TRAINING.md defines the same).
-static void perplexity(const Model *m, RunState *s, Tokenizer *tok, const char *path) {
-    size_t len;
-    char *text = read_file(path, &len);
+// The file is streamed one story at a time (text/stories.h), so memory stays bounded
+// whatever its size; every `progress` seconds a line on stderr tells how far it is.
+static void perplexity(const Model *m, RunState *s, Tokenizer *tok, const char *path, double progress) {
+    struct stat st;
+    if (stat(path, &st) != 0) die("--ppl: cannot open %s: %s", path, strerror(errno));
+    if (S_ISDIR(st.st_mode)) die("--ppl: %s is a directory", path);
+    FILE *f = fopen(path, "rb");
+    if (!f) die("--ppl: cannot open %s: %s", path, strerror(errno));
+    const double total_bytes = S_ISREG(st.st_mode) ? (double)st.st_size : 0.0; // for the ETA
     const size_t V = (size_t)m->cfg.vocab_size;
     const int T = s->context;
     float *logits = malloc(sizeof(float) * (size_t)T * V);
     if (!logits) die("out of memory");
     double total_nll = 0.0;
     long n_tokens = 0, n_stories = 0, n_bytes = 0;
-    char *story = text;
-    while (story && *story) {
-        // cut at the next separator line
-        char *sep = strstr(story, "<|endoftext|>");
-        while (sep && !((sep == text || sep[-1] == '\n') && (sep[13] == '\n' || sep[13] == '\r' || sep[13] == 0)))
-            sep = strstr(sep + 1, "<|endoftext|>");
-        char *next = NULL;
-        if (sep) {
-            *sep = 0;
-            next = sep + 13;
-        }
-        // strip surrounding whitespace
-        while (*story && is_space(*story)) story++;
-        size_t slen = strlen(story);
-        while (slen > 0 && is_space(story[slen - 1])) story[--slen] = 0;
-        if (slen > 0) {
-            int *ids, n_ids;
-            char err[256];
-            if (tokenizer_encode(tok, story, 0, &ids, &n_ids, err, sizeof err)) die("--ppl: %s", err);
-            int *seq = malloc(sizeof(int) * (size_t)(n_ids + 2));
-            if (!seq) die("out of memory");
-            int n = 0;
-            if (m->cfg.bos_id >= 0) seq[n++] = m->cfg.bos_id;
-            memcpy(seq + n, ids, sizeof(int) * (size_t)n_ids);
-            n += n_ids;
-            if (m->cfg.eos_id >= 0) seq[n++] = m->cfg.eos_id;
-            free(ids);
-            for (int w = 0; w + 1 < n; w += T) {
-                const int n_in = (n - 1 - w) < T ? (n - 1 - w) : T;
-                run_tokens(m, s, seq + w, n_in, 0, logits);
-                for (int i = 0; i < n_in; i++) {
-                    const float *row = logits + (size_t)i * V;
-                    double max = row[0], sum = 0.0;
-                    for (size_t j = 1; j < V; j++) if (row[j] > max) max = row[j];
-                    for (size_t j = 0; j < V; j++) sum += exp((double)row[j] - max);
-                    total_nll += log(sum) + max - row[seq[w + i + 1]];
-                }
-                n_tokens += n_in;
+    StoryReader reader;
+    story_reader_init(&reader, f, STORY_MAX_BYTES_DEFAULT);
+    const double t0 = now_seconds();
+    double last_report = t0;
+    const char *story;
+    size_t slen;
+    char err[512];
+    int rc;
+    while ((rc = story_reader_next(&reader, &story, &slen, err, sizeof err)) == 1) {
+        int *ids, n_ids;
+        if (tokenizer_encode(tok, story, 0, &ids, &n_ids, err, sizeof err)) die("--ppl: %s", err);
+        int *seq = malloc(sizeof(int) * ((size_t)n_ids + 2));
+        if (!seq) die("out of memory");
+        int n = 0;
+        if (m->cfg.bos_id >= 0) seq[n++] = m->cfg.bos_id;
+        memcpy(seq + n, ids, sizeof(int) * (size_t)n_ids);
+        n += n_ids;
+        if (m->cfg.eos_id >= 0) seq[n++] = m->cfg.eos_id;
+        free(ids);
+        for (int w = 0; w + 1 < n; w += T) {
+            const int n_in = (n - 1 - w) < T ? (n - 1 - w) : T;
+            run_tokens(m, s, seq + w, n_in, 0, logits);
+            for (int i = 0; i < n_in; i++) {
+                const float *row = logits + (size_t)i * V;
+                check_logits(row, V, w + i);
+                double max = row[0], sum = 0.0;
+                for (size_t j = 1; j < V; j++) if (row[j] > max) max = row[j];
+                for (size_t j = 0; j < V; j++) sum += exp((double)row[j] - max);
+                total_nll += log(sum) + max - row[seq[w + i + 1]];
             }
-            free(seq);
-            n_stories++;
-            n_bytes += (long)slen;
+            n_tokens += n_in;
         }
-        story = next;
+        free(seq);
+        n_stories++;
+        n_bytes += (long)slen;
+        const double now = now_seconds();
+        if (now - last_report >= progress) {
+            last_report = now;
+            const double done = (double)reader.offset, el = now - t0;
+            char where[128];
+            if (total_bytes > 0)
+                snprintf(where, sizeof where, "%.0f of %.0f bytes (%.1f%%), ETA %.0f s", done, total_bytes,
+                         100.0 * done / total_bytes, done > 0 ? el * (total_bytes - done) / done : 0.0);
+            else
+                snprintf(where, sizeof where, "%.0f bytes", done);
+            fprintf(stderr, "ppl: progress: stories=%ld tokens=%ld ppl=%.4f | %.0f s, %s\n", n_stories,
+                    n_tokens, n_tokens ? exp(total_nll / (double)n_tokens) : 0.0, el, where);
+        }
     }
-    free(text);
+    if (rc < 0) die("--ppl: %s: %s", path, err);
+    story_reader_free(&reader);
+    fclose(f);
     free(logits);
     if (n_tokens == 0) die("--ppl: %s holds no text to evaluate", path);
     const double nll = total_nll / (double)n_tokens;
@@ -323,15 +371,38 @@ static void perplexity(const Model *m, RunState *s, Tokenizer *tok, const char *
            n_bytes, nll, exp(nll), total_nll / log(2.0) / (double)n_bytes);
 }
 
+// The model file shrank (or its storage failed) while it is mapped: the kernel raises
+// SIGBUS on the next access. One clear line instead of a crash (write/_exit only:
+// async-signal-safe).
+static void on_sigbus(int sig) {
+    (void)sig;
+    static const char msg[] = "run: error: the model file changed size or became unreadable while in use "
+                              "(SIGBUS); do not truncate or rewrite a model in place while ./run reads it\n";
+    ssize_t ignored = write(2, msg, sizeof msg - 1);
+    (void)ignored;
+    _exit(1);
+}
+
 // --- main ------------------------------------------------------------------------
 
 int main(int argc, char **argv) {
     Options o = parse_args(argc, argv);
+    // OMP_NUM_THREADS is capped like --threads (libgomp crashes trying to start 100000)
     if (o.threads > 0) omp_set_num_threads(o.threads);
+    else if (omp_get_max_threads() > MAX_THREADS) {
+        fprintf(stderr, "run: warning: OMP_NUM_THREADS asks for %d threads; using %d\n", omp_get_max_threads(),
+                MAX_THREADS);
+        omp_set_num_threads(MAX_THREADS);
+    }
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_sigbus;
+    sigaction(SIGBUS, &sa, NULL);
 
     char err[512];
     Model model;
     if (model_load(&model, o.model_path, err, sizeof err)) die("%s", err);
+    if (o.check_tensors && model_check_tensors(o.model_path, err, sizeof err)) die("%s", err);
     const Config *c = &model.cfg;
     const int context = o.context ? o.context : c->max_seq_len;
     if (context > c->max_seq_len && !o.info)
@@ -350,7 +421,11 @@ int main(int argc, char **argv) {
     if (o.tokenizer_path) tok = tokenizer_from_file(o.tokenizer_path, err, sizeof err);
     else if (model.tokenizer_bytes) tok = tokenizer_from_bytes(model.tokenizer, model.tokenizer_bytes, err, sizeof err);
     else snprintf(err, sizeof err, "%s has no embedded tokenizer; pass -z PATH", o.model_path);
-    const int need_text = !o.token_list || o.ppl_path || (o.steps > 0 && !o.print_ids);
+    char *prompt_text = o.prompt_file ? read_text_file("-f", o.prompt_file, MAX_PROMPT_FILE_BYTES) : NULL;
+    char *token_text = o.tokens_file ? read_text_file("--tokens-file", o.tokens_file, MAX_PROMPT_FILE_BYTES) : NULL;
+    const char *token_list = token_text ? token_text : o.token_list;
+    const int raw_ids = token_list != NULL;
+    const int need_text = !token_list || o.ppl_path || (o.steps > 0 && !o.print_ids);
     if (!tok && need_text) die("%s", err);
     if (tok && tokenizer_vocab_size(tok) != c->vocab_size)
         die("tokenizer vocabulary (%d pieces) does not match the model's vocab_size (%d)",
@@ -360,7 +435,7 @@ int main(int argc, char **argv) {
     if (state_create(&state, &model, context, PREFILL_CHUNK, o.mla_mode, err, sizeof err)) die("%s", err);
 
     if (o.ppl_path) {
-        perplexity(&model, &state, tok, o.ppl_path);
+        perplexity(&model, &state, tok, o.ppl_path, o.ppl_progress);
         state_free(&state);
         tokenizer_free(tok);
         model_free(&model);
@@ -369,13 +444,16 @@ int main(int argc, char **argv) {
 
     // --- prompt
     int *prompt, n_prompt;
-    if (o.token_list) {
-        prompt = parse_token_list(o.token_list, c->vocab_size, &n_prompt);
+    if (token_list) {
+        prompt = parse_token_list(token_list, c->vocab_size, &n_prompt);
+        if (n_prompt == 0) die("%s gave no token ids (BOS is not added to raw ids)", token_text ? "--tokens-file" : "--tokens");
     } else {
-        if (tokenizer_encode(tok, o.prompt ? o.prompt : "", c->bos_id >= 0, &prompt, &n_prompt, err, sizeof err))
-            die("%s", err);
+        const char *text = prompt_text ? prompt_text : o.prompt ? o.prompt : "";
+        if (tokenizer_encode(tok, text, c->bos_id >= 0, &prompt, &n_prompt, err, sizeof err)) die("%s", err);
+        if (n_prompt == 0) die("the prompt is empty and the model has no BOS token to start from");
     }
-    if (n_prompt == 0) die("the prompt is empty (and the model has no BOS token to start from)");
+    free(prompt_text);
+    free(token_text);
     if (n_prompt > context) die("the prompt has %d tokens but the context is %d (raise -c)", n_prompt, context);
 
     // --- prefill
@@ -401,7 +479,7 @@ int main(int argc, char **argv) {
     if (sampler_create(&sampler, c->vocab_size, o.temperature, o.top_k, o.top_p, o.seed)) die("out of memory");
     TokenStream stream;
     token_stream_init(&stream);
-    if (!o.print_ids && !o.token_list) { // echo the prompt as text
+    if (!o.print_ids && !raw_ids) { // echo the prompt as text
         char piece[256];
         for (int i = 0; i < n_prompt; i++) {
             const int len = token_stream_next(tok, &stream, prompt[i], piece, sizeof piece);
@@ -412,6 +490,7 @@ int main(int argc, char **argv) {
     int pos = n_prompt, generated = 0;
     t0 = now_seconds();
     while (generated < o.steps && pos <= context) {
+        check_logits(logits, V, pos - 1);
         const int next = sampler_sample(&sampler, logits);
         generated++;
         if (o.print_ids) printf(generated > 1 ? " %d" : "%d", next);

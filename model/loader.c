@@ -173,6 +173,48 @@ static int parse_layer(Layer *l, int n, const unsigned char *p, char *err, size_
     return (int)bias;
 }
 
+// --- layout: where the data may lie ------------------------------------------------------
+
+static int by_offset(const void *a, const void *b) {
+    const Entry *x = *(const Entry *const *)a, *y = *(const Entry *const *)b;
+    return (x->offset > y->offset) - (x->offset < y->offset);
+}
+
+// The tokenizer blob and every tensor's bytes must lie after the header, the layer
+// descriptors and the directory (from data_start on), and no two may share a byte:
+// a tensor "stored" over the header or over another tensor would alias bytes that
+// mean something else (docs/FORMAT.md, Validation).
+static int check_layout(Entry *entries, uint32_t n, uint64_t data_start, uint64_t tok_off,
+                        uint64_t tok_bytes, char *err, size_t errlen) {
+    if (tok_bytes && tok_off < data_start)
+        return fail(err, errlen, "tokenizer blob at offset %llu overlaps the header or directory "
+                    "(data starts at %llu)", (unsigned long long)tok_off, (unsigned long long)data_start);
+    Entry **order = malloc(sizeof(Entry *) * n);
+    if (!order) return fail(err, errlen, "out of memory checking the tensor layout");
+    for (uint32_t i = 0; i < n; i++) order[i] = &entries[i];
+    qsort(order, n, sizeof(*order), by_offset);
+    int rc = 0;
+    uint64_t prev_end = data_start;
+    const char *prev = NULL;
+    for (uint32_t i = 0; i < n && !rc; i++) {
+        const Entry *e = order[i];
+        const uint64_t end = e->offset + e->nbytes; // no overflow: checked against the file size
+        if (e->offset < data_start)
+            rc = fail(err, errlen, "tensor %s: data at offset %llu overlaps the header or directory "
+                      "(data starts at %llu)", e->name, (unsigned long long)e->offset,
+                      (unsigned long long)data_start);
+        else if (e->offset < prev_end)
+            rc = fail(err, errlen, "tensor %s: data at offset %llu overlaps tensor %s", e->name,
+                      (unsigned long long)e->offset, prev);
+        else if (tok_bytes && e->offset < tok_off + tok_bytes && tok_off < end)
+            rc = fail(err, errlen, "tensor %s: data overlaps the tokenizer blob", e->name);
+        prev_end = end;
+        prev = e->name;
+    }
+    free(order);
+    return rc;
+}
+
 // --- tensors --------------------------------------------------------------------------
 
 typedef struct {
@@ -361,6 +403,10 @@ int model_load_buffer(Model *m, const void *data, size_t nbytes, char *err, size
         }
     }
 
+    if (check_layout(entries, n_tensors, (dir_off + dir_bytes + 63) / 64 * 64, tok_off, tok_bytes, err,
+                     errlen))
+        goto done;
+
     // bind the expected tensors (each exactly once, with its shape), then make sure
     // nothing else is in the file
     // one arena holds every tensor as f32 (f16/bf16 converted once, here) and the
@@ -411,9 +457,13 @@ done:
 
 int model_load(Model *m, const char *path, char *err, size_t errlen) {
     memset(m, 0, sizeof(*m));
-    int fd = open(path, O_RDONLY);
-    if (fd < 0) return fail(err, errlen, "cannot open %s: %s", path, strerror(errno));
+    // a FIFO or device would block open() or read forever: refuse it before opening,
+    // and open without blocking in case one was swapped in since
     struct stat st;
+    if (stat(path, &st) != 0) return fail(err, errlen, "cannot open %s: %s", path, strerror(errno));
+    if (!S_ISREG(st.st_mode)) return fail(err, errlen, "%s is not a regular file", path);
+    int fd = open(path, O_RDONLY | O_NONBLOCK);
+    if (fd < 0) return fail(err, errlen, "cannot open %s: %s", path, strerror(errno));
     if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
         close(fd);
         return fail(err, errlen, "%s is not a regular file", path);
@@ -457,4 +507,68 @@ size_t model_kv_bytes_per_token(const Model *m) {
     size_t total = 0;
     for (int n = 0; n < m->cfg.n_layers; n++) total += layer_kv_floats_per_token(&m->layers[n]) * sizeof(float);
     return total;
+}
+
+// --- --check-tensors: every stored weight finite ------------------------------------------
+
+// Non-finite values among count elements of dtype at p; *first gets the first one's index.
+static uint64_t count_nonfinite(const unsigned char *p, uint32_t dtype, uint64_t count, uint64_t *first) {
+    uint64_t bad = 0;
+    for (uint64_t i = 0; i < count; i++) {
+        int nf;
+        if (dtype == DTYPE_F32) { uint32_t v; memcpy(&v, p + 4 * i, 4); nf = (v & 0x7f800000u) == 0x7f800000u; }
+        else { uint16_t v; memcpy(&v, p + 2 * i, 2); nf = dtype == DTYPE_F16 ? (v & 0x7c00u) == 0x7c00u
+                                                                           : (v & 0x7f80u) == 0x7f80u; }
+        if (nf && bad++ == 0) *first = i;
+    }
+    return bad;
+}
+
+int model_check_tensors(const char *path, char *err, size_t errlen) {
+    int fd = open(path, O_RDONLY | O_NONBLOCK);
+    if (fd < 0) return fail(err, errlen, "cannot open %s: %s", path, strerror(errno));
+    struct stat st;
+    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) { close(fd); return fail(err, errlen, "%s is not a regular file", path); }
+    // the directory, read with pread (a file that shrinks gives a short read, never SIGBUS)
+    unsigned char h[HEADER_BYTES];
+    int rc = -1;
+    unsigned char *dir = NULL, *buf = NULL;
+    if (pread(fd, h, sizeof h, 0) != (ssize_t)sizeof h) { fail(err, errlen, "%s: cannot read the header", path); goto out; }
+    const uint64_t dir_off = HEADER_BYTES + (uint64_t)LAYER_BYTES * rd_u32(h + 20), n = rd_u32(h + 120);
+    if (!(dir = malloc(n * ENTRY_BYTES)) || pread(fd, dir, n * ENTRY_BYTES, (off_t)dir_off) != (ssize_t)(n * ENTRY_BYTES)) {
+        fail(err, errlen, "%s: cannot read the tensor directory", path);
+        goto out;
+    }
+    const size_t chunk = (size_t)1 << 20; // a multiple of every element size
+    if (!(buf = malloc(chunk))) { fail(err, errlen, "out of memory"); goto out; }
+    for (uint64_t i = 0; i < n; i++) {
+        const unsigned char *e = dir + i * ENTRY_BYTES;
+        const uint32_t dtype = rd_u32(e + 64);
+        const uint64_t off = rd_u64(e + 104), nbytes = rd_u64(e + 112), esize = dtype == DTYPE_F32 ? 4 : 2;
+        if (dtype > DTYPE_BF16) { fail(err, errlen, "%s: --check-tensors: unknown dtype %u", path, dtype); goto out; }
+        uint64_t bad = 0, first = 0;
+        for (uint64_t done = 0; done < nbytes;) {
+            const size_t want = nbytes - done < chunk ? (size_t)(nbytes - done) : chunk;
+            if (pread(fd, buf, want, (off_t)(off + done)) != (ssize_t)want) {
+                fail(err, errlen, "%s: cannot read tensor %.63s (the file shrank?)", path, (const char *)e);
+                goto out;
+            }
+            uint64_t f = 0;
+            const uint64_t b = count_nonfinite(buf, dtype, want / esize, &f);
+            if (b && !bad) first = done / esize + f;
+            bad += b;
+            done += want;
+        }
+        if (bad) {
+            fail(err, errlen, "%s: tensor %.63s holds %llu non-finite values (NaN or Inf; the first at element %llu)",
+                 path, (const char *)e, (unsigned long long)bad, (unsigned long long)first);
+            goto out;
+        }
+    }
+    rc = 0;
+out:
+    free(dir);
+    free(buf);
+    close(fd);
+    return rc;
 }

@@ -6,7 +6,12 @@
 
 #include <sentencepiece_processor.h>
 
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
 #include <cerrno>
+#include <cstdint>
 #include <cstdarg>
 #include <cstdio>
 #include <cstdlib>
@@ -15,6 +20,7 @@
 #include <string>
 #include <vector>
 
+static const uint64_t kMaxTokenizerBytes = (uint64_t)256 << 20; // -z files: 256 MiB at most
 static const char kSpace[] = "\xe2\x96\x81";  // U+2581, SentencePiece's space
 static const size_t kSpaceLen = 3;
 
@@ -132,17 +138,35 @@ Tokenizer *tokenizer_from_bytes(const void *data, size_t nbytes, char *err, size
 Tokenizer *tokenizer_from_file(const char *path, char *err, size_t errlen) {
     set_err(err, errlen, "");
     if (!path) { set_err(err, errlen, "tokenizer: NULL path"); return NULL; }
-    FILE *f = fopen(path, "rb");
-    if (!f) { set_err(err, errlen, "tokenizer: cannot open %s: %s", path, strerror(errno)); return NULL; }
+    // only a regular file of sane size: a FIFO would block, /dev/zero never ends
+    struct stat st;
+    if (stat(path, &st) != 0) { set_err(err, errlen, "tokenizer: cannot open %s: %s", path, strerror(errno)); return NULL; }
+    if (!S_ISREG(st.st_mode)) { set_err(err, errlen, "tokenizer: %s is not a regular file", path); return NULL; }
+    if ((uint64_t)st.st_size > kMaxTokenizerBytes) {
+        set_err(err, errlen, "tokenizer: %s is %lld bytes, more than the %llu a tokenizer may have", path,
+                (long long)st.st_size, (unsigned long long)kMaxTokenizerBytes);
+        return NULL;
+    }
+    const int fd = open(path, O_RDONLY | O_NONBLOCK);
+    FILE *f = fd < 0 ? NULL : fdopen(fd, "rb");
+    if (!f) {
+        set_err(err, errlen, "tokenizer: cannot open %s: %s", path, strerror(errno));
+        if (fd >= 0) close(fd);
+        return NULL;
+    }
     std::string buf;
     char chunk[65536];
     size_t got;
-    bool oom = false;
+    bool oom = false, big = false;
     try {
-        while ((got = fread(chunk, 1, sizeof chunk, f)) > 0) buf.append(chunk, got);
+        while (!big && (got = fread(chunk, 1, sizeof chunk, f)) > 0) {
+            buf.append(chunk, got);
+            big = buf.size() > kMaxTokenizerBytes; // it grew since stat()
+        }
     } catch (...) {
         oom = true;
     }
+    if (big) { fclose(f); set_err(err, errlen, "tokenizer: %s grew past %llu bytes while read", path, (unsigned long long)kMaxTokenizerBytes); return NULL; }
     const bool bad = ferror(f) != 0;
     const int e = errno;
     fclose(f);
