@@ -7,12 +7,12 @@ PYTHON  ?= /usr/bin/python3
 OPT     ?= -O3 -march=native -ffp-contract=fast
 CFLAGS  += -std=c11 $(OPT) -Wall -Wextra -fopenmp -I.
 CXXFLAGS+= -std=c++17 $(OPT) -Wall -Wextra -I.
-LDLIBS  += -lsentencepiece -lstdc++ -lm
+LDLIBS  += -lsentencepiece -lcjson -lstdc++ -lm
 BUILD   ?= build
 
 CORE_SRC := $(wildcard model/*.c) $(wildcard attention/*.c) $(wildcard kernels/*.c)
 CORE_OBJ := $(patsubst %.c,$(BUILD)/%.o,$(CORE_SRC))
-TOK_OBJ  := $(BUILD)/tokenizer/tokenizer.o
+TOK_OBJ  := $(BUILD)/tokenizer/tokenizer.o $(BUILD)/tokenizer/chat_template.o
 TEXT_OBJ := $(patsubst %.c,$(BUILD)/%.o,$(wildcard text/*.c))
 HDRS     := $(wildcard model/*.h attention/*.h kernels/*.h tokenizer/*.h text/*.h)
 

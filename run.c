@@ -19,6 +19,7 @@
 #include "model/model.h"
 #include "model/sampler.h"
 #include "text/stories.h"
+#include "tokenizer/chat_template.h"
 #include "tokenizer/tokenizer.h"
 
 #define PREFILL_CHUNK 64 // tokens per forward() call when reading a prompt
@@ -47,6 +48,12 @@ typedef struct {
     int threads;                // --threads (0 = OpenMP default)
     int print_ids, info;
     MlaMode mla_mode;
+    int chat;                   // --chat
+    const char *system;         // --system TEXT
+    const char *encode_chat;    // --encode-chat MESSAGES.json
+    const char *render_chat;    // --render-chat MESSAGES.json
+    const char *chat_template;  // --chat-template FILE (compiled JSON)
+    const char *today;          // --today YYYY-MM-DD
 } Options;
 
 static void usage(FILE *f) {
@@ -70,7 +77,16 @@ static void usage(FILE *f) {
             "  --ppl FILE         perplexity on a text file (stories split by <|endoftext|>)\n"
             "  --ppl-progress S   seconds between --ppl progress lines on stderr (default 10)\n"
             "  --check-tensors    verify at load that every stored weight is finite\n"
-            "  --info             print a JSON summary of the model and exit\n");
+            "  --info             print a JSON summary of the model and exit\n"
+            "  --chat             chat on stdin/stdout, one user turn per line (-n: tokens per reply)\n"
+            "  --system TEXT      the system message of --chat\n"
+            "  --encode-chat FILE print the ids of a JSON list of {role, content} messages rendered\n"
+            "                     with the chat template and its generation prompt, and exit\n"
+            "  --render-chat FILE print that rendering as text (no tokenizer needed) and exit\n"
+            "  --chat-template F  compiled chat template (scripts/chat_template.py compile), instead\n"
+            "                     of the model's; with it MODEL.bin is optional for --render-chat,\n"
+            "                     and for --encode-chat with -z\n"
+            "  --today YYYY-MM-DD the date the template's strftime_now sees (default: today)\n");
 }
 
 static void die(const char *fmt, ...) {
@@ -114,6 +130,7 @@ static Options parse_args(int argc, char **argv) {
         if (!strcmp(a, "--print-ids")) { o.print_ids = 1; continue; }
         if (!strcmp(a, "--info")) { o.info = 1; continue; }
         if (!strcmp(a, "--check-tensors")) { o.check_tensors = 1; continue; }
+        if (!strcmp(a, "--chat")) { o.chat = 1; continue; }
         if (a[0] != '-') {
             if (o.model_path) die("unexpected argument '%s' (the model is %s)", a, o.model_path);
             o.model_path = a;
@@ -121,7 +138,9 @@ static Options parse_args(int argc, char **argv) {
         }
         static const char *takes_value[] = {"-p", "--tokens", "-n", "-t", "--top-p", "--top-k", "-s", "-c",
                                             "-z", "--threads", "--dump-logits", "--ppl", "--mla",
-                                            "-f", "--tokens-file", "--ppl-progress"};
+                                            "--system", "--encode-chat", "--render-chat",
+                                            "--chat-template", "--today", "-f", "--tokens-file",
+                                            "--ppl-progress"};
         int known = 0;
         for (size_t k = 0; k < sizeof takes_value / sizeof *takes_value; k++) known |= !strcmp(a, takes_value[k]);
         if (!known) die("unknown option '%s' (see run --help)", a);
@@ -142,13 +161,26 @@ static Options parse_args(int argc, char **argv) {
         else if (!strcmp(a, "--ppl-progress")) o.ppl_progress = parse_float(a, v, 0.0f, 1e6f);
         else if (!strcmp(a, "--dump-logits")) o.dump_logits = v;
         else if (!strcmp(a, "--ppl")) o.ppl_path = v;
+        else if (!strcmp(a, "--system")) o.system = v;
+        else if (!strcmp(a, "--encode-chat")) o.encode_chat = v;
+        else if (!strcmp(a, "--render-chat")) o.render_chat = v;
+        else if (!strcmp(a, "--chat-template")) o.chat_template = v;
+        else if (!strcmp(a, "--today")) o.today = v;
         else if (!strcmp(a, "--mla")) {
             if (!strcmp(v, "absorbed")) o.mla_mode = MLA_ABSORBED;
             else if (!strcmp(v, "naive")) o.mla_mode = MLA_NAIVE;
             else die("--mla must be 'absorbed' or 'naive', got '%s'", v);
         }
     }
-    if (!o.model_path) { usage(stderr); die("no model given"); }
+    const int chat_modes = o.chat + !!o.encode_chat + !!o.render_chat;
+    if (chat_modes > 1) die("give only one of --chat, --encode-chat, --render-chat");
+    if (chat_modes && (o.prompt || o.token_list || o.prompt_file || o.tokens_file || o.ppl_path ||
+                       o.dump_logits || o.info))
+        die("--chat, --encode-chat and --render-chat do not combine with -p, -f, --tokens, "
+            "--tokens-file, --ppl, --dump-logits or --info");
+    if (o.system && !o.chat) die("--system is only for --chat");
+    const int model_optional = o.chat_template && (o.render_chat || (o.encode_chat && o.tokenizer_path));
+    if (!o.model_path && !model_optional) { usage(stderr); die("no model given"); }
     if (!!o.prompt + !!o.token_list + !!o.prompt_file + !!o.tokens_file > 1)
         die("give only one of -p, -f, --tokens and --tokens-file");
     return o;
@@ -256,18 +288,23 @@ static float *run_tokens(const Model *m, RunState *s, const int *ids, int n, int
 
 // A file read whole, up to cap bytes (a larger one, or /dev/zero, is an error, never
 // unbounded memory); NUL-terminated, and refused if it holds a NUL byte (it is text).
+// A file read whole, up to cap bytes (a larger one, or /dev/zero, is an error, never
+// unbounded memory); NUL-terminated, and refused if it holds a NUL byte (it is text).
+// Errors start with "flag: " when flag is given.
 static char *read_text_file(const char *flag, const char *path, size_t cap) {
+    const char *sep = flag ? ": " : "";
+    if (!flag) flag = "";
     struct stat st;
-    if (stat(path, &st) != 0) die("%s: cannot open %s: %s", flag, path, strerror(errno));
-    if (S_ISDIR(st.st_mode)) die("%s: %s is a directory", flag, path);
+    if (stat(path, &st) != 0) die("%s%scannot open %s: %s", flag, sep, path, strerror(errno));
+    if (S_ISDIR(st.st_mode)) die("%s%s%s is a directory", flag, sep, path);
     FILE *f = fopen(path, "rb");
-    if (!f) die("%s: cannot open %s: %s", flag, path, strerror(errno));
+    if (!f) die("%s%scannot open %s: %s", flag, sep, path, strerror(errno));
     size_t len = 0, size = 1 << 16;
     char *buf = malloc(size + 1);
     if (!buf) die("out of memory");
     for (;;) {
         if (len == size) {
-            if (size >= cap) die("%s: %s is larger than %zu bytes", flag, path, cap);
+            if (size >= cap) die("%s%s%s is larger than %zu bytes", flag, sep, path, cap);
             size = size * 2 < cap ? size * 2 : cap;
             char *grown = realloc(buf, size + 1);
             if (!grown) die("out of memory reading %s", path);
@@ -276,13 +313,20 @@ static char *read_text_file(const char *flag, const char *path, size_t cap) {
         const size_t got = fread(buf + len, 1, size - len, f);
         if (got == 0) break;
         const char *nul = memchr(buf + len, 0, got); // checked as read: /dev/zero fails at once
-        if (nul) die("%s: %s holds a NUL byte at offset %zu (it must be text)", flag, path, (size_t)(nul - buf));
+        if (nul) die("%s%s%s holds a NUL byte at offset %zu (it must be text)", flag, sep, path, (size_t)(nul - buf));
         len += got;
     }
-    if (ferror(f)) die("%s: cannot read %s: %s", flag, path, strerror(errno));
+    if (ferror(f)) die("%s%scannot read %s: %s", flag, sep, path, strerror(errno));
     fclose(f);
     buf[len] = 0;
     return buf;
+}
+
+// a JSON file (chat template, messages): the same limits
+static char *read_file(const char *path, size_t *n) {
+    char *text = read_text_file(NULL, path, MAX_PROMPT_FILE_BYTES);
+    *n = strlen(text);
+    return text;
 }
 
 // Stops with an error if the logits hold NaN or Inf: sampling or scoring them
@@ -371,6 +415,161 @@ static void perplexity(const Model *m, RunState *s, Tokenizer *tok, const char *
            n_bytes, nll, exp(nll), total_nll / log(2.0) / (double)n_bytes);
 }
 
+// --- chat ------------------------------------------------------------------------
+
+// --today YYYY-MM-DD, else the local date (what Python's datetime.now() gives the template)
+static struct tm chat_date(const char *today) {
+    struct tm tm = {0};
+    if (today) {
+        int y, mo, d;
+        char extra;
+        if (sscanf(today, "%d-%d-%d%c", &y, &mo, &d, &extra) != 3 || y < 1 || y > 9999 || mo < 1 ||
+            mo > 12 || d < 1 || d > 31)
+            die("--today needs a date YYYY-MM-DD, got '%s'", today);
+        tm.tm_year = y - 1900, tm.tm_mon = mo - 1, tm.tm_mday = d, tm.tm_hour = 12, tm.tm_isdst = -1;
+        const struct tm want = tm;
+        if (mktime(&tm) == (time_t)-1 || tm.tm_mday != want.tm_mday) die("--today: no such date '%s'", today);
+        return tm;
+    }
+    const time_t now = time(NULL);
+    if (!localtime_r(&now, &tm)) die("cannot read the local date");
+    return tm;
+}
+
+// --chat-template FILE, else the one compiled into the checkpoint's tokenizer config
+static ChatTemplate *open_chat_template(const Options *o, const char *where) {
+    char err[512];
+    if (!o->chat_template)
+        die("%s has no chat template (convert the model from a folder whose tokenizer_config.json has "
+            "a chat_template, or pass --chat-template)", where);
+    size_t n;
+    char *json = read_file(o->chat_template, &n);
+    ChatTemplate *t = chat_template_parse(json, n, err, sizeof err);
+    free(json);
+    if (!t) die("%s: %s", o->chat_template, err);
+    return t;
+}
+
+static ChatMessage *read_messages(const char *path, int *n) {
+    char err[512];
+    size_t len;
+    char *json = read_file(path, &len);
+    ChatMessage *m;
+    if (chat_messages_parse(json, len, &m, n, err, sizeof err)) die("%s: %s", path, err);
+    free(json);
+    return m;
+}
+
+// --render-chat / --encode-chat: the conversation of a messages file, as text or as ids
+static void print_chat(const ChatTemplate *ct, Tokenizer *tok, const Options *o) {
+    char err[512];
+    const char *path = o->render_chat ? o->render_chat : o->encode_chat;
+    int n;
+    ChatMessage *m = read_messages(path, &n);
+    const struct tm today = chat_date(o->today);
+    size_t len;
+    char *text = chat_template_render(ct, m, n, &today, &len, err, sizeof err);
+    if (!text) die("%s: %s", path, err);
+    if (o->render_chat) {
+        fwrite(text, 1, len, stdout);
+    } else {
+        int *ids, n_ids;
+        if (tokenizer_encode(tok, text, 0, &ids, &n_ids, err, sizeof err)) die("%s: %s", path, err);
+        for (int i = 0; i < n_ids; i++) printf(i ? " %d" : "%d", ids[i]);
+        printf("\n");
+        free(ids);
+    }
+    fflush(stdout);
+    free(text);
+    chat_messages_free(m, n);
+}
+
+// The id of a special token's text ("" or not one token: -1).
+static int single_token(Tokenizer *tok, const char *text) {
+    int *ids, n, id = -1;
+    if (!text[0] || tokenizer_encode(tok, text, 0, &ids, &n, NULL, 0)) return -1;
+    if (n == 1) id = ids[0];
+    free(ids);
+    return id;
+}
+
+// --chat: read a user turn per line, render it with the template (the whole first
+// turn, then only what follows the last reply), prefill only those new tokens on top
+// of the KV cache, and stream the reply until an end id (EOS or the template's end
+// of turn, never fed to the model: the next turn's text starts with the turn's
+// closing), -n tokens, or a full context (an error: the conversation no longer fits).
+static void chat(const Model *m, RunState *s, Tokenizer *tok, const ChatTemplate *ct, const Options *o) {
+    const Config *c = &m->cfg;
+    char err[512];
+    const struct tm today = chat_date(o->today);
+    if (o->system && !chat_template_accepts_system(ct)) die("this model's chat template does not accept a system message");
+    const int end_of_turn = single_token(tok, chat_template_end_of_turn(ct));
+    Sampler sampler;
+    if (sampler_create(&sampler, c->vocab_size, o->temperature, o->top_k, o->top_p, o->seed)) die("out of memory");
+    const int interactive = isatty(0) && isatty(2);
+    char *line = NULL;
+    size_t cap = 0;
+    int pos = 0, n_history = 0, turn = 0;
+    for (;;) {
+        if (interactive) fprintf(stderr, "> ");
+        const ssize_t got = getline(&line, &cap, stdin);
+        if (got < 0) break; // EOF: done
+        size_t len = (size_t)got;
+        if (len && line[len - 1] == '\n') line[--len] = 0;
+        if (len && line[len - 1] == '\r') line[--len] = 0;
+        if (strlen(line) != len) die("--chat: a line holds a NUL byte");
+        // the new text: the first turn whole, later ones after the last reply
+        char *text;
+        size_t text_len;
+        if (n_history == 0) {
+            ChatMessage msgs[2] = {{CHAT_SYSTEM, (char *)o->system}, {CHAT_USER, line}};
+            const int first = o->system ? 0 : 1;
+            text = chat_template_render(ct, msgs + first, 2 - first, &today, &text_len, err, sizeof err);
+        } else {
+            text = chat_template_next_turn(ct, line, n_history, &today, &text_len, err, sizeof err);
+        }
+        if (!text) die("--chat: %s", err);
+        int *ids, n_ids;
+        if (tokenizer_encode(tok, text, 0, &ids, &n_ids, err, sizeof err)) die("--chat: %s", err);
+        free(text);
+        if (pos + n_ids >= s->context)
+            die("--chat: the conversation no longer fits the context (%d tokens so far, this turn needs "
+                "%d more, the context is %d; raise -c)", pos, n_ids, s->context);
+        float *logits = run_tokens(m, s, ids, n_ids, pos, NULL);
+        pos += n_ids;
+        free(ids);
+        n_history += (n_history == 0 && o->system) ? 2 : 1;
+        // the reply
+        TokenStream stream;
+        token_stream_init(&stream);
+        int generated = 0;
+        for (; generated < o->steps; generated++) {
+            check_logits(logits, (size_t)c->vocab_size, pos - 1);
+            const int next = sampler_sample(&sampler, logits);
+            if (next == c->eos_id || next == end_of_turn) break;
+            if (o->print_ids) {
+                printf(generated ? " %d" : "%d", next);
+            } else {
+                char piece[256];
+                const int plen = token_stream_next(tok, &stream, next, piece, sizeof piece);
+                fwrite(piece, 1, (size_t)plen, stdout);
+            }
+            fflush(stdout);
+            if (pos + 1 >= s->context)
+                die("--chat: the context (%d tokens) is full; raise -c", s->context);
+            logits = forward(m, s, &next, 1, pos, 0);
+            pos++;
+        }
+        printf("\n");
+        fflush(stdout);
+        n_history++;
+        fprintf(stderr, "chat: turn %d: prefilled %d tokens, generated %d, %d tokens in the KV cache\n",
+                ++turn, n_ids, generated, pos);
+    }
+    free(line);
+    sampler_free(&sampler);
+}
+
 // The model file shrank (or its storage failed) while it is mapped: the kernel raises
 // SIGBUS on the next access. One clear line instead of a crash (write/_exit only:
 // async-signal-safe).
@@ -400,6 +599,15 @@ int main(int argc, char **argv) {
     sigaction(SIGBUS, &sa, NULL);
 
     char err[512];
+    if (!o.model_path) { // --render-chat, or --encode-chat with -z, and --chat-template
+        ChatTemplate *ct = open_chat_template(&o, o.chat_template);
+        Tokenizer *tok = NULL;
+        if (o.encode_chat && !(tok = tokenizer_from_file(o.tokenizer_path, err, sizeof err))) die("%s", err);
+        print_chat(ct, tok, &o);
+        tokenizer_free(tok);
+        chat_template_free(ct);
+        return 0;
+    }
     Model model;
     if (model_load(&model, o.model_path, err, sizeof err)) die("%s", err);
     if (o.check_tensors && model_check_tensors(o.model_path, err, sizeof err)) die("%s", err);
@@ -425,14 +633,33 @@ int main(int argc, char **argv) {
     char *token_text = o.tokens_file ? read_text_file("--tokens-file", o.tokens_file, MAX_PROMPT_FILE_BYTES) : NULL;
     const char *token_list = token_text ? token_text : o.token_list;
     const int raw_ids = token_list != NULL;
-    const int need_text = !token_list || o.ppl_path || (o.steps > 0 && !o.print_ids);
+    const int need_text = !o.render_chat && (!token_list || o.ppl_path || (o.steps > 0 && !o.print_ids));
     if (!tok && need_text) die("%s", err);
     if (tok && tokenizer_vocab_size(tok) != c->vocab_size)
         die("tokenizer vocabulary (%d pieces) does not match the model's vocab_size (%d)",
             tokenizer_vocab_size(tok), c->vocab_size);
 
+    if (o.render_chat || o.encode_chat) {
+        ChatTemplate *ct = open_chat_template(&o, o.model_path);
+        print_chat(ct, tok, &o);
+        chat_template_free(ct);
+        tokenizer_free(tok);
+        model_free(&model);
+        return 0;
+    }
+
     RunState state;
     if (state_create(&state, &model, context, PREFILL_CHUNK, o.mla_mode, err, sizeof err)) die("%s", err);
+
+    if (o.chat) {
+        ChatTemplate *ct = open_chat_template(&o, o.model_path);
+        chat(&model, &state, tok, ct, &o);
+        chat_template_free(ct);
+        state_free(&state);
+        tokenizer_free(tok);
+        model_free(&model);
+        return 0;
+    }
 
     if (o.ppl_path) {
         perplexity(&model, &state, tok, o.ppl_path, o.ppl_progress);
