@@ -547,14 +547,24 @@ size_t model_kv_bytes_per_token(const Model *m) {
 
 // --- --check-tensors: every stored weight finite ------------------------------------------
 
-// Non-finite values among count elements of dtype at p; *first gets the first one's index.
+// Bytes of one checked unit of dtype: an element, or a block of the block types
+// (whose only float is its f16 scale d, the first 2 bytes).
+static uint64_t unit_bytes(uint32_t dtype) {
+    return dtype == DTYPE_F32 ? 4 : dtype == DTYPE_Q8_0 ? 2 + QK : dtype == DTYPE_Q4_0 ? 2 + QK / 2 : 2;
+}
+
+// Non-finite values among count units of dtype at p; *first gets the first one's index.
 static uint64_t count_nonfinite(const unsigned char *p, uint32_t dtype, uint64_t count, uint64_t *first) {
+    const uint64_t unit = unit_bytes(dtype);
     uint64_t bad = 0;
     for (uint64_t i = 0; i < count; i++) {
         int nf;
         if (dtype == DTYPE_F32) { uint32_t v; memcpy(&v, p + 4 * i, 4); nf = (v & 0x7f800000u) == 0x7f800000u; }
-        else { uint16_t v; memcpy(&v, p + 2 * i, 2); nf = dtype == DTYPE_F16 ? (v & 0x7c00u) == 0x7c00u
-                                                                           : (v & 0x7f80u) == 0x7f80u; }
+        else {
+            uint16_t v;
+            memcpy(&v, p + unit * i, 2);
+            nf = dtype == DTYPE_BF16 ? (v & 0x7f80u) == 0x7f80u : (v & 0x7c00u) == 0x7c00u; // f16 or a scale
+        }
         if (nf && bad++ == 0) *first = i;
     }
     return bad;
@@ -575,18 +585,18 @@ int model_check_tensors(const char *path, char *err, size_t errlen) {
         fail(err, errlen, "%s: cannot read the tensor directory", path);
         goto out;
     }
-    const size_t chunk = (size_t)1 << 20; // a multiple of every element size
-    if (!(buf = malloc(chunk))) { fail(err, errlen, "out of memory"); goto out; }
+    if (!(buf = malloc((size_t)1 << 20))) { fail(err, errlen, "out of memory"); goto out; }
     for (uint64_t i = 0; i < n; i++) {
         const unsigned char *e = dir + i * ENTRY_BYTES;
         const uint32_t dtype = rd_u32(e + 64);
-        const uint64_t off = rd_u64(e + 104), nbytes = rd_u64(e + 112), esize = dtype == DTYPE_F32 ? 4 : 2;
-        if (dtype > DTYPE_BF16) { fail(err, errlen, "%s: --check-tensors: unknown dtype %u", path, dtype); goto out; }
+        const uint64_t off = rd_u64(e + 104), nbytes = rd_u64(e + 112), esize = unit_bytes(dtype);
+        if (dtype > DTYPE_Q4_0) { fail(err, errlen, "%s: --check-tensors: unknown dtype %u", path, dtype); goto out; }
+        const size_t chunk = (size_t)(((uint64_t)1 << 20) / esize * esize); // whole units
         uint64_t bad = 0, first = 0;
         for (uint64_t done = 0; done < nbytes;) {
             const size_t want = nbytes - done < chunk ? (size_t)(nbytes - done) : chunk;
             if (pread(fd, buf, want, (off_t)(off + done)) != (ssize_t)want) {
-                fail(err, errlen, "%s: cannot read tensor %.63s (the file shrank?)", path, (const char *)e);
+                fail(err, errlen, "%s: cannot read tensor %u's data (the file shrank?)", path, (unsigned)i);
                 goto out;
             }
             uint64_t f = 0;
@@ -596,8 +606,13 @@ int model_check_tensors(const char *path, char *err, size_t errlen) {
             done += want;
         }
         if (bad) {
-            fail(err, errlen, "%s: tensor %.63s holds %llu non-finite values (NaN or Inf; the first at element %llu)",
-                 path, (const char *)e, (unsigned long long)bad, (unsigned long long)first);
+            char name[64];
+            memcpy(name, e, 64);
+            name[63] = 0;
+            for (char *q = name; *q; q++) if ((unsigned char)*q < 0x20 || *q == 0x7f) *q = '?';
+            fail(err, errlen, "%s: tensor %s holds %llu non-finite values (NaN or Inf; the first at %s %llu)",
+                 path, name, (unsigned long long)bad, dtype >= DTYPE_Q8_0 ? "the scale of block" : "element",
+                 (unsigned long long)first);
             goto out;
         }
     }

@@ -33,12 +33,16 @@ struct ChatTemplate {
     ContentRule content[N_KEYS];
 };
 
+// The reason, always one line: text quoted from the input (a key, a substring) may
+// hold control characters, which become '?' (found by tests/fuzz/fuzz_chat.c).
 static void set_err(char *err, size_t errlen, const char *fmt, ...) {
     if (!err || !errlen) return;
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(err, errlen, fmt, ap);
     va_end(ap);
+    for (char *c = err; *c; c++)
+        if ((unsigned char)*c < 0x20 || *c == 0x7f) *c = '?';
 }
 
 // --- a growing byte buffer ---------------------------------------------------------

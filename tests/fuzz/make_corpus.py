@@ -47,6 +47,12 @@ def loader(d):
     tiny(os.path.join(d, "mla_yarn.bin"), [mla_q], rope_scaling=dict(
         type="yarn", factor=4.0, original_max_position_embeddings=4, mscale=1.0,
         mscale_all_dim=1.0))
+    wide = dict(dim=32, hidden_dim=32)  # block types need rows of a multiple of 32
+    gqa32 = dict(kind="gqa", n_heads=2, n_kv_heads=1, head_dim=16)
+    mla32 = dict(kind="mla", n_heads=2, q_lora_rank=32, kv_lora_rank=32, qk_nope_head_dim=2,
+                 qk_rope_head_dim=2, v_head_dim=2)
+    tiny(os.path.join(d, "gqa_q8_0.bin"), [gqa32], dtype="q8_0", **wide)
+    tiny(os.path.join(d, "mixed_q4_0.bin"), [gqa32, mla32], dtype="q4_0", **wide)
     with open(os.path.join(ROOT, "tests", "fixtures", "tiny_spm128.model"), "rb") as f:
         spm = f.read()
     tiny(os.path.join(d, "gqa_tok.bin"), [gqa], vocab_size=128, tokenizer=spm)
@@ -77,8 +83,38 @@ def stories(d):
                 f.write(bytes([chunk]) + t)
 
 
+def chat(d):
+    """Compiled templates (scripts/chat_template.py compile of the committed reference
+    templates) and messages files."""
+    import json
+    import subprocess
+    import tempfile
+    with open(os.path.join(ROOT, "tests", "fixtures", "chat", "templates.json")) as f:
+        templates = json.load(f)["templates"]
+    with tempfile.TemporaryDirectory() as tmp:
+        for t in templates:
+            if t["name"] not in ("llama3.1", "qwen2.5", "zephyr", "mistral-v0.1"):
+                continue
+            cfg = {k: v for k, v in t.items() if k == "chat_template" or k.endswith("_token")}
+            path = os.path.join(tmp, "tokenizer_config.json")
+            with open(path, "w") as f:
+                json.dump(cfg, f)
+            out = subprocess.run([sys.executable, os.path.join(ROOT, "scripts", "chat_template.py"),
+                                  "compile", path], check=True, capture_output=True).stdout
+            with open(os.path.join(d, "template_" + t["name"]), "wb") as f:
+                f.write(b"\x00" + out)
+    msgs = [[{"role": "user", "content": "Hello!"}],
+            [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"},
+             {"role": "assistant", "content": "Hello."}, {"role": "user", "content": "caf\u00e9 \ud83d\ude00"}],
+            [{"role": "assistant", "content": "first"}, {"role": "tool", "content": "x"}]]
+    for i, m in enumerate(msgs):
+        with open(os.path.join(d, "messages%d" % i), "wb") as f:
+            f.write(b"\x01" + json.dumps(m).encode())
+
+
 def main():
-    for name, fn in (("loader", loader), ("tokenizer", tokenizer), ("stories", stories)):
+    for name, fn in (("loader", loader), ("tokenizer", tokenizer), ("stories", stories),
+                     ("chat", chat)):
         d = os.path.join(OUT, name)
         shutil.rmtree(d, ignore_errors=True)
         os.makedirs(d)

@@ -14,6 +14,7 @@ import re
 import shutil
 import signal
 import stat
+import struct
 import subprocess
 import sys
 import tempfile
@@ -121,6 +122,35 @@ class HostileTest(unittest.TestCase):
                                           "--print-ids"], r"tensor %s holds 1 non-finite values"
                                          % re.escape(tensor))
                 self.assertIn("first at element 5", line)
+
+    def test_check_tensors_block_scales(self):
+        # a q8_0 / q4_0 model whose block scale (f16, the first 2 bytes of a block) is NaN
+        cfg = dict(dim=32, n_layers=1, vocab_size=V, max_seq_len=16, hidden_dim=32,
+                   norm_eps=1e-5, bos_id=1, eos_id=-1)
+        layers = [dict(kind="gqa", n_heads=2, n_kv_heads=1, head_dim=16)]
+        rng = np.random.default_rng(5)
+        tensors = {n: (0.3 * rng.standard_normal(s)).astype(np.float32)
+                   for n, s in mixformat.expected_tensors(cfg, layers).items()}
+        for dtype, block in (("q8_0", 34), ("q4_0", 18)):
+            with self.subTest(dtype=dtype):
+                path = self.path("scale_%s.bin" % dtype)
+                mixformat.write_model(path, cfg, layers, tensors, dtype=dtype)
+                self.ok([path, "--check-tensors", "--tokens", "1", "-n", "1", "--print-ids"])
+                with open(path, "rb") as f:
+                    b = bytearray(f.read())
+                d0 = mixformat.HEADER_BYTES + mixformat.LAYER_BYTES * 1
+                for i in range(struct.unpack_from("<I", b, 120)[0]):
+                    e = d0 + mixformat.ENTRY_BYTES * i
+                    if b[e:e + 64].split(b"\0")[0] == b"layers.0.w3":
+                        self.assertEqual(struct.unpack_from("<I", b, e + 64)[0],
+                                         mixformat.DTYPES[dtype])
+                        struct.pack_into("<H", b, struct.unpack_from("<Q", b, e + 104)[0] + 7 * block,
+                                         0x7c00)  # +Inf
+                with open(path, "wb") as f:
+                    f.write(b)
+                self.assert_error([path, "--check-tensors", "--tokens", "1", "-n", "1", "--print-ids"],
+                                  r"tensor layers\.0\.w3 holds 1 non-finite values .*the scale of "
+                                  r"block 7\)")
 
     def test_check_tensors_passes_a_clean_model(self):
         p = self.ok([self.model, "--check-tensors", "-p", "Once", "-n", "3", "-t", "0"])
