@@ -3,7 +3,6 @@
 // --dump-logits. All the math is in model/ and attention/.
 #define _POSIX_C_SOURCE 200809L
 #include <errno.h>
-#include <fcntl.h>
 #include <math.h>
 #include <omp.h>
 #include <signal.h>
@@ -16,6 +15,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "common/error.h"
+#include "kernels/tensor.h" // kernels_set_isa: the CLI owns the instruction-set choice
 #include "model/model.h"
 #include "model/sampler.h"
 #include "text/stories.h"
@@ -24,7 +25,7 @@
 
 #define PREFILL_CHUNK 64 // tokens per forward() call when reading a prompt
 #define MAX_THREADS 1024 // --threads and OMP_NUM_THREADS alike
-#define MAX_PROMPT_FILE_BYTES ((size_t)64 << 20) // -f / --tokens-file
+#define MAX_TEXT_FILE_BYTES ((size_t)64 << 20) // -f, --tokens-file, JSON files
 
 // --- options ---------------------------------------------------------------------
 
@@ -35,10 +36,14 @@ typedef struct {
     const char *tokenizer_path; // -z
     const char *dump_logits;    // --dump-logits FILE
     const char *ppl_path;       // --ppl FILE
+    double ppl_progress;        // --ppl-progress SECONDS between progress lines on stderr
     const char *prompt_file;    // -f FILE
     const char *tokens_file;    // --tokens-file FILE
-    double ppl_progress;        // --ppl-progress SECONDS (progress lines on stderr)
     int check_tensors;          // --check-tensors
+    const char *encode_file;    // --encode-file FILE (tokenizer only, no model; repeatable)
+    const char **encode_files;  // every --encode-file, in order (n_encode_files)
+    int n_encode_files;
+    const char *decode_ids;     // --decode-ids "IDS" (tokenizer only, no model)
     int steps;                  // -n
     float temperature;          // -t
     float top_p;                // --top-p
@@ -50,7 +55,9 @@ typedef struct {
     MlaMode mla_mode;
     int chat;                   // --chat
     const char *system;         // --system TEXT
-    const char *encode_chat;    // --encode-chat MESSAGES.json
+    const char *encode_chat;    // --encode-chat MESSAGES.json (the last one given)
+    const char **encode_chats;  // every --encode-chat, in order (n_encode_chats)
+    int n_encode_chats;
     const char *render_chat;    // --render-chat MESSAGES.json
     const char *chat_template;  // --chat-template FILE (compiled JSON)
     const char *today;          // --today YYYY-MM-DD
@@ -59,17 +66,22 @@ typedef struct {
 static void usage(FILE *f) {
     fprintf(f,
             "usage: run MODEL.bin [options]\n"
-            "  -p TEXT            prompt (BOS is prepended)\n"
+            "       run -z TOKENIZER --encode-file FILE | --decode-ids \"ID ...\"\n"
+            "  -p TEXT            prompt (BOS/EOS added as the tokenizer's config says)\n"
             "  --tokens \"ID ...\"  prompt as raw token ids (no BOS added)\n"
-            "  -f FILE            prompt text from a file (BOS is prepended)\n"
-            "  --tokens-file FILE prompt token ids from a file\n"
+            "  -f FILE            prompt text from a file; --tokens-file FILE: ids from a file\n"
             "  -n N               tokens to generate (default 256; 0 = only read the prompt)\n"
             "  -t F               temperature (default 0.8; 0 = greedy)\n"
             "  --top-p F          nucleus sampling threshold (default 0.9; 1 = off)\n"
             "  --top-k N          sample among the N most likely tokens (default 0 = off)\n"
             "  -s N               random seed (default: time)\n"
             "  -c N               context length = KV-cache size (default: the model's)\n"
-            "  -z PATH            SentencePiece tokenizer (default: the one in MODEL.bin)\n"
+            "  -z PATH            tokenizer: a SentencePiece .model, a tokenizer.json (its\n"
+            "                     tokenizer_config.json beside it is read), or a .bin with one\n"
+            "                     embedded (default: the one in MODEL.bin)\n"
+            "  --encode-file FILE print the ids of FILE's bytes (no BOS/EOS) and exit; repeat\n"
+            "                     it for several files (one line each)\n"
+            "  --decode-ids \"IDS\" print the text of the ids and exit\n"
             "  --mla MODE         absorbed (default) or naive MLA attention\n"
             "  --threads N        OpenMP threads\n"
             "  --print-ids        print generated token ids instead of text\n"
@@ -82,20 +94,26 @@ static void usage(FILE *f) {
             "  --system TEXT      the system message of --chat\n"
             "  --encode-chat FILE print the ids of a JSON list of {role, content} messages rendered\n"
             "                     with the chat template and its generation prompt, and exit\n"
+            "                     (repeat it for several files: one line each)\n"
             "  --render-chat FILE print that rendering as text (no tokenizer needed) and exit\n"
             "  --chat-template F  compiled chat template (scripts/chat_template.py compile), instead\n"
             "                     of the model's; with it MODEL.bin is optional for --render-chat,\n"
             "                     and for --encode-chat with -z\n"
-            "  --today YYYY-MM-DD the date the template's strftime_now sees (default: today)\n");
+            "  --today YYYY-MM-DD the date the template's strftime_now sees (default: today)\n"
+
+            "environment: MIXATTN_ISA=scalar|avx2|avx512 forces the kernels' instruction set\n"
+            "  (default: the best this CPU has)\n");
 }
 
+// The CLI's end for every bad input: one line "run: error: ..." on stderr, exit 1.
+__attribute__((format(printf, 1, 2), noreturn))
 static void die(const char *fmt, ...) {
+    char msg[2048];
     va_list ap;
     va_start(ap, fmt);
-    fprintf(stderr, "run: error: ");
-    vfprintf(stderr, fmt, ap);
-    fprintf(stderr, "\n");
+    error_vformat(msg, sizeof msg, fmt, ap);
     va_end(ap);
+    fprintf(stderr, "run: error: %s\n", msg);
     exit(1);
 }
 
@@ -139,8 +157,8 @@ static Options parse_args(int argc, char **argv) {
         static const char *takes_value[] = {"-p", "--tokens", "-n", "-t", "--top-p", "--top-k", "-s", "-c",
                                             "-z", "--threads", "--dump-logits", "--ppl", "--mla",
                                             "--system", "--encode-chat", "--render-chat",
-                                            "--chat-template", "--today", "-f", "--tokens-file",
-                                            "--ppl-progress"};
+                                            "--chat-template", "--today", "--encode-file", "--decode-ids",
+                                            "-f", "--tokens-file", "--ppl-progress"};
         int known = 0;
         for (size_t k = 0; k < sizeof takes_value / sizeof *takes_value; k++) known |= !strcmp(a, takes_value[k]);
         if (!known) die("unknown option '%s' (see run --help)", a);
@@ -162,15 +180,28 @@ static Options parse_args(int argc, char **argv) {
         else if (!strcmp(a, "--dump-logits")) o.dump_logits = v;
         else if (!strcmp(a, "--ppl")) o.ppl_path = v;
         else if (!strcmp(a, "--system")) o.system = v;
-        else if (!strcmp(a, "--encode-chat")) o.encode_chat = v;
+        else if (!strcmp(a, "--encode-chat")) {
+            if (!o.encode_chats && !(o.encode_chats = malloc(sizeof(char *) * (size_t)argc))) die("out of memory");
+            o.encode_chat = o.encode_chats[o.n_encode_chats++] = v;
+        }
         else if (!strcmp(a, "--render-chat")) o.render_chat = v;
         else if (!strcmp(a, "--chat-template")) o.chat_template = v;
         else if (!strcmp(a, "--today")) o.today = v;
+        else if (!strcmp(a, "--encode-file")) {
+            if (!o.encode_files && !(o.encode_files = malloc(sizeof(char *) * (size_t)argc))) die("out of memory");
+            o.encode_file = o.encode_files[o.n_encode_files++] = v;
+        }
+        else if (!strcmp(a, "--decode-ids")) o.decode_ids = v;
         else if (!strcmp(a, "--mla")) {
             if (!strcmp(v, "absorbed")) o.mla_mode = MLA_ABSORBED;
             else if (!strcmp(v, "naive")) o.mla_mode = MLA_NAIVE;
             else die("--mla must be 'absorbed' or 'naive', got '%s'", v);
         }
+    }
+    if (o.encode_file || o.decode_ids) {
+        if (o.encode_file && o.decode_ids) die("give either --encode-file or --decode-ids, not both");
+        if (!o.tokenizer_path && !o.model_path) die("--encode-file/--decode-ids need -z TOKENIZER");
+        return o;
     }
     const int chat_modes = o.chat + !!o.encode_chat + !!o.render_chat;
     if (chat_modes > 1) die("give only one of --chat, --encode-chat, --render-chat");
@@ -193,7 +224,7 @@ static double now_seconds(void) {
 }
 
 // "12 7 99" -> ids, each checked against the vocabulary
-static int *parse_token_list(const char *s, int vocab_size, int *n_out) {
+static int *parse_id_list(const char *flag, const char *s, int vocab_size, int *n_out) {
     int cap = 16, n = 0;
     int *ids = malloc(sizeof(int) * (size_t)cap);
     if (!ids) die("out of memory");
@@ -204,8 +235,8 @@ static int *parse_token_list(const char *s, int vocab_size, int *n_out) {
         char *end;
         errno = 0;
         const long v = strtol(p, &end, 10);
-        if (end == p || errno) die("--tokens: '%.24s' is not an integer (give ids separated by spaces)", p);
-        if (v < 0 || v >= vocab_size) die("--tokens: id %ld is outside the vocabulary [0, %d)", v, vocab_size);
+        if (end == p || errno) die("%s: '%.24s' is not an integer (give ids separated by spaces)", flag, p);
+        if (v < 0 || v >= vocab_size) die("%s: id %ld is outside the vocabulary [0, %d)", flag, v, vocab_size);
         if (n == cap) {
             cap *= 2;
             int *grown = realloc(ids, sizeof(int) * (size_t)cap);
@@ -217,6 +248,87 @@ static int *parse_token_list(const char *s, int vocab_size, int *n_out) {
     }
     *n_out = n;
     return ids;
+}
+
+// --- --encode-file / --decode-ids: the tokenizer alone ------------------------------
+
+static char *read_whole_file(const char *path, size_t *n) {
+    FILE *f = fopen(path, "rb");
+    if (!f) die("cannot open %s: %s", path, strerror(errno));
+    size_t cap = 1 << 16, len = 0, got;
+    char *buf = malloc(cap);
+    if (!buf) die("out of memory");
+    while ((got = fread(buf + len, 1, cap - len, f)) > 0) {
+        len += got;
+        if (len == cap) {
+            char *grown = cap < ((size_t)1 << 40) ? realloc(buf, cap *= 2) : NULL;
+            if (!grown) die("out of memory reading %s", path);
+            buf = grown;
+        }
+    }
+    if (ferror(f)) die("cannot read %s (is it a directory?)", path);
+    fclose(f);
+    *n = len;
+    return buf;
+}
+
+// The tokenizer embedded in a loaded checkpoint (NULL and err set if it has none).
+static Tokenizer *embedded_tokenizer(const Model *m, const char *path, char *err, size_t errlen) {
+    if (!m->tokenizer_bytes) {
+        snprintf(err, errlen, "%s has no embedded tokenizer; pass -z PATH", path);
+        return NULL;
+    }
+    Tokenizer *t = tokenizer_from_blob(m->tokenizer_kind, m->tokenizer, m->tokenizer_bytes, m->tokenizer_config,
+                                       m->tokenizer_config_bytes, err, errlen);
+    if (!t) {
+        char *msg = strdup(err);
+        if (msg) snprintf(err, errlen, "%s: %s", path, msg);
+        free(msg);
+    }
+    return t;
+}
+
+// -z PATH: a tokenizer.json, a SentencePiece .model, or a mixattn .bin with one embedded.
+static Tokenizer *tokenizer_from_path(const char *path, char *err, size_t errlen) {
+    char magic[8] = {0};
+    struct stat st; // a FIFO would block fopen: tokenizer_from_file refuses non-regular files
+    if (stat(path, &st) != 0 || !S_ISREG(st.st_mode)) return tokenizer_from_file(path, err, errlen);
+    FILE *f = fopen(path, "rb");
+    const int is_bin = f && fread(magic, 1, 8, f) == 8 && !memcmp(magic, "MIXATTN\0", 8);
+    if (f) fclose(f);
+    if (!is_bin) return tokenizer_from_file(path, err, errlen);
+    Model m;
+    if (model_load(&m, path, err, errlen)) return NULL;
+    Tokenizer *t = embedded_tokenizer(&m, path, err, errlen);
+    model_free(&m);
+    return t;
+}
+
+// HF encode(text, add_special_tokens=False) of the file's bytes, or decode(ids).
+static int tokenizer_tool(const Options *o, const Tokenizer *tok) {
+    char err[512];
+    for (int f = 0; f < o->n_encode_files; f++) { // one line per file
+        size_t len;
+        char *text = read_whole_file(o->encode_files[f], &len);
+        int *ids, n;
+        if (tokenizer_encode_len(tok, text, len, 0, &ids, &n, err, sizeof err)) die("%s: %s", o->encode_files[f], err);
+        for (int i = 0; i < n; i++) printf(i ? " %d" : "%d", ids[i]);
+        printf("\n");
+        free(ids);
+        free(text);
+    }
+    if (o->decode_ids) {
+        int n;
+        int *ids = parse_id_list("--decode-ids", o->decode_ids, tokenizer_vocab_size(tok), &n);
+        size_t len;
+        char *text = tokenizer_decode_ex(tok, ids, n, 0, &len);
+        if (!text) die("--decode-ids: the tokenizer cannot decode these ids");
+        fwrite(text, 1, len, stdout);
+        free(text);
+        free(ids);
+    }
+    if (fflush(stdout) || ferror(stdout)) die("cannot write the output");
+    return 0;
 }
 
 // --- --info ----------------------------------------------------------------------
@@ -244,17 +356,20 @@ static void print_info(const Model *m, int context) {
            "  \"max_seq_len\": %d,\n  \"hidden_dim\": %d,\n  \"n_params\": %zu,\n"
            "  \"tied_embeddings\": %s,\n  \"norm_eps\": %g,\n  \"bos_id\": %d,\n  \"eos_id\": %d,\n"
            "  \"rope\": {\"theta\": %g, \"pairing\": \"%s\", \"scaling\": \"%s\", \"factor\": %g},\n"
-           "  \"sliding_window\": %d,\n  \"tokenizer_embedded\": %s,\n  \"layers\": [\n",
+           "  \"sliding_window\": %d,\n  \"tokenizer_embedded\": %s,\n  \"tokenizer_kind\": \"%s\",\n"
+           "  \"tokenizer_config_bytes\": %zu,\n  \"layers\": [\n",
            layout, c->dim, c->n_layers, c->vocab_size, c->max_seq_len, c->hidden_dim, m->n_params,
            c->tied_embeddings ? "true" : "false", c->norm_eps, c->bos_id, c->eos_id, c->rope.theta,
            pairing[c->rope.pairing], scaling[c->rope.scaling], c->rope.factor, c->sliding_window,
-           m->tokenizer_bytes ? "true" : "false");
+           m->tokenizer_bytes ? "true" : "false",
+           m->tokenizer_kind == 2 ? "tokenizer.json" : m->tokenizer_kind == 1 ? "sentencepiece" : "none",
+           m->tokenizer_config_bytes);
     for (int n = 0; n < c->n_layers; n++) {
         const Layer *l = &m->layers[n];
         printf("    {\"layer\": %d, \"kind\": \"%s\", ", n, layer_kind_name(l));
         if (l->kind == ATTN_GQA)
             printf("\"n_heads\": %d, \"n_kv_heads\": %d, \"head_dim\": %d, \"rope_dim\": %d, ",
-                   l->gqa.n_heads, l->gqa.n_kv_heads, l->gqa.head_dim, l->rope_dim);
+                   l->gqa.n_heads, l->gqa.n_kv_heads, l->gqa.head_dim, l->rope->rope_dim);
         else
             printf("\"n_heads\": %d, \"q_lora_rank\": %d, \"kv_lora_rank\": %d, \"qk_nope_head_dim\": %d, "
                    "\"qk_rope_head_dim\": %d, \"v_head_dim\": %d, ",
@@ -270,24 +385,25 @@ static void print_info(const Model *m, int context) {
 
 // --- running a sequence ----------------------------------------------------------
 
-// Feeds ids[0..n) at positions pos0.. in chunks. With all_logits, returns every
-// position's logits in out ([n, V], may be NULL); else the last token's in s->logits.
-static float *run_tokens(const Model *m, RunState *s, const int *ids, int n, int pos0, float *out) {
-    float *logits = NULL;
+// Feeds ids[0..n) at positions pos0.. in chunks of s->max_tokens and returns the last
+// token's logits [V]. every_logits, when not NULL, receives every position's: [n, V].
+static const float *run_tokens(const Model *m, RunState *s, const int *ids, int n, int pos0,
+                               float *every_logits) {
+    const float *last = NULL;
     const size_t V = (size_t)m->cfg.vocab_size;
     for (int done = 0; done < n;) {
         const int chunk = n - done < s->max_tokens ? n - done : s->max_tokens;
-        logits = forward(m, s, ids + done, chunk, pos0 + done, out != NULL);
-        if (out) memcpy(out + (size_t)done * V, logits, sizeof(float) * (size_t)chunk * V);
+        const int n_logits = every_logits ? chunk : 1;
+        const float *logits = forward(m, s, ids + done, chunk, pos0 + done, n_logits); // [n_logits, V]
+        if (every_logits) memcpy(every_logits + (size_t)done * V, logits, sizeof(float) * (size_t)chunk * V);
+        last = logits + (size_t)(n_logits - 1) * V;
         done += chunk;
     }
-    return logits;
+    return last;
 }
 
 // --- --ppl -------------------------------------------------------------------------
 
-// A file read whole, up to cap bytes (a larger one, or /dev/zero, is an error, never
-// unbounded memory); NUL-terminated, and refused if it holds a NUL byte (it is text).
 // A file read whole, up to cap bytes (a larger one, or /dev/zero, is an error, never
 // unbounded memory); NUL-terminated, and refused if it holds a NUL byte (it is text).
 // Errors start with "flag: " when flag is given.
@@ -324,7 +440,7 @@ static char *read_text_file(const char *flag, const char *path, size_t cap) {
 
 // a JSON file (chat template, messages): the same limits
 static char *read_file(const char *path, size_t *n) {
-    char *text = read_text_file(NULL, path, MAX_PROMPT_FILE_BYTES);
+    char *text = read_text_file(NULL, path, MAX_TEXT_FILE_BYTES);
     *n = strlen(text);
     return text;
 }
@@ -337,6 +453,8 @@ static void check_logits(const float *logits, size_t n, int pos) {
             die("the model produced a non-finite logit (%g for token %zu) at position %d: its weights "
                 "hold NaN/Inf or overflow (run with --check-tensors)", logits[i], i, pos);
 }
+
+// --- --ppl -------------------------------------------------------------------------
 
 // Teacher-forced NLL over every story of the file: s = [BOS] text [EOS], predict
 // s[i] from s[:i]; a story longer than the context runs in windows of `context`
@@ -415,6 +533,79 @@ static void perplexity(const Model *m, RunState *s, Tokenizer *tok, const char *
            n_bytes, nll, exp(nll), total_nll / log(2.0) / (double)n_bytes);
 }
 
+// --- generate -------------------------------------------------------------------
+
+// The prompt, then up to o->steps new tokens: prefill the prompt (dumping its logits
+// for --dump-logits), echo it, then sample -> print -> forward one token at a time
+// until EOS, the step count or the context is reached. Stats go to stderr.
+static void generate(const Model *m, RunState *s, Tokenizer *tok, const Options *o,
+                     const int *prompt, int n_prompt) {
+    const Config *c = &m->cfg;
+    const int context = s->context;
+
+    // --- prefill
+    const size_t V = (size_t)c->vocab_size;
+    float *every_logits = NULL; // [n_prompt, V] for --dump-logits
+    if (o->dump_logits) {
+        every_logits = malloc(sizeof(float) * V * (size_t)n_prompt);
+        if (!every_logits) die("out of memory for --dump-logits");
+    }
+    double t0 = now_seconds();
+    const float *logits = run_tokens(m, s, prompt, n_prompt, 0, every_logits); // [V]
+    const double prefill_s = now_seconds() - t0;
+    if (every_logits) {
+        FILE *f = fopen(o->dump_logits, "wb");
+        if (!f) die("cannot write %s: %s", o->dump_logits, strerror(errno));
+        if (fwrite(every_logits, sizeof(float), V * (size_t)n_prompt, f) != V * (size_t)n_prompt || fclose(f))
+            die("cannot write %s", o->dump_logits);
+    }
+
+    // --- decode
+    Sampler sampler;
+    if (sampler_create(&sampler, c->vocab_size, o->temperature, o->top_k, o->top_p, o->seed))
+        die("out of memory");
+    TokenStream stream;
+    token_stream_init(&stream);
+    if (!o->print_ids && !o->token_list) { // echo the prompt as text
+        char piece[256];
+        for (int i = 0; i < n_prompt; i++) {
+            const int len = token_stream_next(tok, &stream, prompt[i], piece, sizeof piece);
+            fwrite(piece, 1, (size_t)len, stdout);
+        }
+        fflush(stdout);
+    }
+    int pos = n_prompt, generated = 0;
+    t0 = now_seconds();
+    while (generated < o->steps && pos <= context) {
+        check_logits(logits, V, pos - 1);
+        const int next = sampler_sample(&sampler, logits);
+        generated++;
+        if (o->print_ids) printf(generated > 1 ? " %d" : "%d", next);
+        else {
+            char piece[256];
+            const int len = token_stream_next(tok, &stream, next, piece, sizeof piece);
+            fwrite(piece, 1, (size_t)len, stdout);
+        }
+        fflush(stdout);
+        const int end = next == c->eos_id || (tok && tokenizer_is_end(tok, next));
+        if (end || pos == context || generated == o->steps) break;
+        logits = forward(m, s, &next, 1, pos, 1); // [1, V]
+        pos++;
+    }
+    const double decode_s = now_seconds() - t0;
+    if (o->print_ids || generated > 0) printf("\n");
+    fflush(stdout);
+
+    const size_t per_token = model_kv_bytes_per_token(m);
+    fprintf(stderr, "prefill: %d tokens, %.1f tok/s | decode: %d tokens, %.1f tok/s | "
+            "KV cache: %zu bytes in use (%zu per token, %d tokens)\n",
+            n_prompt, n_prompt / (prefill_s > 0 ? prefill_s : 1e-9), generated,
+            generated > 1 ? (generated - 1) / (decode_s > 0 ? decode_s : 1e-9) : 0.0,
+            per_token * (size_t)pos, per_token, pos);
+    free(every_logits);
+    sampler_free(&sampler);
+}
+
 // --- chat ------------------------------------------------------------------------
 
 // --today YYYY-MM-DD, else the local date (what Python's datetime.now() gives the template)
@@ -437,16 +628,28 @@ static struct tm chat_date(const char *today) {
 }
 
 // --chat-template FILE, else the one compiled into the checkpoint's tokenizer config
-static ChatTemplate *open_chat_template(const Options *o, const char *where) {
+// (record "chat_template"; "chat_template_refused" holds why the converter refused it)
+static ChatTemplate *open_chat_template(const Options *o, const Tokenizer *tok, const char *where) {
     char err[512];
-    if (!o->chat_template)
-        die("%s has no chat template (convert the model from a folder whose tokenizer_config.json has "
-            "a chat_template, or pass --chat-template)", where);
-    size_t n;
-    char *json = read_file(o->chat_template, &n);
+    size_t n = 0;
+    char *json = NULL;
+    if (o->chat_template) {
+        json = read_file(o->chat_template, &n);
+        where = o->chat_template;
+    } else {
+        const char *why = tok ? tokenizer_config_record(tok, "chat_template_refused", &n) : NULL;
+        if (why) die("%s: its chat template was refused at conversion: %.*s", where, (int)(n < 300 ? n : 300), why);
+        const char *rec = tok ? tokenizer_config_record(tok, "chat_template", &n) : NULL;
+        if (!rec)
+            die("%s has no chat template (convert the model from a folder whose tokenizer_config.json has "
+                "a chat_template, or pass --chat-template)", where);
+        if (!(json = malloc(n + 1))) die("out of memory");
+        memcpy(json, rec, n);
+        json[n] = 0;
+    }
     ChatTemplate *t = chat_template_parse(json, n, err, sizeof err);
     free(json);
-    if (!t) die("%s: %s", o->chat_template, err);
+    if (!t) die("%s: %s", where, err);
     return t;
 }
 
@@ -460,28 +663,48 @@ static ChatMessage *read_messages(const char *path, int *n) {
     return m;
 }
 
-// --render-chat / --encode-chat: the conversation of a messages file, as text or as ids
+// transformers matches special tokens written in the text (its added-tokens split) before
+// SentencePiece runs; the SentencePiece library does not. So a rendering that writes
+// BOS/EOS/unk as text cannot be encoded exactly through a tokenizer.model: refuse it.
+static void check_spm_specials(const Tokenizer *tok, const char *text, const char *where) {
+    if (tokenizer_kind(tok) != TOKENIZER_SPM) return;
+    const int ids[3] = {tokenizer_bos_id(tok), tokenizer_eos_id(tok), tokenizer_unk_id(tok)};
+    for (int i = 0; i < 3; i++) {
+        const char *piece = ids[i] >= 0 ? tokenizer_piece(tok, ids[i]) : "";
+        if (piece[0] && strstr(text, piece))
+            die("%s: the chat template writes %s, which a SentencePiece tokenizer.model would split "
+                "into pieces, not match as transformers does (convert the model with its "
+                "tokenizer.json)", where, piece);
+    }
+}
+
+// --render-chat / --encode-chat: the conversation of a messages file, as text or as
+// ids (one line per --encode-chat file, in order)
 static void print_chat(const ChatTemplate *ct, Tokenizer *tok, const Options *o) {
     char err[512];
-    const char *path = o->render_chat ? o->render_chat : o->encode_chat;
-    int n;
-    ChatMessage *m = read_messages(path, &n);
     const struct tm today = chat_date(o->today);
-    size_t len;
-    char *text = chat_template_render(ct, m, n, &today, &len, err, sizeof err);
-    if (!text) die("%s: %s", path, err);
-    if (o->render_chat) {
-        fwrite(text, 1, len, stdout);
-    } else {
-        int *ids, n_ids;
-        if (tokenizer_encode(tok, text, 0, &ids, &n_ids, err, sizeof err)) die("%s: %s", path, err);
-        for (int i = 0; i < n_ids; i++) printf(i ? " %d" : "%d", ids[i]);
-        printf("\n");
-        free(ids);
+    const int n_files = o->render_chat ? 1 : o->n_encode_chats;
+    for (int f = 0; f < n_files; f++) {
+        const char *path = o->render_chat ? o->render_chat : o->encode_chats[f];
+        int n;
+        ChatMessage *m = read_messages(path, &n);
+        size_t len;
+        char *text = chat_template_render(ct, m, n, &today, &len, err, sizeof err);
+        if (!text) die("%s: %s", path, err);
+        if (o->render_chat) {
+            fwrite(text, 1, len, stdout);
+        } else {
+            int *ids, n_ids;
+            check_spm_specials(tok, text, path);
+            if (tokenizer_encode(tok, text, 0, &ids, &n_ids, err, sizeof err)) die("%s: %s", path, err);
+            for (int i = 0; i < n_ids; i++) printf(i ? " %d" : "%d", ids[i]);
+            printf("\n");
+            free(ids);
+        }
+        free(text);
+        chat_messages_free(m, n);
     }
-    fflush(stdout);
-    free(text);
-    chat_messages_free(m, n);
+    if (fflush(stdout) || ferror(stdout)) die("cannot write the output");
 }
 
 // The id of a special token's text ("" or not one token: -1).
@@ -530,12 +753,13 @@ static void chat(const Model *m, RunState *s, Tokenizer *tok, const ChatTemplate
         }
         if (!text) die("--chat: %s", err);
         int *ids, n_ids;
+        check_spm_specials(tok, text, "--chat");
         if (tokenizer_encode(tok, text, 0, &ids, &n_ids, err, sizeof err)) die("--chat: %s", err);
         free(text);
         if (pos + n_ids >= s->context)
             die("--chat: the conversation no longer fits the context (%d tokens so far, this turn needs "
                 "%d more, the context is %d; raise -c)", pos, n_ids, s->context);
-        float *logits = run_tokens(m, s, ids, n_ids, pos, NULL);
+        const float *logits = run_tokens(m, s, ids, n_ids, pos, NULL); // [V]
         pos += n_ids;
         free(ids);
         n_history += (n_history == 0 && o->system) ? 2 : 1;
@@ -546,7 +770,7 @@ static void chat(const Model *m, RunState *s, Tokenizer *tok, const ChatTemplate
         for (; generated < o->steps; generated++) {
             check_logits(logits, (size_t)c->vocab_size, pos - 1);
             const int next = sampler_sample(&sampler, logits);
-            if (next == c->eos_id || next == end_of_turn) break;
+            if (next == c->eos_id || next == end_of_turn || tokenizer_is_end(tok, next)) break;
             if (o->print_ids) {
                 printf(generated ? " %d" : "%d", next);
             } else {
@@ -557,7 +781,7 @@ static void chat(const Model *m, RunState *s, Tokenizer *tok, const ChatTemplate
             fflush(stdout);
             if (pos + 1 >= s->context)
                 die("--chat: the context (%d tokens) is full; raise -c", s->context);
-            logits = forward(m, s, &next, 1, pos, 0);
+            logits = forward(m, s, &next, 1, pos, 1); // [1, V]
             pos++;
         }
         printf("\n");
@@ -569,6 +793,8 @@ static void chat(const Model *m, RunState *s, Tokenizer *tok, const ChatTemplate
     free(line);
     sampler_free(&sampler);
 }
+
+// --- main ------------------------------------------------------------------------
 
 // The model file shrank (or its storage failed) while it is mapped: the kernel raises
 // SIGBUS on the next access. One clear line instead of a crash (write/_exit only:
@@ -582,7 +808,43 @@ static void on_sigbus(int sig) {
     _exit(1);
 }
 
-// --- main ------------------------------------------------------------------------
+// -z, else the one embedded in the checkpoint. Only --tokens with numeric output
+// (--print-ids, -n 0) can do without one: then NULL.
+static Tokenizer *open_tokenizer(const Model *m, const Options *o) {
+    char err[512];
+    Tokenizer *tok = NULL;
+    if (o->tokenizer_path) tok = tokenizer_from_path(o->tokenizer_path, err, sizeof err);
+    else tok = embedded_tokenizer(m, o->model_path, err, sizeof err);
+    const int need_text = !o->render_chat && (!o->token_list || o->ppl_path || (o->steps > 0 && !o->print_ids));
+    if (!tok && need_text) die("%s", err);
+    // a tokenizer.json may have fewer ids than the model's (padded) embedding, never more
+    if (tok && (tokenizer_kind(tok) == TOKENIZER_HF ? tokenizer_vocab_size(tok) > m->cfg.vocab_size
+                                                    : tokenizer_vocab_size(tok) != m->cfg.vocab_size))
+        die("tokenizer vocabulary (%d pieces) does not match the model's vocab_size (%d)",
+            tokenizer_vocab_size(tok), m->cfg.vocab_size);
+    return tok;
+}
+
+// --tokens as given, or -p encoded (BOS as the tokenizer's config or the model says);
+// never empty and never longer than the context.
+static int *read_prompt(const Model *m, Tokenizer *tok, const Options *o, int context, int *n_prompt) {
+    const Config *c = &m->cfg;
+    char err[512];
+    int *prompt;
+    if (o->token_list) {
+        const char *flag = o->tokens_file ? "--tokens-file" : "--tokens";
+        prompt = parse_id_list(flag, o->token_list, c->vocab_size, n_prompt);
+        if (*n_prompt == 0) die("%s gave no token ids (BOS is not added to raw ids)", flag);
+    } else {
+        // BOS as the tokenizer's config says (tokenizer.json); SentencePiece: as the model's
+        const int add_special = tokenizer_kind(tok) == TOKENIZER_HF ? 1 : c->bos_id >= 0;
+        if (tokenizer_encode(tok, o->prompt ? o->prompt : "", add_special, &prompt, n_prompt, err, sizeof err))
+            die("%s", err);
+    }
+    if (*n_prompt == 0) die("the prompt is empty and the model has no BOS token to start from");
+    if (*n_prompt > context) die("the prompt has %d tokens but the context is %d (raise -c)", *n_prompt, context);
+    return prompt;
+}
 
 int main(int argc, char **argv) {
     Options o = parse_args(argc, argv);
@@ -597,15 +859,38 @@ int main(int argc, char **argv) {
     memset(&sa, 0, sizeof sa);
     sa.sa_handler = on_sigbus;
     sigaction(SIGBUS, &sa, NULL);
+    // prompts too long for argv (the kernel's 128 KiB per argument) come from files
+    char *prompt_text = NULL, *token_text = NULL;
+    if (o.prompt_file) o.prompt = prompt_text = read_text_file("-f", o.prompt_file, MAX_TEXT_FILE_BYTES);
+    if (o.tokens_file) o.token_list = token_text = read_text_file("--tokens-file", o.tokens_file, MAX_TEXT_FILE_BYTES);
+    // The kernels' instruction set: the best this CPU has, unless MIXATTN_ISA names another
+    // (scalar for valgrind, which cannot decode AVX-512). Chosen once, here, before any work.
+    const char *isa = getenv("MIXATTN_ISA");
+    if (isa && *isa) {
+        const int i = kernels_parse_isa(isa);
+        if (i < 0) die("MIXATTN_ISA=%s: expected scalar, avx2 or avx512", isa);
+        if (kernels_set_isa((KernelIsa)i))
+            die("MIXATTN_ISA=%s: this CPU cannot run it (its best is %s)", isa,
+                kernels_isa_name(kernels_best_isa()));
+    }
 
     char err[512];
+    if ((o.encode_file || o.decode_ids) && o.tokenizer_path) {
+        Tokenizer *tok = tokenizer_from_path(o.tokenizer_path, err, sizeof err);
+        if (!tok) die("%s", err);
+        tokenizer_tool(&o, tok);
+        tokenizer_free(tok);
+        free(o.encode_files);
+        return 0;
+    }
     if (!o.model_path) { // --render-chat, or --encode-chat with -z, and --chat-template
-        ChatTemplate *ct = open_chat_template(&o, o.chat_template);
+        ChatTemplate *ct = open_chat_template(&o, NULL, "");
         Tokenizer *tok = NULL;
-        if (o.encode_chat && !(tok = tokenizer_from_file(o.tokenizer_path, err, sizeof err))) die("%s", err);
+        if (o.encode_chat && !(tok = tokenizer_from_path(o.tokenizer_path, err, sizeof err))) die("%s", err);
         print_chat(ct, tok, &o);
         tokenizer_free(tok);
         chat_template_free(ct);
+        free(o.encode_chats);
         return 0;
     }
     Model model;
@@ -616,135 +901,49 @@ int main(int argc, char **argv) {
     if (context > c->max_seq_len && !o.info)
         fprintf(stderr, "run: warning: context %d is longer than the model was built for (%d)\n", context,
                 c->max_seq_len);
-
     if (o.info) {
         print_info(&model, context);
         model_free(&model);
         return 0;
     }
 
-    // tokenizer: -z, else the one embedded in the checkpoint. Only --tokens with
-    // numeric output (--print-ids, -n 0) can do without one.
-    Tokenizer *tok = NULL;
-    if (o.tokenizer_path) tok = tokenizer_from_file(o.tokenizer_path, err, sizeof err);
-    else if (model.tokenizer_bytes) tok = tokenizer_from_bytes(model.tokenizer, model.tokenizer_bytes, err, sizeof err);
-    else snprintf(err, sizeof err, "%s has no embedded tokenizer; pass -z PATH", o.model_path);
-    char *prompt_text = o.prompt_file ? read_text_file("-f", o.prompt_file, MAX_PROMPT_FILE_BYTES) : NULL;
-    char *token_text = o.tokens_file ? read_text_file("--tokens-file", o.tokens_file, MAX_PROMPT_FILE_BYTES) : NULL;
-    const char *token_list = token_text ? token_text : o.token_list;
-    const int raw_ids = token_list != NULL;
-    const int need_text = !o.render_chat && (!token_list || o.ppl_path || (o.steps > 0 && !o.print_ids));
-    if (!tok && need_text) die("%s", err);
-    if (tok && tokenizer_vocab_size(tok) != c->vocab_size)
-        die("tokenizer vocabulary (%d pieces) does not match the model's vocab_size (%d)",
-            tokenizer_vocab_size(tok), c->vocab_size);
-
+    Tokenizer *tok = open_tokenizer(&model, &o);
+    if (o.encode_file || o.decode_ids) {
+        if (!tok) die("%s has no embedded tokenizer; pass -z PATH", o.model_path);
+        tokenizer_tool(&o, tok);
+        tokenizer_free(tok);
+        model_free(&model);
+        free(o.encode_files);
+        return 0;
+    }
     if (o.render_chat || o.encode_chat) {
-        ChatTemplate *ct = open_chat_template(&o, o.model_path);
+        ChatTemplate *ct = open_chat_template(&o, tok, o.model_path);
         print_chat(ct, tok, &o);
         chat_template_free(ct);
         tokenizer_free(tok);
         model_free(&model);
+        free(o.encode_chats);
         return 0;
     }
 
     RunState state;
     if (state_create(&state, &model, context, PREFILL_CHUNK, o.mla_mode, err, sizeof err)) die("%s", err);
-
     if (o.chat) {
-        ChatTemplate *ct = open_chat_template(&o, o.model_path);
+        ChatTemplate *ct = open_chat_template(&o, tok, o.model_path);
         chat(&model, &state, tok, ct, &o);
         chat_template_free(ct);
-        state_free(&state);
-        tokenizer_free(tok);
-        model_free(&model);
-        return 0;
-    }
-
-    if (o.ppl_path) {
+    } else if (o.ppl_path) {
         perplexity(&model, &state, tok, o.ppl_path, o.ppl_progress);
-        state_free(&state);
-        tokenizer_free(tok);
-        model_free(&model);
-        return 0;
-    }
-
-    // --- prompt
-    int *prompt, n_prompt;
-    if (token_list) {
-        prompt = parse_token_list(token_list, c->vocab_size, &n_prompt);
-        if (n_prompt == 0) die("%s gave no token ids (BOS is not added to raw ids)", token_text ? "--tokens-file" : "--tokens");
     } else {
-        const char *text = prompt_text ? prompt_text : o.prompt ? o.prompt : "";
-        if (tokenizer_encode(tok, text, c->bos_id >= 0, &prompt, &n_prompt, err, sizeof err)) die("%s", err);
-        if (n_prompt == 0) die("the prompt is empty and the model has no BOS token to start from");
+        int n_prompt;
+        int *prompt = read_prompt(&model, tok, &o, context, &n_prompt);
+        generate(&model, &state, tok, &o, prompt, n_prompt);
+        free(prompt);
     }
-    free(prompt_text);
-    free(token_text);
-    if (n_prompt > context) die("the prompt has %d tokens but the context is %d (raise -c)", n_prompt, context);
-
-    // --- prefill
-    const size_t V = (size_t)c->vocab_size;
-    float *all_logits = NULL;
-    if (o.dump_logits) {
-        all_logits = malloc(sizeof(float) * V * (size_t)n_prompt);
-        if (!all_logits) die("out of memory for --dump-logits");
-    }
-    double t0 = now_seconds();
-    float *logits = run_tokens(&model, &state, prompt, n_prompt, 0, all_logits);
-    const double prefill_s = now_seconds() - t0;
-    if (all_logits) {
-        logits = all_logits + (size_t)(n_prompt - 1) * V;
-        FILE *f = fopen(o.dump_logits, "wb");
-        if (!f) die("cannot write %s: %s", o.dump_logits, strerror(errno));
-        if (fwrite(all_logits, sizeof(float), V * (size_t)n_prompt, f) != V * (size_t)n_prompt || fclose(f))
-            die("cannot write %s", o.dump_logits);
-    }
-
-    // --- decode
-    Sampler sampler;
-    if (sampler_create(&sampler, c->vocab_size, o.temperature, o.top_k, o.top_p, o.seed)) die("out of memory");
-    TokenStream stream;
-    token_stream_init(&stream);
-    if (!o.print_ids && !raw_ids) { // echo the prompt as text
-        char piece[256];
-        for (int i = 0; i < n_prompt; i++) {
-            const int len = token_stream_next(tok, &stream, prompt[i], piece, sizeof piece);
-            fwrite(piece, 1, (size_t)len, stdout);
-        }
-        fflush(stdout);
-    }
-    int pos = n_prompt, generated = 0;
-    t0 = now_seconds();
-    while (generated < o.steps && pos <= context) {
-        check_logits(logits, V, pos - 1);
-        const int next = sampler_sample(&sampler, logits);
-        generated++;
-        if (o.print_ids) printf(generated > 1 ? " %d" : "%d", next);
-        else {
-            char piece[256];
-            const int len = token_stream_next(tok, &stream, next, piece, sizeof piece);
-            fwrite(piece, 1, (size_t)len, stdout);
-        }
-        fflush(stdout);
-        if (next == c->eos_id || pos == context || generated == o.steps) break;
-        logits = forward(&model, &state, &next, 1, pos, 0);
-        pos++;
-    }
-    const double decode_s = now_seconds() - t0;
-    if (o.print_ids || generated > 0) printf("\n");
-    fflush(stdout);
-
-    fprintf(stderr, "prefill: %d tokens, %.1f tok/s | decode: %d tokens, %.1f tok/s | KV cache: %zu bytes in use (%zu per token, %d tokens)\n",
-            n_prompt, n_prompt / (prefill_s > 0 ? prefill_s : 1e-9), generated,
-            generated > 1 ? (generated - 1) / (decode_s > 0 ? decode_s : 1e-9) : 0.0,
-            model_kv_bytes_per_token(&model) * (size_t)pos, model_kv_bytes_per_token(&model), pos);
-
-    free(all_logits);
-    free(prompt);
-    sampler_free(&sampler);
     state_free(&state);
     tokenizer_free(tok);
     model_free(&model);
+    free(prompt_text);
+    free(token_text);
     return 0;
 }

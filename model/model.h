@@ -26,11 +26,12 @@ typedef struct {
 
 // One decoder layer: its attention kind and sizes, and pointers to its weights.
 typedef struct {
-    AttnKind kind;
-    int rope_dim;              // rotary width of this layer
-    Rope *rope;                // inv_freq table for rope_dim
-    GQAWeights gqa;            // kind == ATTN_GQA
-    MLAWeights mla;            // kind == ATTN_MLA
+    AttnKind kind;             // which member of the union below is live
+    union {
+        GQAWeights gqa;        // kind == ATTN_GQA
+        MLAWeights mla;        // kind == ATTN_MLA
+    };
+    Rope *rope;                // inv_freq table; rope->rope_dim is the layer's rotary width
     const float *attn_norm;    // [D]
     const float *ffn_norm;     // [D]
     const float *w1, *w3;      // [I, D] gate, up
@@ -44,8 +45,11 @@ typedef struct {
     const float *tok_embeddings;    // [V, D]
     const float *norm;              // [D]
     const float *output;            // [V, D] (= tok_embeddings when tied)
-    const unsigned char *tokenizer; // SentencePiece model bytes embedded in the file
+    const unsigned char *tokenizer; // tokenizer bytes embedded in the file (kind below)
     size_t tokenizer_bytes;         // 0 if none
+    int tokenizer_kind;             // 0 none, 1 SentencePiece .model, 2 tokenizer.json
+    const unsigned char *tokenizer_config; // tokenizer-config blob (docs/FORMAT.md), or NULL
+    size_t tokenizer_config_bytes;
     size_t n_params;                // weights counted once (tied head not twice)
     unsigned char *arena;           // owns every tensor (as f32) and the tokenizer bytes
     size_t arena_bytes;
@@ -68,7 +72,8 @@ size_t model_kv_bytes_per_token(const Model *m);
 
 // --- run state ---------------------------------------------------------------------
 
-typedef struct {
+// One layer's slice of the KV cache; the layer's kind says which member is live.
+typedef union {
     GQACache gqa;
     MLACache mla;
 } LayerCache;
@@ -92,9 +97,10 @@ int state_create(RunState *s, const Model *m, int context, int max_tokens, MlaMo
                  char *err, size_t errlen);
 void state_free(RunState *s);
 
-// Runs tokens[0..n) at positions pos0.. (n <= max_tokens, pos0 + n <= context),
-// appending to the KV cache. Returns the logits: [n, V] if all_logits, else the
-// last token's [V].
-float *forward(const Model *m, RunState *s, const int *tokens, int n, int pos0, int all_logits);
+// Runs tokens[0..n) at positions pos0 .. pos0+n-1 (1 <= n <= max_tokens, pos0 + n <=
+// context), appending each token's keys and values to the KV cache. Returns s->logits,
+// the logits of the last n_logits of those tokens (clamped to 1..n): [n_logits, V],
+// row i for tokens[n - n_logits + i]. Generating asks for 1, --ppl and --dump-logits for n.
+float *forward(const Model *m, RunState *s, const int *tokens, int n, int pos0, int n_logits);
 
 #endif

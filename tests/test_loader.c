@@ -310,7 +310,7 @@ static void test_directory_errors(void **state) {
     PATCH(tu_put_u64(x + e1 + 104, tu_get_u64(b + e0 + 104) + 64), "overlaps tensor",
           "tensor 1 inside tensor 0");
     PATCH(tu_put_u64(x + e + 104, tok_off), "tokenizer blob", "tensor data over the tokenizer");
-    PATCH(tu_put_u64(x + 128, 256), "tokenizer blob at offset 256 overlaps", "tokenizer over the directory");
+    PATCH(tu_put_u64(x + 128, 256), "tokenizer blob: data at offset 256 overlaps the header", "tokenizer over the directory");
 #undef PATCH
     free(x);
     free(b);
@@ -468,8 +468,8 @@ static void test_fuzz_flipped_bytes(void **state) {
         RunState s;
         if (state_create(&s, &m, 4, 2, (it & 1) ? MLA_NAIVE : MLA_ABSORBED, err, sizeof err) == 0) {
             const int toks[2] = {0, 1};
-            forward(&m, &s, toks, 2, 0, 1);
-            forward(&m, &s, toks, 1, 2, 0);
+            forward(&m, &s, toks, 2, 0, 2);
+            forward(&m, &s, toks, 1, 2, 1);
             state_free(&s);
         }
         model_free(&m);

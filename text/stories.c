@@ -5,7 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "model/error.h"
+#include "common/error.h"
 
 #define SEP_LEN 13 // strlen(STORY_SEPARATOR)
 #define CHUNK ((size_t)1 << 16)

@@ -272,7 +272,7 @@ class ChatModeTest(unittest.TestCase):
         cls.model = os.path.join(d, "tiny.bin")
         mixformat.write_model(cls.model, cfg, layers, tensors, tokenizer_bytes=spm_bytes)
         cls.structures = {}
-        for name in ("zephyr", "mistral-v0.1"):
+        for name in ("qwen2.5", "zephyr", "mistral-v0.1"):
             s = ct.compile_from_config(family_config(name))
             p = os.path.join(d, name + ".json")
             with open(p, "w", encoding="utf-8") as f:
@@ -292,7 +292,8 @@ class ChatModeTest(unittest.TestCase):
         import sentencepiece as spm
         sp = spm.SentencePieceProcessor(model_file=os.path.join(util.ROOT, "weights",
                                                                 "tokenizer.model"))
-        tpl, s = self.structures["zephyr"]
+        # ChatML: its markers are plain text for this tokenizer (as for transformers)
+        tpl, s = self.structures["qwen2.5"]
         system, u1, u2 = "Be brief.", "Once upon a time", "What happened next?"
         r = self.chat(["--chat-template", tpl, "--system", system, "-t", "0", "-n", "12",
                        "--print-ids"], u1 + "\n" + u2 + "\n")
@@ -322,7 +323,7 @@ class ChatModeTest(unittest.TestCase):
         self.assertEqual([int(x) for x in out.split()], ids1)
 
     def test_eof_and_errors(self):
-        tpl, _ = self.structures["zephyr"]
+        tpl, _ = self.structures["qwen2.5"]
         r = self.chat(["--chat-template", tpl, "-t", "0", "-n", "4"], "")
         self.assertEqual((r.returncode, r.stdout), (0, b""))
         r = self.chat(["--chat-template", tpl, "-t", "0", "-n", "40", "-c", "48"],
@@ -337,6 +338,8 @@ class ChatModeTest(unittest.TestCase):
         mistral, _ = self.structures["mistral-v0.1"]
         for why, args in (("system refused", ["--chat-template", mistral, "--system", "x"]),
                           ("no template", []),
+                          ("</s> as text through a tokenizer.model",
+                           ["--chat-template", self.structures["zephyr"][0]]),
                           ("--system without --chat", None)):
             with self.subTest(why=why):
                 if args is None:
@@ -350,3 +353,150 @@ class ChatModeTest(unittest.TestCase):
                 self.assertEqual(len(err), 1, err)
                 self.assertTrue(err[0].startswith("run: error:"), err)
 
+
+
+with open(os.path.join(FIX, "reference_ids.json"), encoding="utf-8") as f:
+    REFERENCE_IDS = json.load(f)
+
+
+class IdsTest(unittest.TestCase):
+    """./run -z tokenizer.json --encode-chat: the ids @huggingface/tokenizers gives for
+    the jinja2 rendering (add_special_tokens=False), for every family whose tokenizer is
+    in ../shared/data/tokenizers; the same through a tiny .bin embedding that tokenizer
+    and the compiled template (ChatBinTest)."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.tmp = tempfile.TemporaryDirectory()
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.tmp.cleanup()
+
+    def check_family(self, name, args):
+        """All the family's renderable conversations in one run (one line each); each
+        refused one alone (one error line, exit 1)."""
+        fam = REFERENCE["families"][name]
+        want_all = REFERENCE_IDS["families"][name]
+        files, wants = [], []
+        for i, (case, want) in enumerate(zip(fam["cases"], want_all)):
+            mp = os.path.join(self.tmp.name, "%s_%d.json" % (name, i))
+            with open(mp, "w", encoding="utf-8") as f:
+                json.dump(case["messages"], f, ensure_ascii=False)
+            if want is None:
+                with self.subTest(family=name, case=i):
+                    r = run(args + ["--encode-chat", mp, "--today", REFERENCE["today"]])
+                    self.assertEqual(r.returncode, 1, r.stdout)
+                    self.assertEqual(len(r.stderr.decode().strip().splitlines()), 1, r.stderr)
+                continue
+            files += ["--encode-chat", mp]
+            wants.append(want)
+        r = run(args + files + ["--today", REFERENCE["today"]])
+        self.assertEqual(r.returncode, 0, r.stderr)
+        lines = r.stdout.decode().splitlines()
+        self.assertEqual(len(lines), len(wants))
+        for i, (line, want) in enumerate(zip(lines, wants)):
+            with self.subTest(family=name, renderable_case=i):
+                self.assertEqual([int(x) for x in line.split()], want)
+
+    def test_with_tokenizer_json(self):
+        n = 0
+        for name, fam in REFERENCE["families"].items():
+            tj = os.path.join(SHARED, fam["tokenizer"], "tokenizer.json")
+            cfg = family_config(name)
+            if cfg is None or not os.path.exists(tj):
+                print("skipping %s: ../shared/data/tokenizers is absent" % name)
+                continue
+            tpl = os.path.join(self.tmp.name, name + ".json")
+            with open(tpl, "w", encoding="utf-8") as f:
+                json.dump(ct.compile_from_config(cfg), f, ensure_ascii=False)
+            self.check_family(name, ["-z", tj, "--chat-template", tpl])
+            n += 1
+        if n == 0:
+            self.skipTest("../shared/data/tokenizers is absent")
+
+
+class ChatBinTest(unittest.TestCase):
+    """Tiny .bin models converted by scripts/convert_hf.py from HF folders holding a real
+    tokenizer.json and tokenizer_config.json of ../shared (the compiled template goes
+    into the checkpoint): --encode-chat gives @huggingface/tokenizers' ids for the
+    family's conversations, and --chat runs on the embedded template. The Mistral folder
+    gets TinyLlama's Zephyr template and also a tokenizer.model, which a chat model must
+    not use (transformers' tokenizer matches </s> in the text; SentencePiece would not)."""
+
+    FOLDERS = {"llama3": "llama3", "qwen3": "qwen3", "deepseek_v3": "deepseek_v3",
+               "mistral": "zephyr"}
+
+    def setUp(self):
+        self.tmp = tempfile.TemporaryDirectory()
+        self.addCleanup(self.tmp.cleanup)
+
+    def convert(self, folder, family):
+        import numpy as np
+        import safetensors_np as st
+        src = os.path.join(SHARED, folder)
+        with open(os.path.join(src, "tokenizer.json"), encoding="utf-8") as f:
+            tj = json.load(f)
+        V = 1 + max([max(tj["model"]["vocab"].values())] + [t["id"] for t in tj["added_tokens"]])
+        d = os.path.join(self.tmp.name, folder)
+        os.mkdir(d)
+        D, I, H = 8, 16, 2
+        cfg = dict(architectures=["LlamaForCausalLM"], hidden_size=D, num_hidden_layers=1,
+                   num_attention_heads=H, intermediate_size=I, vocab_size=V, rms_norm_eps=1e-5,
+                   hidden_act="silu", max_position_embeddings=512, tie_word_embeddings=True)
+        rng = np.random.default_rng(0)
+        t = {"model.embed_tokens.weight": rng.standard_normal((V, D)).astype(np.float32),
+             "model.norm.weight": np.ones(D, np.float32)}
+        p = "model.layers.0."
+        for k, shape in (("self_attn.q_proj", (D, D)), ("self_attn.k_proj", (D, D)),
+                         ("self_attn.v_proj", (D, D)), ("self_attn.o_proj", (D, D)),
+                         ("mlp.gate_proj", (I, D)), ("mlp.up_proj", (I, D)),
+                         ("mlp.down_proj", (D, I))):
+            t[p + k + ".weight"] = rng.standard_normal(shape).astype(np.float32)
+        t[p + "input_layernorm.weight"] = np.ones(D, np.float32)
+        t[p + "post_attention_layernorm.weight"] = np.ones(D, np.float32)
+        st.save_file(t, os.path.join(d, "model.safetensors"))
+        with open(os.path.join(d, "config.json"), "w") as f:
+            json.dump(cfg, f)
+        with open(os.path.join(src, "tokenizer_config.json"), encoding="utf-8") as f:
+            tc = json.load(f)
+        if family in FIXTURE_TEMPLATES:
+            tc["chat_template"] = FIXTURE_TEMPLATES[family]["chat_template"]
+            with open(os.path.join(util.ROOT, "weights", "tokenizer.model"), "rb") as f:
+                spm_bytes = f.read()
+            with open(os.path.join(d, "tokenizer.model"), "wb") as f:
+                f.write(spm_bytes)
+        with open(os.path.join(d, "tokenizer_config.json"), "w", encoding="utf-8") as f:
+            json.dump(tc, f, ensure_ascii=False)
+        with open(os.path.join(d, "tokenizer.json"), "w", encoding="utf-8") as f:
+            json.dump(tj, f, ensure_ascii=False)
+        out = os.path.join(self.tmp.name, folder + ".bin")
+        util.convert(d, out)
+        return out
+
+    def test_embedded_templates(self):
+        if not os.path.isdir(SHARED):
+            self.skipTest("../shared/data/tokenizers is absent")
+        for folder, family in self.FOLDERS.items():
+            with self.subTest(family=family):
+                model = self.convert(folder, family)
+                self.assertEqual(util.info(model)["tokenizer_kind"], "tokenizer.json")
+                fam = REFERENCE["families"][family]
+                wants = REFERENCE_IDS["families"][family]
+                args = [model]
+                expect = []
+                for i, (case, want) in enumerate(zip(fam["cases"], wants)):
+                    if want is None:
+                        continue
+                    mp = os.path.join(self.tmp.name, "%s_%d.json" % (family, i))
+                    with open(mp, "w", encoding="utf-8") as f:
+                        json.dump(case["messages"], f, ensure_ascii=False)
+                    args += ["--encode-chat", mp]
+                    expect.append(want)
+                out = util.run_cli(args + ["--today", REFERENCE["today"]])
+                got = [[int(x) for x in line.split()] for line in out.splitlines()]
+                self.assertEqual(got, expect)
+                r = subprocess.run([util.RUN, model, "--chat", "-t", "0", "-n", "3"],
+                                   input=b"Hi\nBye\n", capture_output=True, timeout=120)
+                self.assertEqual(r.returncode, 0, r.stderr)
+                self.assertEqual(len(r.stdout.decode("utf-8", "replace").split("\n")), 3)
