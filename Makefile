@@ -90,7 +90,8 @@ fuzz: fuzz-build
 	  grep -E "^(#[0-9]+.*DONE|stat::number_of_executed_units|stat::peak_rss_mb)" build-fuzz/fuzz_$$t.log || true; \
 	done
 
-# A generation and --ppl under valgrind, from a ./run built without AVX-512
+# A generation and --ppl under valgrind, from a ./run built without AVX-512 and run
+# with MIXATTN_ISA=avx2
 # (x86-64-v3 = AVX2 + FMA, which valgrind decodes), in build-vg/.
 valgrind:
 	$(MAKE) BUILD=build-vg OPT="-O2 -g -march=x86-64-v3 -ffp-contract=fast" build-vg/run

@@ -5,6 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RUN=${1:-build-vg/run}
+export MIXATTN_ISA=avx2 # the kernels' AVX2 path: valgrind decodes AVX2, not AVX-512
 MODEL=weights/gqa.bin
 VG=(valgrind -q --error-exitcode=99 --leak-check=full --errors-for-leak-kinds=definite,indirect
     --show-leak-kinds=definite,indirect)
