@@ -74,8 +74,14 @@ static void free_step(Step *s) {
     for (int i = 0; i < s->count; i++) free((void *)s->m[i].data);
 }
 
-// one decode step: every matrix once (x and y sized for the widest)
+// one decode step: every matrix once (x and y sized for the widest); n = 0: the same matvecs
+// by one team in one parallel region (matvec_team: a barrier per product, not a fork/join)
 static void run_step(const Step *s, float *y, const float *x, int n) {
+    if (n == 0) {
+        #pragma omp parallel
+        for (int i = 0; i < s->count; i++) matvec_team(y, &s->m[i], x, NULL);
+        return;
+    }
     for (int i = 0; i < s->count; i++) {
         if (n == 1) matvec(y, &s->m[i], x, NULL);
         else matmul(y, &s->m[i], x, NULL, n);
@@ -170,6 +176,12 @@ int main(int argc, char **argv) {
                            sh->name, dtype_name(t), kernels_isa_name((KernelIsa)isa), threads[ti],
                            dv * 1e3, s.bytes / dv / 1e9, 2.0 * s.weights / dv / 1e9, cv * 1e3);
                     if (isa == ISA_SCALAR) continue; // the scalar GEMM is the slow reference
+                    if (threads[ti] > 1) {
+                        const double dt = time_step(&s, y, x, 0, 9, &cv);
+                        printf("%s %s %s threads=%d matvec_team ms=%.3f GB/s=%.1f (one parallel region)\n",
+                               sh->name, dtype_name(t), kernels_isa_name((KernelIsa)isa), threads[ti],
+                               dt * 1e3, s.bytes / dt / 1e9);
+                    }
                     const double dm = time_step(&s, y, x, 128, 3, &cm);
                     printf("%s %s %s threads=%d matmul128 ms=%.3f tok/s=%.0f GFLOP/s=%.1f "
                            "GFLOP/cpu-s=%.1f\n", sh->name, dtype_name(t), kernels_isa_name((KernelIsa)isa),
