@@ -638,7 +638,13 @@ static ChatTemplate *open_chat_template(const Options *o, const Tokenizer *tok, 
         where = o->chat_template;
     } else {
         const char *why = tok ? tokenizer_config_record(tok, "chat_template_refused", &n) : NULL;
-        if (why) die("%s: its chat template was refused at conversion: %.*s", where, (int)(n < 300 ? n : 300), why);
+        if (why) {
+            char reason[301];
+            const size_t k = n < 300 ? n : 300;
+            for (size_t i = 0; i < k; i++) reason[i] = (unsigned char)why[i] < 0x20 ? ' ' : why[i];
+            reason[k] = 0;
+            die("%s: its chat template was refused at conversion: %s", where, reason);
+        }
         const char *rec = tok ? tokenizer_config_record(tok, "chat_template", &n) : NULL;
         if (!rec)
             die("%s has no chat template (convert the model from a folder whose tokenizer_config.json has "

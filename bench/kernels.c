@@ -5,8 +5,12 @@
 // and the cost of an OpenMP fork/join. Not a test: numbers only.
 //
 //   build/bench_kernels [stories15M|stories110M|all] [threads...]     (default: all 1 2)
-//   prints one line per (shape, type, isa, threads, op): ms per step, GB/s of weights, GFLOP/s
+//   BENCH_TYPES=q8_0,f32 limits the weight types
+//   prints one line per (shape, type, isa, threads, op): ms per step, GB/s of weights, GFLOP/s,
+//   and the CPU time per step (GFLOP per CPU-second for matmul: the kernels' own speed even
+//   when other jobs share the cores)
 #include <omp.h>
+#include <sys/resource.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -14,6 +18,15 @@
 #include <time.h>
 
 #include "kernels/tensor.h"
+
+// CPU seconds of this process (all threads): on a machine shared with other jobs, work per
+// CPU-second shows the kernels' own speed when wall-clock numbers are diluted by the others.
+static double cpu_seconds(void) {
+    struct rusage r;
+    getrusage(RUSAGE_SELF, &r);
+    return (double)r.ru_utime.tv_sec + r.ru_utime.tv_usec * 1e-6 + (double)r.ru_stime.tv_sec +
+           r.ru_stime.tv_usec * 1e-6;
+}
 
 static double now(void) {
     struct timespec ts;
@@ -62,23 +75,31 @@ static void free_step(Step *s) {
     for (int i = 0; i < s->count; i++) free((void *)s->m[i].data);
 }
 
-// one decode step: every matrix once (x and y sized for the widest)
+// one decode step: every matrix once (x and y sized for the widest); n = 0: the same matvecs
+// by one team in one parallel region (matvec_team: a barrier per product, not a fork/join)
 static void run_step(const Step *s, float *y, const float *x, int n) {
+    if (n == 0) {
+        #pragma omp parallel
+        for (int i = 0; i < s->count; i++) matvec_team(y, &s->m[i], x, NULL);
+        return;
+    }
     for (int i = 0; i < s->count; i++) {
         if (n == 1) matvec(y, &s->m[i], x, NULL);
         else matmul(y, &s->m[i], x, NULL, n);
     }
 }
 
-// median of `reps` timings of fn
-static double time_step(const Step *s, float *y, const float *x, int n, int reps) {
+// median of `reps` timings of fn; *cpu: the CPU seconds per step (all threads, mean)
+static double time_step(const Step *s, float *y, const float *x, int n, int reps, double *cpu) {
     double t[16];
     run_step(s, y, x, n); // warm up
+    const double c0 = cpu_seconds();
     for (int r = 0; r < reps; r++) {
         const double t0 = now();
         run_step(s, y, x, n);
         t[r] = now() - t0;
     }
+    *cpu = (cpu_seconds() - c0) / reps;
     for (int i = 1; i < reps; i++)
         for (int j = i; j > 0 && t[j] < t[j - 1]; j--) { const double u = t[j]; t[j] = t[j - 1]; t[j - 1] = u; }
     return t[reps / 2];
@@ -144,21 +165,31 @@ int main(int argc, char **argv) {
         const Shape *sh = &shapes[si];
         if (strcmp(which, "all") && strcmp(which, sh->name)) continue;
         for (int t = 0; t < DTYPE_COUNT; t++) {
+            const char *only = getenv("BENCH_TYPES"); // e.g. BENCH_TYPES=q8_0,f32
+            if (only && !strstr(only, dtype_name(t))) continue;
             Step s;
             build_step(&s, sh, (DType)t);
             for (int isa = ISA_SCALAR; isa <= (int)best; isa++) {
                 kernels_set_isa((KernelIsa)isa);
                 for (int ti = 0; ti < nthreads; ti++) {
                     omp_set_num_threads(threads[ti]);
-                    const double dv = time_step(&s, y, x, 1, isa == ISA_SCALAR ? 3 : 9);
-                    printf("%s %s %s threads=%d matvec ms=%.3f GB/s=%.1f GFLOP/s=%.1f\n", sh->name,
-                           dtype_name(t), kernels_isa_name((KernelIsa)isa), threads[ti], dv * 1e3,
-                           s.bytes / dv / 1e9, 2.0 * s.weights / dv / 1e9);
+                    double cv, cm;
+                    const double dv = time_step(&s, y, x, 1, isa == ISA_SCALAR ? 3 : 9, &cv);
+                    printf("%s %s %s threads=%d matvec ms=%.3f GB/s=%.1f GFLOP/s=%.1f cpu_ms=%.3f\n",
+                           sh->name, dtype_name(t), kernels_isa_name((KernelIsa)isa), threads[ti],
+                           dv * 1e3, s.bytes / dv / 1e9, 2.0 * s.weights / dv / 1e9, cv * 1e3);
                     if (isa == ISA_SCALAR) continue; // the scalar GEMM is the slow reference
-                    const double dm = time_step(&s, y, x, 128, 3);
-                    printf("%s %s %s threads=%d matmul128 ms=%.3f tok/s=%.0f GFLOP/s=%.1f\n", sh->name,
-                           dtype_name(t), kernels_isa_name((KernelIsa)isa), threads[ti], dm * 1e3,
-                           128 / dm, 2.0 * 128 * s.weights / dm / 1e9);
+                    if (threads[ti] > 1) {
+                        const double dt = time_step(&s, y, x, 0, 9, &cv);
+                        printf("%s %s %s threads=%d matvec_team ms=%.3f GB/s=%.1f (one parallel region)\n",
+                               sh->name, dtype_name(t), kernels_isa_name((KernelIsa)isa), threads[ti],
+                               dt * 1e3, s.bytes / dt / 1e9);
+                    }
+                    const double dm = time_step(&s, y, x, 128, 3, &cm);
+                    printf("%s %s %s threads=%d matmul128 ms=%.3f tok/s=%.0f GFLOP/s=%.1f "
+                           "GFLOP/cpu-s=%.1f\n", sh->name, dtype_name(t), kernels_isa_name((KernelIsa)isa),
+                           threads[ti], dm * 1e3, 128 / dm, 2.0 * 128 * s.weights / dm / 1e9,
+                           2.0 * 128 * s.weights / cm / 1e9);
                     fflush(stdout);
                 }
             }

@@ -87,11 +87,11 @@ static void add_bias(float *y, const float *bias, int n) {
 
 // Block weights . an f32 vector, dequantizing each block on the fly, one thread: the fallback
 // for a row too wide for the stack when the heap is out of memory.
-static void unquantized_rows(float *y, const Matrix *W, const float *x) {
+static void unquantized_rows(float *y, const Matrix *W, const float *x, int r0, int r1) {
     float deq[QK];
     const size_t row_bytes = dtype_row_bytes(W->dtype, W->cols);
     const size_t block_bytes = W->dtype == DTYPE_Q8_0 ? sizeof(BlockQ8_0) : sizeof(BlockQ4_0);
-    for (int r = 0; r < W->rows; r++) {
+    for (int r = r0; r < r1; r++) {
         const char *row = (const char *)W->data + (size_t)r * row_bytes;
         float s = 0.0f;
         for (int b = 0; b < W->cols / QK; b++) {
@@ -105,7 +105,9 @@ static void unquantized_rows(float *y, const Matrix *W, const float *x) {
 // Activations of up to this many columns are quantized on the stack (80 KB at most).
 #define STACK_COLS 65536
 
-void matvec(float *y, const Matrix *W, const float *x, const float *bias) {
+// team = 0: one parallel region of its own (or one thread for small products); team = 1: called
+// by every thread of the enclosing parallel region, each computing its share of the rows.
+static void matvec_impl(float *y, const Matrix *W, const float *x, const float *bias, int team) {
     const IsaKernels *k = &isa_kernels[isa_in_use];
     const int rows = W->rows, cols = W->cols;
     const void *xa = x;
@@ -114,32 +116,55 @@ void matvec(float *y, const Matrix *W, const float *x, const float *bias) {
     float d_stack[dtype_is_block(W->dtype) && cols <= STACK_COLS ? cols / QK : 1];
     int32_t s_stack[dtype_is_block(W->dtype) && cols <= STACK_COLS ? cols / 4 : 1];
     void *heap = NULL;
-    if (dtype_is_block(W->dtype)) {
+    int fallback = 0;
+    if (dtype_is_block(W->dtype)) { // (in a team, each thread quantizes x itself: O(cols))
         act.cols = cols;
         if (cols <= STACK_COLS) {
             act.q = q_stack; act.d = d_stack; act.lsum = s_stack;
-        } else { // a very wide row: one heap block, or the token-by-token path below
+        } else { // a very wide row: one heap block, or the exact f32 products without it
             const size_t nb = (size_t)cols / QK;
             heap = malloc((size_t)cols * 5 + nb * sizeof(float));
-            if (!heap) { // no memory for the quantized activation: the exact f32 products
-                unquantized_rows(y, W, x);
-                add_bias(y, bias, rows);
-                return;
+            if (heap) {
+                act.d = heap; act.lsum = (int32_t *)(act.d + nb); act.q = (int8_t *)(act.lsum + cols / 4);
+            } else {
+                fallback = 1;
             }
-            act.d = heap; act.lsum = (int32_t *)(act.d + nb); act.q = (int8_t *)(act.lsum + cols / 4);
         }
-        k->quantize_act(&act, 0, x);
+        if (!fallback) k->quantize_act(&act, 0, x);
         xa = &act;
     }
-    const int threads = (size_t)rows * cols >= PARALLEL_MIN_WEIGHTS ? omp_get_max_threads() : 1;
-    #pragma omp parallel num_threads(threads) if (threads > 1)
-    {
-        int r0, r1;
+    int r0 = 0, r1 = rows;
+    if (team) {
         split_range(rows, omp_get_num_threads(), omp_get_thread_num(), &r0, &r1);
-        if (r1 > r0) k->rows(y + r0, W, r0, r1, xa);
+    } else if (!fallback) {
+        const int threads = (size_t)rows * cols >= PARALLEL_MIN_WEIGHTS ? omp_get_max_threads() : 1;
+        #pragma omp parallel num_threads(threads) if (threads > 1)
+        {
+            int a, b;
+            split_range(rows, omp_get_num_threads(), omp_get_thread_num(), &a, &b);
+            if (b > a) k->rows(y + a, W, a, b, xa);
+        }
+        r1 = r0; // done
     }
-    add_bias(y, bias, rows);
+    if (r1 > r0) {
+        if (fallback) unquantized_rows(y, W, x, r0, r1);
+        else k->rows(y + r0, W, r0, r1, xa);
+    }
+    if (team) {
+        if (bias && r1 > r0) add_bias(y + r0, bias + r0, r1 - r0);
+    } else {
+        add_bias(y, bias, rows);
+    }
     free(heap);
+    if (team) {
+        #pragma omp barrier
+    }
+}
+
+void matvec(float *y, const Matrix *W, const float *x, const float *bias) { matvec_impl(y, W, x, bias, 0); }
+
+void matvec_team(float *y, const Matrix *W, const float *x, const float *bias) {
+    matvec_impl(y, W, x, bias, 1);
 }
 
 // --- matmul (prefill) ---------------------------------------------------------------------------

@@ -47,6 +47,13 @@ typedef struct { const void *data; DType dtype; int rows, cols; } Matrix; // row
 // OpenMP over contiguous chunks of rows (decode).
 void matvec(float *y, const Matrix *W, const float *x, const float *bias);
 
+// The same product computed by the team of the enclosing OpenMP parallel region: every thread
+// calls it with the same arguments, each computes a contiguous share of the rows, and all
+// return after a barrier (so y is complete). Lets a caller open one parallel region per layer
+// or per decode step instead of one per product (a fork/join costs more than a barrier).
+// Outside a parallel region it is matvec on one thread.
+void matvec_team(float *y, const Matrix *W, const float *x, const float *bias);
+
 // Y[t, r] = W[r,:] . X[t,:] (+ bias[r]) for t < n;  X: [n, cols], Y: [n, rows] (prefill).
 // A register- and cache-blocked GEMM: each weight row is read once per tile of tokens.
 void matmul(float *Y, const Matrix *W, const float *X, const float *bias, int n);

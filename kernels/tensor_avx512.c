@@ -27,6 +27,19 @@ INLINE __m512 load16_tail(DType t, const void *row, int c, __mmask16 m) {
     return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
 }
 
+// The sums of a0..a3 (16 lanes each) stored to y[0..3]: one reduction for the four (folding
+// halves, then quarters, then within 128-bit lanes) instead of four separate ones.
+INLINE void store_sums4(float *y, __m512 a0, __m512 a1, __m512 a2, __m512 a3) {
+    const __m512 s01 = _mm512_add_ps(_mm512_shuffle_f32x4(a0, a1, 0x44), _mm512_shuffle_f32x4(a0, a1, 0xEE));
+    const __m512 s23 = _mm512_add_ps(_mm512_shuffle_f32x4(a2, a3, 0x44), _mm512_shuffle_f32x4(a2, a3, 0xEE));
+    // 128-bit lane i now holds 4 partial sums of a_i
+    __m512 t = _mm512_add_ps(_mm512_shuffle_f32x4(s01, s23, 0x88), _mm512_shuffle_f32x4(s01, s23, 0xDD));
+    t = _mm512_add_ps(t, _mm512_permute_ps(t, 0x4E));
+    t = _mm512_add_ps(t, _mm512_permute_ps(t, 0xB1));
+    const __m512 r = _mm512_permutexvar_ps(_mm512_setr_epi32(0, 4, 8, 12, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0), t);
+    _mm_storeu_ps(y, _mm512_castps512_ps128(r));
+}
+
 // --- float dtypes: one row . x (decode) ----------------------------------------------------------
 
 // Four accumulators over 64 columns at a time, then 16 at a time, then a masked tail.
@@ -74,8 +87,13 @@ INLINE void tile_float(DType t, int R, int T, float *Y, size_t ldy, const char *
             for (int r = 0; r < R; r++) acc[r][k] = _mm512_fmadd_ps(w[r], x, acc[r][k]);
         }
     }
-    for (int k = 0; k < T; k++)
+    for (int k = 0; k < T; k++) {
+        if (R == 4) {
+            store_sums4(Y + (size_t)k * ldy, acc[0][k], acc[1][k], acc[2][k], acc[3][k]);
+            continue;
+        }
         for (int r = 0; r < R; r++) Y[(size_t)k * ldy + r] = _mm512_reduce_add_ps(acc[r][k]);
+    }
 }
 
 // --- block dtypes ---------------------------------------------------------------------------------
@@ -105,60 +123,99 @@ INLINE __m256i block_dot(DType t, __m256i u, const int8_t *q, const int32_t *lsu
     return _mm256_dpbusd_epi32(init, u, _mm256_loadu_si256((const __m256i *)q));
 }
 
-INLINE float hsum256(__m256 v) {
-    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-    return _mm_cvtss_f32(_mm_add_ss(s, _mm_movehdup_ps(s)));
+
+// --- two blocks per 512-bit vector --------------------------------------------------------------
+
+// two consecutive blocks of a row as 64 unsigned bytes (the second in the upper half); `two` = 0:
+// only the first, the upper half zero (so its products are 0 whatever the scale)
+INLINE __m512i block_bytes2(DType t, const char *blk, int two) {
+    const __m512i lo = _mm512_zextsi256_si512(block_bytes(t, blk));
+    return two ? _mm512_inserti64x4(lo, block_bytes(t, blk + BLOCK_BYTES(t)), 1) : lo;
 }
 
+// 8 lanes of a, then 8 lanes of b
+INLINE __m512 halves(float a, float b) {
+    return _mm512_castpd_ps(_mm512_insertf64x4(_mm512_castps_pd(_mm512_set1_ps(a)),
+                                               _mm256_castps_pd(_mm256_set1_ps(b)), 1));
+}
+
+// the activation's quants and offset init of blocks b, b+1 (or b alone)
+INLINE __m512i act_bytes2(const int8_t *q, int two) {
+    return two ? _mm512_loadu_si512(q) : _mm512_zextsi256_si512(_mm256_loadu_si256((const __m256i *)q));
+}
+INLINE __m512i act_init2(DType t, const int32_t *lsum, int two) {
+    const __m512i v = two ? _mm512_loadu_si512(lsum)
+                          : _mm512_zextsi256_si512(_mm256_loadu_si256((const __m256i *)lsum));
+    return _mm512_slli_epi32(v, OFFSET_SHIFT(t));
+}
+
+// lanes 0..7: the exact partial dots of block b (4 columns each), lanes 8..15: of block b+1
+INLINE __m512 block_pair(DType t, const char *w, const ActQ8 *a, int tok, int b, int two, float dx0, float dx1) {
+    const __m512i p = _mm512_dpbusd_epi32(act_init2(t, a->lsum + (size_t)tok * a->cols / 4 + b * 8, two),
+                                          block_bytes2(t, w + b * BLOCK_BYTES(t), two),
+                                          act_bytes2(a->q + (size_t)tok * a->cols + b * QK, two));
+    const float s0 = block_scale(w + b * BLOCK_BYTES(t)) * dx0;
+    const float s1 = two ? block_scale(w + (b + 1) * BLOCK_BYTES(t)) * dx1 : 0.0f;
+    return _mm512_mul_ps(_mm512_cvtepi32_ps(p), halves(s0, s1));
+}
+
+// one row . one token: 4 blocks per step in two accumulators
 INLINE float dot_block(DType t, const char *w, const ActQ8 *a, int tok) {
     const int nb = a->cols / QK;
-    const int8_t *q = a->q + (size_t)tok * a->cols;
-    const int32_t *ls = a->lsum + (size_t)tok * a->cols / 4;
     const float *d = a->d + (size_t)tok * nb;
-    __m256 acc0 = _mm256_setzero_ps(), acc1 = acc0;
+    __m512 acc0 = _mm512_setzero_ps(), acc1 = acc0;
     int b = 0;
-    for (; b + 2 <= nb; b += 2) {
-        const char *w0 = w + b * BLOCK_BYTES(t), *w1 = w0 + BLOCK_BYTES(t);
-        const __m256i p0 = block_dot(t, block_bytes(t, w0), q + b * QK, ls + b * 8);
-        const __m256i p1 = block_dot(t, block_bytes(t, w1), q + b * QK + QK, ls + b * 8 + 8);
-        acc0 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p0), _mm256_set1_ps(block_scale(w0) * d[b]), acc0);
-        acc1 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p1), _mm256_set1_ps(block_scale(w1) * d[b + 1]), acc1);
+    for (; b + 4 <= nb; b += 4) {
+        acc0 = _mm512_add_ps(acc0, block_pair(t, w, a, tok, b, 1, d[b], d[b + 1]));
+        acc1 = _mm512_add_ps(acc1, block_pair(t, w, a, tok, b + 2, 1, d[b + 2], d[b + 3]));
     }
-    if (b < nb) {
-        const char *w0 = w + b * BLOCK_BYTES(t);
-        const __m256i p0 = block_dot(t, block_bytes(t, w0), q + b * QK, ls + b * 8);
-        acc0 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p0), _mm256_set1_ps(block_scale(w0) * d[b]), acc0);
+    for (; b < nb; b += 2) {
+        const int two = b + 1 < nb;
+        acc0 = _mm512_add_ps(acc0, block_pair(t, w, a, tok, b, two, d[b], two ? d[b + 1] : 0.0f));
     }
-    return hsum256(_mm256_add_ps(acc0, acc1));
+    return _mm512_reduce_add_ps(_mm512_add_ps(acc0, acc1));
+}
+
+// R rows x T tokens over blocks b, b+1 (or b alone): each pair of weight blocks is unpacked once
+// for T tokens, each pair of activation blocks loaded once for R rows
+INLINE void tile_block_step(DType t, int R, int T, __m512 acc[4][4], const char *W, size_t rb,
+                            const ActQ8 *a, int b, int two) {
+    const int nb = a->cols / QK;
+    __m512i u[4];
+    __m512 dw[4];
+    for (int r = 0; r < R; r++) {
+        const char *blk = W + r * rb + b * BLOCK_BYTES(t);
+        u[r] = block_bytes2(t, blk, two);
+        dw[r] = halves(block_scale(blk), two ? block_scale(blk + BLOCK_BYTES(t)) : 0.0f);
+    }
+    for (int k = 0; k < T; k++) {
+        const __m512i x = act_bytes2(a->q + (size_t)k * a->cols + b * QK, two);
+        const __m512i init = act_init2(t, a->lsum + (size_t)k * a->cols / 4 + b * 8, two);
+        const float *d = a->d + (size_t)k * nb + b;
+        const __m512 dx = halves(d[0], two ? d[1] : 0.0f);
+        for (int r = 0; r < R; r++) {
+            const __m512i p = _mm512_dpbusd_epi32(init, u[r], x);
+            acc[r][k] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(p), _mm512_mul_ps(dw[r], dx), acc[r][k]);
+        }
+    }
 }
 
 INLINE void tile_block(DType t, int R, int T, float *Y, size_t ldy, const char *W, size_t rb,
                        const ActQ8 *a) {
     const int nb = a->cols / QK;
-    __m256 acc[4][4];
+    __m512 acc[4][4];
     for (int r = 0; r < R; r++)
-        for (int k = 0; k < T; k++) acc[r][k] = _mm256_setzero_ps();
-    for (int b = 0; b < nb; b++) {
-        __m256i u[4];
-        float dw[4];
-        for (int r = 0; r < R; r++) {
-            const char *blk = W + r * rb + b * BLOCK_BYTES(t);
-            u[r] = block_bytes(t, blk);
-            dw[r] = block_scale(blk);
+        for (int k = 0; k < T; k++) acc[r][k] = _mm512_setzero_ps();
+    int b = 0;
+    for (; b + 2 <= nb; b += 2) tile_block_step(t, R, T, acc, W, rb, a, b, 1);
+    if (b < nb) tile_block_step(t, R, T, acc, W, rb, a, b, 0);
+    for (int k = 0; k < T; k++) {
+        if (R == 4) {
+            store_sums4(Y + (size_t)k * ldy, acc[0][k], acc[1][k], acc[2][k], acc[3][k]);
+            continue;
         }
-        for (int k = 0; k < T; k++) {
-            const int8_t *q = a->q + (size_t)k * a->cols + b * QK;
-            const int32_t *ls = a->lsum + (size_t)k * a->cols / 4 + b * 8;
-            const float dx = a->d[(size_t)k * nb + b];
-            for (int r = 0; r < R; r++) {
-                const __m256i p = block_dot(t, u[r], q, ls);
-                acc[r][k] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_set1_ps(dw[r] * dx), acc[r][k]);
-            }
-        }
+        for (int r = 0; r < R; r++) Y[(size_t)k * ldy + r] = _mm512_reduce_add_ps(acc[r][k]);
     }
-    for (int k = 0; k < T; k++)
-        for (int r = 0; r < R; r++) Y[(size_t)k * ldy + r] = hsum256(acc[r][k]);
 }
 
 // --- entry points ------------------------------------------------------------------------------

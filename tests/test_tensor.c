@@ -355,6 +355,41 @@ static void test_half_types_equal_widened(void **state) {
     kernels_set_isa(max_isa);
 }
 
+/* matvec_team inside a parallel region (every thread calls it) equals matvec, bias included,
+ * and consecutive calls see each other's complete outputs (the barrier) */
+static void test_matvec_team(void **state) {
+    (void)state;
+    enum { R = 75, C = 96 };
+    FOR_EACH_ISA(isa) {
+        for (int t = 0; t < DTYPE_COUNT; t++) {
+            float *deq, *deq_sq;
+            void *data = make_weights((DType)t, R, C, &deq, 300 + (uint64_t)t);
+            void *sq = make_weights((DType)t, C, C, &deq_sq, 400 + (uint64_t)t); /* C x C */
+            float *x = tu_rand_array(C, 1.0f, 301), *bias = tu_rand_array(R, 1.0f, 302);
+            float want[R], got[R], mid_want[C], mid_got[C];
+            const Matrix W = {data, (DType)t, R, C}, S = {sq, (DType)t, C, C};
+            matvec(mid_want, &S, x, NULL);
+            matvec(want, &W, mid_want, bias);
+            for (int threads = 1; threads <= 3; threads++) {
+                for (int i = 0; i < R; i++) got[i] = NAN;
+                #pragma omp parallel num_threads(threads)
+                {
+                    matvec_team(mid_got, &S, x, NULL);
+                    matvec_team(got, &W, mid_got, bias); /* reads all of mid_got */
+                }
+                for (int i = 0; i < R; i++)
+                    if (!(fabsf(got[i] - want[i]) <= 1e-6f * (fabsf(want[i]) + 1.0f)))
+                        fail_msg("matvec_team %s threads %d row %d: %.9g want %.9g", dtype_name(t), threads, i,
+                                 got[i], want[i]);
+            }
+            matvec_team(got, &W, mid_want, bias); /* outside a region: one thread */
+            for (int i = 0; i < R; i++) assert_true(fabsf(got[i] - want[i]) <= 1e-6f * (fabsf(want[i]) + 1.0f));
+            free(data); free(sq); free(x); free(bias); free(deq); free(deq_sq);
+        }
+    }
+    kernels_set_isa(max_isa);
+}
+
 static void test_isa_selection(void **state) {
     (void)state;
     assert_int_equal(kernels_parse_isa("scalar"), ISA_SCALAR);
@@ -390,6 +425,7 @@ int main(void) {
         cmocka_unit_test(test_matvec_all_types),
         cmocka_unit_test(test_matmul_all_types),
         cmocka_unit_test(test_half_types_equal_widened),
+        cmocka_unit_test(test_matvec_team),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

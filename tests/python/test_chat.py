@@ -322,6 +322,32 @@ class ChatModeTest(unittest.TestCase):
         out = util.run_cli([self.model, "--chat-template", tpl, "--encode-chat", mp])
         self.assertEqual([int(x) for x in out.split()], ids1)
 
+    def test_embedded_records(self):
+        """The compiled template from the checkpoint's config blob; a refused one's reason."""
+        import mixformat
+        cfg, layers, tensors, tok = mixformat.read_model(self.model)
+        with open(self.structures["qwen2.5"][0], "rb") as f:
+            compiled = f.read()
+        for records, want_rc, want in (({"chat_template": compiled}, 0, None),
+                                       ({"chat_template_refused": b"it numbers\nthe turns"}, 1,
+                                        "its chat template was refused at conversion: it "
+                                        "numbers the turns"),
+                                       ({"chat_template": b"{\"version\": 7}"}, 1,
+                                        "unknown structure version")):
+            with self.subTest(records=list(records)):
+                path = os.path.join(self.tmp.name, "rec.bin")
+                mixformat.write_model(path, cfg, layers, tensors, tokenizer_bytes=tok,
+                                      tokenizer_kind="sentencepiece", tokenizer_config=records)
+                r = subprocess.run([util.RUN, path, "--chat", "-t", "0", "-n", "2"],
+                                   input=b"Hi\n", capture_output=True, timeout=60)
+                self.assertEqual(r.returncode, want_rc, r.stderr)
+                if want:
+                    err = r.stderr.decode().strip().splitlines()
+                    self.assertEqual(len(err), 1, err)
+                    self.assertIn(want, err[0])
+                else:
+                    self.assertEqual(len(r.stdout.splitlines()), 1)
+
     def test_eof_and_errors(self):
         tpl, _ = self.structures["qwen2.5"]
         r = self.chat(["--chat-template", tpl, "-t", "0", "-n", "4"], "")
