@@ -8,11 +8,12 @@ disk), for `make bench-big`:
     bench/make_big.py tinyllama bf16 OUT.bin     TinyLlama-1.1B: dim 2048, 22 layers, 32 heads,
                                                  4 KV heads, hidden 5632, vocab 32000
 
-Block types (q8_0, q4_0) get random codes and random f16 scales drawn per block (so no
-quantizer runs); float types get normal values. Norms are ones (f32). Speed does not
+Block types (q8_0, q4_0) get random codes under one f16 scale per tensor (so no quantizer
+runs); float types get normal values. Norms are ones (f32). Speed does not
 depend on what the weights hold; these models only measure load time, memory and tok/s.
 """
 import os
+import signal
 import sys
 
 import numpy as np
@@ -42,11 +43,12 @@ class RandomTensor:
             return np.ones(n, "<f4").tobytes()
         if dtype in mixformat.BLOCK_BYTES:
             blocks = n // mixformat.QK
-            out = np.empty((blocks, mixformat.BLOCK_BYTES[dtype]), np.uint8)
-            # std of uniform codes: q8_0 ~ 73 d, q4_0 ~ 4.6 d
-            d = self.std / (73.0 if dtype == "q8_0" else 4.6)
-            out[:, :2] = (rng.uniform(0.5, 1.5, blocks) * d).astype("<f2").view(np.uint8).reshape(-1, 2)
-            out[:, 2:] = rng.integers(0, 256, (blocks, out.shape[1] - 2), dtype=np.uint8)
+            bb = mixformat.BLOCK_BYTES[dtype]
+            # random codes; one f16 scale per tensor, chosen so the weights' std is ~std
+            # (uniform codes: q8_0 ~ 73 d, q4_0 ~ 4.6 d). Speed does not depend on either.
+            out = np.frombuffer(rng.bytes(blocks * bb), np.uint8).reshape(blocks, bb).copy()
+            d = np.float16(self.std / (73.0 if dtype == "q8_0" else 4.6))
+            out[:, :2] = np.frombuffer(d.tobytes(), np.uint8)
             return out.tobytes()
         return mixformat.encode(rng.standard_normal(n, dtype=np.float32) * self.std, dtype)
 
@@ -63,7 +65,12 @@ def build(shape_name, dtype, out):
     mixformat.write_model(out, cfg, layers, tensors, dtype=dtype)
 
 
+def _on_sigterm(signum, frame):
+    raise KeyboardInterrupt  # write_model removes its temp file
+
+
 if __name__ == "__main__":
+    signal.signal(signal.SIGTERM, _on_sigterm)
     if len(sys.argv) != 4 or sys.argv[1] not in SHAPES or sys.argv[2] not in mixformat.DTYPES:
         sys.exit("usage: make_big.py mistral7b|tinyllama f32|f16|bf16|q8_0|q4_0 OUT.bin")
     build(*sys.argv[1:])
