@@ -10,10 +10,10 @@ CXXFLAGS+= -std=c++17 $(OPT) -Wall -Wextra -I.
 LDLIBS  += -lsentencepiece -lstdc++ -lm
 BUILD   ?= build
 
-CORE_SRC := $(wildcard model/*.c) $(wildcard attention/*.c)
+CORE_SRC := $(wildcard model/*.c) $(wildcard attention/*.c) $(wildcard kernels/*.c)
 CORE_OBJ := $(patsubst %.c,$(BUILD)/%.o,$(CORE_SRC))
 TOK_OBJ  := $(BUILD)/tokenizer/tokenizer.o
-HDRS     := $(wildcard model/*.h attention/*.h tokenizer/*.h)
+HDRS     := $(wildcard model/*.h attention/*.h kernels/*.h tokenizer/*.h)
 
 TEST_SRC := $(wildcard tests/test_*.c)
 TEST_BIN := $(patsubst tests/%.c,$(BUILD)/tests/%,$(TEST_SRC))

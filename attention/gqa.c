@@ -15,7 +15,7 @@
 #include <string.h>
 
 #include "attention/attention.h"
-#include "model/kernels.h"
+#include "kernels/kernels.h"
 
 void gqa_attention(const GQAWeights *w, const GQACache *cache, const Rope *rope, int dim,
                    int n, int pos0, int window, const float *x, float *out, AttnScratch *s) {

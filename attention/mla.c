@@ -22,7 +22,7 @@
 #include <string.h>
 
 #include "attention/attention.h"
-#include "model/kernels.h"
+#include "kernels/kernels.h"
 
 static const float MLA_INNER_NORM_EPS = 1e-6f; // q_a / kv_a norms: fixed in transformers
 

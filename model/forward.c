@@ -7,7 +7,7 @@
 //   logits = W_out (RMSNorm(x) * logit_scale)
 #include <string.h>
 
-#include "model/kernels.h"
+#include "kernels/kernels.h"
 #include "model/model.h"
 
 float *forward(const Model *m, RunState *s, const int *tokens, int n, int pos0, int all_logits) {

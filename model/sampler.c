@@ -3,7 +3,7 @@
 #include <math.h>
 #include <stdlib.h>
 
-#include "model/kernels.h"
+#include "kernels/kernels.h"
 
 int sampler_create(Sampler *s, int vocab_size, float temperature, int top_k, float top_p, uint64_t seed) {
     s->vocab_size = vocab_size;

@@ -1,4 +1,4 @@
-/* Tests for model/kernels.c against the double-precision references in
+/* Tests for kernels/kernels.c against the double-precision references in
  * tests/reference.h: matvec (odd sizes, with and without bias, the 4-row blocks
  * and the remainder, the OpenMP path), matmul == n matvecs for n = 1..9 (the
  * 4-vector tiles and the remainder), rmsnorm (also in place), softmax (also with
@@ -11,7 +11,7 @@
 
 #include <cmocka.h>
 
-#include "model/kernels.h"
+#include "kernels/kernels.h"
 #include "tests/reference.h"
 #include "tests/testutil.h"
 

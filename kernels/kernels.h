@@ -1,4 +1,4 @@
-// Math kernels shared by the forward pass and the attention files.
+// Math kernels shared by the forward pass and the attention files: the bottom layer.
 // A leaf: it includes nothing of the project, so anything may include it.
 // Plain double-precision references for each live in tests/reference.h.
 #ifndef MIXATTN_KERNELS_H
