@@ -20,17 +20,20 @@
 #define LAYER_BYTES 128   // version 2: attention (bytes 0..63) + feed-forward (64..127)
 #define LAYER_BYTES_V1 64 // version 1: attention only, every FFN dense of hidden_dim
 #define ENTRY_BYTES 128
-#define FORMAT_VERSION 2
+#define FORMAT_VERSION 2 // version 1 files (no block types, 64-byte layers) are read too
 #define MAX_SIZE (1u << 24) // no single dimension of a sane model is larger
 #define HUGE_PAGE ((uint64_t)2 << 20)
 
-enum { DTYPE_F32 = 0, DTYPE_F16 = 1, DTYPE_BF16 = 2 };
+enum { DTYPE_F32 = 0, DTYPE_F16 = 1, DTYPE_BF16 = 2, DTYPE_Q8_0 = 3, DTYPE_Q4_0 = 4 };
+#define QK 32 // values per block of the block types (ggml's q8_0 and q4_0)
+static const char *const dtype_names[] = {"f32", "f16", "bf16", "q8_0", "q4_0"};
 
 typedef struct {
     char name[64];
     uint32_t dtype, ndim;
     uint64_t shape[4];
     uint64_t offset, nbytes;
+    uint64_t count; // values: product of the shape
     int used;
 } Entry;
 
@@ -78,8 +81,9 @@ static int parse_header(Config *c, const unsigned char *h, size_t nbytes, uint32
                         uint64_t *tok_off, uint64_t *tok_bytes, char *err, size_t errlen) {
     if (nbytes < HEADER_BYTES) return fail(err, errlen, "file too short for a header (%zu bytes)", nbytes);
     if (memcmp(h, "MIXATTN\0", 8) != 0) return fail(err, errlen, "bad magic: not a mixattn checkpoint");
-    if (rd_u32(h + 8) < 1 || rd_u32(h + 8) > FORMAT_VERSION)
-        return fail(err, errlen, "unsupported format version %u (this build reads 1 to %d)", rd_u32(h + 8), FORMAT_VERSION);
+    if (rd_u32(h + 8) != FORMAT_VERSION && rd_u32(h + 8) != 1)
+        return fail(err, errlen, "unsupported format version %u (this build reads 1 and %d)", rd_u32(h + 8),
+                    FORMAT_VERSION);
     c->format_version = (int)rd_u32(h + 8);
     if (rd_u32(h + 12) != HEADER_BYTES) return fail(err, errlen, "bad header size %u", rd_u32(h + 12));
     const uint32_t dim = rd_u32(h + 16), n_layers = rd_u32(h + 20), vocab = rd_u32(h + 24),
@@ -251,16 +255,32 @@ static const float *take(Ctx *c, const char *name, int ndim, uint64_t d0, uint64
     }
     found->used = 1;
     const unsigned char *src = c->base + found->offset;
-    const uint64_t count = found->nbytes / (found->dtype == DTYPE_F32 ? 4 : 2);
+    const uint64_t count = found->count;
     float *dst = (float *)(c->m->arena + c->arena_used);
     c->arena_used += (count * sizeof(float) + 63) / 64 * 64;
     if (found->dtype == DTYPE_F32) {
         memcpy(dst, src, found->nbytes);
-    } else {
+    } else if (found->dtype == DTYPE_F16 || found->dtype == DTYPE_BF16) {
         for (uint64_t i = 0; i < count; i++) {
             uint16_t v;
             memcpy(&v, src + 2 * i, 2);
             dst[i] = found->dtype == DTYPE_F16 ? half_to_float(v) : bf16_to_float(v);
+        }
+    } else { // q8_0: [f16 d][32 x i8];  q4_0: [f16 d][16 bytes: q[j] low nibble, q[j+16] high]
+        const size_t block = found->dtype == DTYPE_Q8_0 ? 2 + QK : 2 + QK / 2;
+        for (uint64_t b = 0; b < count / QK; b++) {
+            const unsigned char *p = src + b * block;
+            uint16_t h;
+            memcpy(&h, p, 2);
+            const float d = half_to_float(h);
+            float *y = dst + b * QK;
+            if (found->dtype == DTYPE_Q8_0)
+                for (int j = 0; j < QK; j++) y[j] = (float)(int8_t)p[2 + j] * d;
+            else
+                for (int j = 0; j < QK / 2; j++) {
+                    y[j] = (float)((p[2 + j] & 15) - 8) * d;
+                    y[j + QK / 2] = (float)((p[2 + j] >> 4) - 8) * d;
+                }
         }
     }
     return dst;
@@ -410,7 +430,7 @@ int model_load_buffer(Model *m, const void *data, size_t nbytes, char *err, size
     }
 
     // directory entries: every field checked on its own first
-    static const uint64_t dtype_size[] = {4, 2, 2};
+    const uint32_t version = rd_u32(base + 8);
     for (uint32_t i = 0; i < n_tensors; i++) {
         const unsigned char *p = base + dir_off + (uint64_t)i * ENTRY_BYTES;
         Entry *e = &entries[i];
@@ -423,8 +443,9 @@ int model_load_buffer(Model *m, const void *data, size_t nbytes, char *err, size
         for (int k = 0; k < 4; k++) e->shape[k] = rd_u64(p + 72 + 8 * k);
         e->offset = rd_u64(p + 104);
         e->nbytes = rd_u64(p + 112);
-        if (e->dtype > DTYPE_BF16) {
-            fail(err, errlen, "tensor %s: %s dtype %u", e->name, e->dtype == 3 ? "unsupported (q8_0 is reserved)" : "unknown", e->dtype);
+        if (e->dtype > DTYPE_Q4_0) { fail(err, errlen, "tensor %s: unknown dtype %u", e->name, e->dtype); goto done; }
+        if (e->dtype >= DTYPE_Q8_0 && version < 2) {
+            fail(err, errlen, "tensor %s: dtype %s needs format version 2", e->name, dtype_names[e->dtype]);
             goto done;
         }
         if (e->ndim < 1 || e->ndim > 4) { fail(err, errlen, "tensor %s: bad ndim %u", e->name, e->ndim); goto done; }
@@ -434,9 +455,24 @@ int model_load_buffer(Model *m, const void *data, size_t nbytes, char *err, size
                 fail(err, errlen, "tensor %s: bad shape", e->name);
                 goto done;
             }
-        uint64_t want;
-        if (!mul_ok(count, dtype_size[e->dtype], &want) || want != e->nbytes) {
-            fail(err, errlen, "tensor %s: nbytes %llu does not match its shape", e->name, (unsigned long long)e->nbytes);
+        e->count = count;
+        // bytes = rows x bytes of one row (the last dimension); block types store each
+        // row as cols/32 blocks, so cols must be a multiple of 32
+        const uint64_t cols = e->shape[e->ndim - 1], rows = count / cols;
+        uint64_t row_bytes, want = 0;
+        if (e->dtype >= DTYPE_Q8_0) {
+            if (cols % QK != 0) {
+                fail(err, errlen, "tensor %s: %s needs rows of a multiple of %d values, got %llu", e->name,
+                     dtype_names[e->dtype], QK, (unsigned long long)cols);
+                goto done;
+            }
+            row_bytes = cols / QK * (e->dtype == DTYPE_Q8_0 ? 2 + QK : 2 + QK / 2);
+        } else {
+            row_bytes = cols * (e->dtype == DTYPE_F32 ? 4 : 2);
+        }
+        if (!mul_ok(rows, row_bytes, &want) || want != e->nbytes) {
+            fail(err, errlen, "tensor %s: nbytes %llu does not match its %s shape (%llu expected)", e->name,
+                 (unsigned long long)e->nbytes, dtype_names[e->dtype], (unsigned long long)want);
             goto done;
         }
         if (e->offset % 64 != 0) { fail(err, errlen, "tensor %s: offset not 64-byte aligned", e->name); goto done; }
@@ -453,7 +489,7 @@ int model_load_buffer(Model *m, const void *data, size_t nbytes, char *err, size
     // streams the weights with few TLB misses and the file can be unmapped
     uint64_t arena_bytes = (tok_bytes + 63) / 64 * 64;
     for (uint32_t i = 0; i < n_tensors; i++)
-        arena_bytes += (entries[i].nbytes / dtype_size[entries[i].dtype] * 4 + 63) / 64 * 64;
+        arena_bytes += (entries[i].count * 4 + 63) / 64 * 64;
     arena_bytes = (arena_bytes + HUGE_PAGE - 1) / HUGE_PAGE * HUGE_PAGE;
     void *arena = mmap(NULL, arena_bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     if (arena == MAP_FAILED) {
@@ -478,7 +514,7 @@ int model_load_buffer(Model *m, const void *data, size_t nbytes, char *err, size
         if (bind_layer(&ctx, &m->layers[n], n, bias[n], cfg)) goto done;
     for (uint32_t i = 0; i < n_tensors; i++) {
         if (!entries[i].used) { fail(err, errlen, "unexpected tensor %s", entries[i].name); goto done; }
-        m->n_params += entries[i].nbytes / dtype_size[entries[i].dtype];
+        m->n_params += entries[i].count;
     }
     for (int n = 0; n < cfg->n_layers; n++) {
         if (!(m->layers[n].rope = rope_create(&cfg->rope, m->layers[n].rope_dim))) {

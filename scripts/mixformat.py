@@ -21,6 +21,8 @@ A tensor may be a lazy array-like with `.shape`; if it also has `iter_rows()`
 (yielding consecutive slices along its first axis) it is encoded slice by slice,
 so a stacked [E, I, D] expert tensor never has to be in memory at once.
 """
+import fnmatch
+import mmap
 import os
 import struct
 import tempfile
@@ -28,16 +30,19 @@ import tempfile
 import numpy as np
 
 MAGIC = b"MIXATTN\0"
-VERSION = 2
+VERSION = 2          # version 1 files (no block types, 64-byte layers) are still read
 HEADER_BYTES = 256
 LAYER_BYTES = 128    # version 1: 64 (attention only; every FFN dense of hidden_dim)
 LAYER_BYTES_V1 = 64
 ENTRY_BYTES = 128
 ALIGN = 64
 
-DTYPES = {"f32": 0, "f16": 1, "bf16": 2}
+DTYPES = {"f32": 0, "f16": 1, "bf16": 2, "q8_0": 3, "q4_0": 4}
 DTYPE_NAMES = {v: k for k, v in DTYPES.items()}
-DTYPE_SIZE = {0: 4, 1: 2, 2: 2}
+DTYPE_SIZE = {0: 4, 1: 2, 2: 2}  # bytes per element of the plain types
+# block types (ggml's layouts): 32 weights of a row share one f16 scale
+QK = 32
+BLOCK_BYTES = {"q8_0": 2 + 32, "q4_0": 2 + 16}
 PAIRING = {"neox": 0, "interleaved": 1}
 SCALING = {"none": 0, "linear": 1, "llama3": 2, "yarn": 3}
 KIND = {"gqa": 0, "mla": 1}
@@ -223,8 +228,93 @@ def from_bf16_bits(b):
     return (np.asarray(b, dtype=np.uint16).astype(np.uint32) << 16).view(np.float32)
 
 
+def row_bytes(dtype, cols):
+    """Bytes of one row of `cols` values (the last dimension)."""
+    if dtype in BLOCK_BYTES:
+        if cols % QK:
+            raise FormatError("%s needs rows of a multiple of %d values, got %d" % (dtype, QK, cols))
+        return cols // QK * BLOCK_BYTES[dtype]
+    return cols * DTYPE_SIZE[DTYPES[dtype]]
+
+
+def tensor_bytes(dtype, shape):
+    rows = int(np.prod(shape[:-1])) if len(shape) > 1 else 1
+    return rows * row_bytes(dtype, int(shape[-1]))
+
+
+def _blocks(a):
+    a = np.ascontiguousarray(a, dtype=np.float32)
+    if a.size % QK:
+        raise FormatError("block types need a multiple of %d values per row" % QK)
+    if not np.all(np.isfinite(a)):
+        raise FormatError("cannot quantize non-finite values")
+    return a.reshape(-1, QK)
+
+
+def quantize_q8_0(a):
+    """float32 values (rows of a multiple of 32) -> q8_0 bytes, bit for bit ggml's
+    reference quantize_row_q8_0 (and kernels/ C's): per block of 32,
+    d = max|x| / 127, q = roundf(x * (1/d)) (halves away from zero), d stored as f16."""
+    x = _blocks(a)
+    amax = np.max(np.abs(x), axis=1)
+    d = amax / np.float32(127)
+    with np.errstate(divide="ignore"):
+        inv = np.where(d != 0, np.float32(1) / d, np.float32(0)).astype(np.float32)
+    v = (x * inv[:, None]).astype(np.float64)          # the f32 product, exactly
+    q = (np.sign(v) * np.floor(np.abs(v) + 0.5)).astype(np.int8)  # roundf
+    out = np.empty((x.shape[0], 34), dtype=np.uint8)
+    out[:, :2] = d.astype("<f2").view(np.uint8).reshape(-1, 2)
+    out[:, 2:] = q.view(np.uint8)
+    return out.tobytes()
+
+
+def quantize_q4_0(a):
+    """float32 values -> q4_0 bytes, bit for bit ggml's reference quantize_row_q4_0:
+    per block, m = the value of largest magnitude (the first one), d = m / -8,
+    q = min(15, (int)(x * (1/d) + 8.5)); byte j holds q[j] (low nibble) and q[j+16]
+    (high nibble); d stored as f16. Dequantized: (q - 8) * d."""
+    x = _blocks(a)
+    idx = np.argmax(np.abs(x), axis=1)
+    m = x[np.arange(x.shape[0]), idx]
+    d = m / np.float32(-8)
+    with np.errstate(divide="ignore"):
+        inv = np.where(d != 0, np.float32(1) / d, np.float32(0)).astype(np.float32)
+    v = x * inv[:, None] + np.float32(8.5)              # two f32 roundings, as in C
+    q = np.minimum(15, np.trunc(v)).astype(np.uint8)
+    out = np.empty((x.shape[0], 18), dtype=np.uint8)
+    out[:, :2] = d.astype("<f2").view(np.uint8).reshape(-1, 2)
+    out[:, 2:] = q[:, :16] | (q[:, 16:] << 4)
+    return out.tobytes()
+
+
+def dequantize(raw, dtype, shape):
+    """bytes of one tensor -> float32 array of `shape` (every type)."""
+    if dtype == "f32":
+        a = np.frombuffer(raw, dtype="<f4").astype(np.float32)
+    elif dtype == "f16":
+        a = np.frombuffer(raw, dtype="<f2").astype(np.float32)
+    elif dtype == "bf16":
+        a = from_bf16_bits(np.frombuffer(raw, dtype="<u2"))
+    elif dtype in BLOCK_BYTES:
+        b = np.frombuffer(raw, dtype=np.uint8).reshape(-1, BLOCK_BYTES[dtype])
+        d = b[:, :2].copy().view("<f2").astype(np.float32)  # [blocks, 1]
+        if dtype == "q8_0":
+            q = b[:, 2:].view(np.int8).astype(np.float32)
+        else:
+            lo, hi = b[:, 2:] & 15, b[:, 2:] >> 4
+            q = np.concatenate([lo, hi], axis=1).astype(np.float32) - 8
+        a = (q * d).astype(np.float32)
+    else:
+        raise FormatError("unknown dtype %r" % (dtype,))
+    return a.reshape(shape)
+
+
 def encode(a, dtype):
     a = np.asarray(a, dtype=np.float32)
+    if dtype == "q8_0":
+        return quantize_q8_0(a)
+    if dtype == "q4_0":
+        return quantize_q4_0(a)
     if dtype == "f32":
         return np.ascontiguousarray(a, dtype="<f4").tobytes()
     if dtype == "f16":
@@ -276,12 +366,86 @@ def _pack_layer(layer, cfg_hidden):
     return _LAYER.pack(*vals).ljust(64, b"\0") + ffn.ljust(LAYER_BYTES - 64, b"\0")
 
 
+def storage_dtype(name, shape, dtype, overrides=None):
+    """The dtype a tensor is stored in when a checkpoint is written "in `dtype`".
+
+    1-D tensors (norms, biases) stay f32. A block type (q8_0, q4_0) needs rows of a
+    multiple of 32 values; a matrix whose rows are not falls back to bf16.
+    `overrides` maps fnmatch patterns of names to dtypes and wins over both
+    (e.g. {"output": "q8_0", "*.w_uk": "bf16"}); the first matching pattern is used."""
+    for pattern, dt in (overrides or {}).items():
+        if fnmatch.fnmatchcase(name, pattern):
+            if dt not in DTYPES:
+                raise FormatError("unknown dtype %r for %s" % (dt, pattern))
+            if dt in BLOCK_BYTES and shape[-1] % QK:
+                raise FormatError("tensor %s: rows of %d values cannot be stored as %s (needs a "
+                                  "multiple of %d)" % (name, shape[-1], dt, QK))
+            return dt
+    if dtype not in DTYPES:
+        raise FormatError("unknown dtype %r" % (dtype,))
+    if len(shape) == 1:
+        return "f32"
+    if dtype in BLOCK_BYTES and shape[-1] % QK:
+        return "bf16"
+    return dtype
+
+
+class StoredTensor:
+    """A tensor of a checkpoint on disk, decoded to float32 only when asked (whole, or
+    a range of its first axis), so that re-encoding streams tensor by tensor."""
+
+    def __init__(self, buf, offset, nbytes, dtype, shape):
+        self._buf, self._off, self.nbytes = buf, offset, nbytes
+        self.dtype, self.shape = dtype, tuple(shape)
+
+    def rows(self, lo, hi):
+        """float32 values of [lo, hi) along the first axis."""
+        if len(self.shape) == 1:
+            return np.asarray(self)[lo:hi]
+        per = tensor_bytes(self.dtype, (1,) + self.shape[1:])
+        raw = self._buf[self._off + lo * per:self._off + hi * per]
+        return dequantize(raw, self.dtype, (hi - lo,) + self.shape[1:])
+
+    def __array__(self, dtype=None, copy=None):
+        a = dequantize(self._buf[self._off:self._off + self.nbytes], self.dtype, self.shape)
+        return a if dtype is None else a.astype(dtype, copy=False)
+
+
+CHUNK_VALUES = 1 << 22  # values encoded at once: bounds a writer's memory for huge tensors
+
+
+def encode_chunks(t, dtype, shape):
+    """Encode tensor `t` (an array, a StoredTensor or any array-like) in pieces of at
+    most ~CHUNK_VALUES values along its first axis; yields bytes."""
+    if hasattr(t, "iter_rows"):  # stacked experts, one at a time (bounded memory)
+        for part in t.iter_rows():
+            yield encode(part, dtype)
+        return
+    per_row = int(np.prod(shape[1:])) if len(shape) > 1 else 1
+    step = max(1, CHUNK_VALUES // max(per_row, 1))
+    if len(shape) == 1 or shape[0] <= step:
+        yield encode(np.asarray(t), dtype)
+        return
+    for lo in range(0, shape[0], step):
+        hi = min(shape[0], lo + step)
+        if hasattr(t, "rows"):
+            part = t.rows(lo, hi)
+        elif isinstance(t, np.ndarray):
+            part = t[lo:hi]
+        else:  # a lazy array-like: materialise once, then slice
+            t = np.asarray(t)
+            part = t[lo:hi]
+        yield encode(part, dtype)
+
+
 def write_model(path, cfg, layers, tensors, tokenizer_bytes=None, dtype="f32",
-                dtypes=None):
+                dtypes=None, overrides=None):
     """Validate against docs/FORMAT.md and write atomically (temp file + rename).
 
-    dtype: default storage dtype; `dtypes` may override it per tensor name
-    (norms are small, and some writers keep them in f32)."""
+    dtype: default storage dtype (see storage_dtype: 1-D tensors stay f32, block types
+    fall back to bf16 for rows that are not a multiple of 32); `dtypes` maps exact
+    names to a dtype, `overrides` fnmatch patterns. On any error (or a signal that
+    raises, e.g. KeyboardInterrupt) the temp file is removed and `path` is untouched."""
     c = defaults(cfg)
     if c["n_layers"] != len(layers):
         raise FormatError("n_layers is %d but %d layer descriptors given"
@@ -290,12 +454,12 @@ def write_model(path, cfg, layers, tensors, tokenizer_bytes=None, dtype="f32",
     layer_hidden = c["hidden_dim"]
     # the header's hidden_dim: the largest FFN width of any layer (docs/FORMAT.md)
     c["hidden_dim"] = max(ffn_width(ffn_defaults(l, layer_hidden)) for l in layers)
-    for name in want:
-        if name.endswith((".router", ".router_bias")):
-            dt = (dtypes or {}).get(name, "f32")
-            if dt != "f32":
-                raise FormatError("router tensor %s must be f32, not %s" % (name, dt))
-            dtypes = dict(dtypes or {}, **{name: "f32"})
+    routers = [n for n in want if n.endswith((".router", ".router_bias"))]
+    for name in routers:  # routing is a discrete choice: the router stays f32
+        dt = (dtypes or {}).get(name, "f32")
+        if dt != "f32":
+            raise FormatError("router tensor %s must be f32, not %s" % (name, dt))
+    dtypes = dict(dtypes or {}, **{name: "f32" for name in routers})
     got = set(tensors)
     missing = sorted(set(want) - got)
     extra = sorted(got - set(want))
@@ -314,10 +478,13 @@ def write_model(path, cfg, layers, tensors, tokenizer_bytes=None, dtype="f32",
     off = _align(tok_off + len(tok))
     entries, plan = [], []
     for name in names:
-        dt = (dtypes or {}).get(name, dtype)
-        if dt not in DTYPES:
-            raise FormatError("unknown dtype %r" % (dt,))
-        nbytes = int(np.prod(want[name])) * DTYPE_SIZE[DTYPES[dt]]
+        if dtypes and name in dtypes:
+            dt = dtypes[name]
+            if dt not in DTYPES:
+                raise FormatError("unknown dtype %r" % (dt,))
+        else:
+            dt = storage_dtype(name, want[name], dtype, overrides)
+        nbytes = tensor_bytes(dt, want[name])
         shape = list(want[name]) + [0] * (4 - len(want[name]))
         if len(name.encode()) >= 64:
             raise FormatError("tensor name too long: %s" % name)
@@ -326,8 +493,8 @@ def write_model(path, cfg, layers, tensors, tokenizer_bytes=None, dtype="f32",
                        .ljust(ENTRY_BYTES, b"\0"))
         plan.append((name, dt, off, nbytes))
         off = _align(off + nbytes)
-    # tensors are encoded one at a time while writing, so peak memory stays near
-    # one tensor even for multi-GB checkpoints (tensors may be lazy array-likes)
+    # tensors are encoded a piece at a time while writing, so peak memory stays near
+    # one chunk even for multi-GB checkpoints (tensors may be lazy array-likes)
     d = os.path.dirname(os.path.abspath(path))
     fd, tmp = tempfile.mkstemp(dir=d, prefix=".tmp-", suffix=".bin")
     try:
@@ -340,17 +507,13 @@ def write_model(path, cfg, layers, tensors, tokenizer_bytes=None, dtype="f32",
             f.write(tok)
             for name, dt, o, nbytes in plan:
                 f.write(b"\0" * (o - f.tell()))
-                t = tensors[name]
-                # stacked expert tensors may come slice by slice (bounded memory)
-                parts = t.iter_rows() if hasattr(t, "iter_rows") else [t]
-                n = 0
-                for part in parts:
-                    data = encode(part, dt)
-                    n += len(data)
+                written = 0
+                for data in encode_chunks(tensors[name], dt, want[name]):
                     f.write(data)
-                if n != nbytes:
+                    written += len(data)
+                if written != nbytes:
                     raise FormatError("tensor %s encoded to %d bytes, expected %d"
-                                      % (name, n, nbytes))
+                                      % (name, written, nbytes))
         os.chmod(tmp, 0o644)  # mkstemp makes 0600
         os.replace(tmp, path)
     except BaseException:
@@ -359,19 +522,26 @@ def write_model(path, cfg, layers, tensors, tokenizer_bytes=None, dtype="f32",
         raise
 
 
-def read_model(path):
-    """Parse a .bin into (cfg, layers, tensors as float32 arrays, tokenizer bytes).
+def open_model(path):
+    """Parse a .bin lazily: (cfg, layers, {name: StoredTensor}, tokenizer bytes).
 
-    A reader for tests and reference code; the C loader is the one that validates
-    hostile files."""
+    The file is memory-mapped; tensors decode only when used. A reader for tools
+    and tests; the C loader is the one that validates hostile files."""
     with open(path, "rb") as f:
-        buf = f.read()
+        try:
+            buf = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+        except ValueError:  # empty file
+            raise FormatError("%s is empty" % path)
+    if len(buf) < HEADER_BYTES:
+        raise FormatError("%s is too short for a header" % path)
     h = _HEADER.unpack_from(buf, 0)
     if h[0] != MAGIC:
         raise FormatError("bad magic")
     (_, version, _, dim, n_layers, vocab, max_seq, hidden, act, flags, bos, eos, eps,
      theta, pairing, scaling, factor, lff, hff, orig, bfast, bslow, msc, msc_all, attf,
      sw, es, rsc, lsc, n_tensors, _, tok_off, tok_bytes) = h
+    if version not in (1, VERSION):
+        raise FormatError("unsupported format version %d" % version)
     cfg = dict(dim=dim, n_layers=n_layers, vocab_size=vocab, max_seq_len=max_seq,
                hidden_dim=hidden, activation=act, tied=bool(flags & 1),
                mlp_bias=bool(flags & 2), bos_id=bos, eos_id=eos, norm_eps=eps,
@@ -413,15 +583,21 @@ def read_model(path):
         e = _ENTRY.unpack_from(buf, dir_off + i * ENTRY_BYTES)
         name = e[0].split(b"\0", 1)[0].decode()
         dt, ndim, shape, off, nbytes = e[1], e[2], e[3:3 + e[2]], e[7], e[8]
-        raw = buf[off:off + nbytes]
-        if dt == 0:
-            a = np.frombuffer(raw, dtype="<f4").astype(np.float32)
-        elif dt == 1:
-            a = np.frombuffer(raw, dtype="<f2").astype(np.float32)
-        elif dt == 2:
-            a = from_bf16_bits(np.frombuffer(raw, dtype="<u2"))
-        else:
-            raise FormatError("unknown dtype %d" % dt)
-        tensors[name] = a.reshape(shape)
-    tok = buf[tok_off:tok_off + tok_bytes] if tok_bytes else b""
+        if dt not in DTYPE_NAMES:
+            raise FormatError("tensor %s: unknown dtype %d" % (name, dt))
+        if off + nbytes > len(buf) or nbytes != tensor_bytes(DTYPE_NAMES[dt], shape):
+            raise FormatError("tensor %s: bad size or offset" % name)
+        tensors[name] = StoredTensor(buf, off, nbytes, DTYPE_NAMES[dt], shape)
+    tok = bytes(buf[tok_off:tok_off + tok_bytes]) if tok_bytes else b""
     return cfg, layers, tensors, tok
+
+
+def read_model(path):
+    """Parse a .bin into (cfg, layers, tensors as float32 arrays, tokenizer bytes)."""
+    cfg, layers, stored, tok = open_model(path)
+    return cfg, layers, {k: np.asarray(t) for k, t in stored.items()}, tok
+
+
+def stored_dtypes(path):
+    """name -> dtype name of every tensor of a checkpoint."""
+    return {k: t.dtype for k, t in open_model(path)[2].items()}

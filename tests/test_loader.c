@@ -295,7 +295,8 @@ static void test_directory_errors(void **state) {
     PATCH(tu_put_u32(x + e + 68, 0), "ndim", "ndim 0");
     PATCH(tu_put_u32(x + e + 68, 5), "ndim", "ndim 5");
     PATCH(tu_put_u32(x + e + 64, 7), "dtype", "unknown dtype 7");
-    PATCH(tu_put_u32(x + e + 64, 3), "q8_0", "reserved dtype 3 (q8_0)");
+    PATCH(tu_put_u32(x + e + 64, 3), "version 2", "q8_0 in a version 1 file");
+    PATCH(tu_put_u32(x + e + 64, 5), "unknown dtype", "dtype 5");
     PATCH(tu_put_u32(x + e + 64, 0xFFFFFFFFu), "dtype", "dtype 2^32-1");
     PATCH(memset(x + e, 'a', 64), "NUL", "name without NUL");
     PATCH(memcpy(x + e, "layers.0.wz", 12), "missing tensor layers.0.wq", "renamed tensor");

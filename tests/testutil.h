@@ -77,12 +77,15 @@ static inline double tu_rel_err(const float *a, const float *b, size_t n) {
 /* --- the checkpoint builder ------------------------------------------------------------ */
 
 #define TU_HEADER_BYTES 256
-#define TU_LAYER_BYTES 64
+#define TU_LAYER_BYTES_V1 64 // version 1: attention only
+#define TU_LAYER_BYTES 128   // version 2: attention + feed-forward (written dense of hidden_dim)
+/* layer descriptor bytes of a model's version */
+#define TU_LAYER_BYTES_OF(m) ((m)->version == 1 ? TU_LAYER_BYTES_V1 : TU_LAYER_BYTES)
 #define TU_ENTRY_BYTES 128
 #define TU_MAX_LAYERS 8
 #define TU_MAX_TENSORS 160
 
-enum { TU_F32 = 0, TU_F16 = 1, TU_BF16 = 2 };
+enum { TU_F32 = 0, TU_F16 = 1, TU_BF16 = 2, TU_Q8_0 = 3, TU_Q4_0 = 4 };
 
 typedef struct {
     uint32_t kind; // 0 GQA family, 1 MLA
@@ -316,6 +319,60 @@ static inline uint64_t tu_align64(uint64_t x) { return (x + 63) & ~(uint64_t)63;
 
 static inline uint64_t tu_dtype_size(uint32_t dt) { return dt == TU_F32 ? 4 : 2; }
 
+/* bytes of a tensor's data per docs/FORMAT.md: rows x row bytes; block types
+ * (q8_0: 34 bytes, q4_0: 18 bytes per 32 values of a row) */
+static inline uint64_t tu_data_bytes(const TuTensor *t) {
+    if (t->dtype == TU_Q8_0 || t->dtype == TU_Q4_0) {
+        const uint64_t cols = t->shape[t->ndim ? t->ndim - 1 : 0];
+        return t->count / 32 * (t->dtype == TU_Q8_0 ? 34 : 18) + (cols % 32 ? 0 : 0);
+    }
+    return t->count * tu_dtype_size(t->dtype == TU_F32 ? TU_F32 : TU_F16);
+}
+
+/* float -> f16 bits, round to nearest even (normal and subnormal; finite inputs) */
+static inline uint16_t tu_f32_to_f16(float f) {
+    uint32_t u;
+    memcpy(&u, &f, 4);
+    const uint32_t sign = (u >> 16) & 0x8000;
+    const float a = fabsf(f);
+    if (a >= 65520.0f) return (uint16_t)(sign | 0x7c00);
+    if (a < 6.103515625e-05f) { // subnormal: units of 2^-24, rint = round half to even
+        const float q = rintf(a * 16777216.0f);
+        return (uint16_t)(sign | (uint32_t)q);
+    }
+    uint32_t mant = u & 0x7fffff, exp = ((u >> 23) & 0xff) - 127 + 15;
+    uint32_t h = (exp << 10) | (mant >> 13);
+    const uint32_t rest = mant & 0x1fff;
+    if (rest > 0x1000 || (rest == 0x1000 && (h & 1))) h++;
+    return (uint16_t)(sign | h);
+}
+
+/* One block of 32 values, ggml's reference quantizers as docs/FORMAT.md states them:
+ *   q8_0: d = max|x| / 127, q = round-half-away(x / d)          [f16 d][32 x int8]
+ *   q4_0: m = the first value of largest |x|, d = m / -8,
+ *         q = min(15, (int)(x / d + 8.5))   [f16 d][16 bytes: q[j] | q[j+16] << 4]
+ * (x / d computed as x * (1/d), in f32). */
+static inline void tu_quantize_block(uint32_t dt, const float *x, unsigned char *out) {
+    float amax = 0.0f, max = 0.0f;
+    for (int j = 0; j < 32; j++)
+        if (fabsf(x[j]) > amax) { amax = fabsf(x[j]); max = x[j]; }
+    volatile float d = dt == TU_Q8_0 ? amax / 127.0f : max / -8.0f; // volatile: no fused ops
+    const float id = d != 0.0f ? 1.0f / d : 0.0f;
+    const uint16_t h = tu_f32_to_f16(d);
+    memcpy(out, &h, 2);
+    for (int j = 0; j < 32; j++) {
+        volatile float v = x[j] * id;
+        if (dt == TU_Q8_0) out[2 + j] = (unsigned char)(int8_t)roundf(v);
+        else {
+            volatile float w = v + 8.5f;
+            int q = (int)w;
+            q = q > 15 ? 15 : q;
+            if (j < 16) out[2 + j] = (unsigned char)q;
+            else out[2 + j - 16] |= (unsigned char)(q << 4);
+        }
+    }
+}
+
 /* float -> bf16 bits, round to nearest even (finite inputs) */
 static inline uint16_t tu_f32_to_bf16(float f) {
     uint32_t u;
@@ -329,12 +386,12 @@ static inline uint16_t tu_f32_to_bf16(float f) {
  * truncated file. Returns a malloc'd buffer of exactly *n bytes. */
 static inline unsigned char *tu_serialize(TuModel *m, size_t *n) {
     const int L = m->n_layer_desc, T = m->n_tensors;
-    const uint64_t dir_off = TU_HEADER_BYTES + (uint64_t)TU_LAYER_BYTES * L;
+    const uint64_t dir_off = TU_HEADER_BYTES + (uint64_t)TU_LAYER_BYTES_OF(m) * L;
     const uint64_t tok_off = tu_align64(dir_off + (uint64_t)TU_ENTRY_BYTES * T);
     uint64_t off = tu_align64(tok_off + m->tokenizer_bytes), end = tok_off + m->tokenizer_bytes;
     for (int i = 0; i < T; i++) {
         TuTensor *t = &m->tensors[i];
-        const uint64_t data_bytes = t->count * tu_dtype_size(t->dtype == TU_F32 ? TU_F32 : TU_F16);
+        const uint64_t data_bytes = tu_data_bytes(t);
         if (!t->fix_nbytes) t->nbytes = data_bytes;
         if (!t->fix_offset) t->offset = off;
         off = tu_align64(off + data_bytes);
@@ -383,11 +440,15 @@ static inline unsigned char *tu_serialize(TuModel *m, size_t *n) {
     }
     // layer descriptors
     for (int l = 0; l < L; l++) {
-        unsigned char *p = b + TU_HEADER_BYTES + (size_t)l * TU_LAYER_BYTES;
+        unsigned char *p = b + TU_HEADER_BYTES + (size_t)l * TU_LAYER_BYTES_OF(m);
         const TuLayer *d = &m->layers[l];
         const uint32_t v[11] = {d->kind, d->n_heads, d->n_kv_heads, d->head_dim, d->rope_dim, d->bias,
                                 d->q_lora_rank, d->kv_lora_rank, d->qk_nope, d->qk_rope, d->v_head_dim};
         for (int k = 0; k < 11; k++) tu_put_u32(p + 4 * k, v[k]);
+        if (m->version != 1) { // feed-forward: dense SwiGLU of the header's width
+            tu_put_u32(p + 64, 0);
+            tu_put_u32(p + 68, m->hidden_dim);
+        }
     }
     // directory and data
     for (int i = 0; i < T; i++) {
@@ -401,7 +462,12 @@ static inline unsigned char *tu_serialize(TuModel *m, size_t *n) {
         tu_put_u64(p + 112, t->nbytes);
         if (t->fix_offset) continue; // data placement is the test's business
         unsigned char *dst = b + t->offset;
-        if (t->dtype == TU_F32 || t->dtype > TU_BF16) {
+        if (t->dtype == TU_Q8_0 || t->dtype == TU_Q4_0) {
+            const uint64_t cols = t->shape[t->ndim - 1];
+            if (cols % 32) continue; // not representable: the test wants the loader to refuse it
+            for (size_t k = 0; k < t->count / 32; k++)
+                tu_quantize_block(t->dtype, t->data + 32 * k, dst + k * (t->dtype == TU_Q8_0 ? 34 : 18));
+        } else if (t->dtype == TU_F32 || t->dtype > TU_BF16) {
             if (t->dtype == TU_F32) memcpy(dst, t->data, 4 * t->count);
         } else {
             for (size_t k = 0; k < t->count; k++) {
@@ -420,7 +486,7 @@ static inline unsigned char *tu_serialize(TuModel *m, size_t *n) {
 
 /* offset of directory entry i in a serialised model */
 static inline size_t tu_entry_off(const TuModel *m, int i) {
-    return TU_HEADER_BYTES + (size_t)TU_LAYER_BYTES * (size_t)m->n_layer_desc + (size_t)TU_ENTRY_BYTES * (size_t)i;
+    return TU_HEADER_BYTES + (size_t)TU_LAYER_BYTES_OF(m) * (size_t)m->n_layer_desc + (size_t)TU_ENTRY_BYTES * (size_t)i;
 }
 
 /* index of the tensor named `name`, or -1 */
