@@ -7,18 +7,19 @@ PYTHON  ?= /usr/bin/python3
 OPT     ?= -O3 -march=native -ffp-contract=fast
 CFLAGS  += -std=c11 $(OPT) -Wall -Wextra -fopenmp -I.
 CXXFLAGS+= -std=c++17 $(OPT) -Wall -Wextra -I.
-LDLIBS  += -lsentencepiece -lstdc++ -lm
+LDLIBS  += -lsentencepiece -lstdc++ -lpcre2-8 -lutf8proc -lcjson -lm
 BUILD   ?= build
 
 CORE_SRC := $(wildcard model/*.c) $(wildcard attention/*.c) $(wildcard kernels/*.c)
 CORE_OBJ := $(patsubst %.c,$(BUILD)/%.o,$(CORE_SRC))
-TOK_OBJ  := $(BUILD)/tokenizer/tokenizer.o
+TOK_OBJ  := $(BUILD)/tokenizer/tokenizer.o $(BUILD)/tokenizer/hf_tokenizer.o \
+            $(BUILD)/tokenizer/spm_tokenizer.o $(BUILD)/tokenizer/chat_template.o
 HDRS     := $(wildcard model/*.h attention/*.h kernels/*.h tokenizer/*.h)
 
 TEST_SRC := $(wildcard tests/test_*.c)
 TEST_BIN := $(patsubst tests/%.c,$(BUILD)/tests/%,$(TEST_SRC))
 
-.PHONY: all test test-c test-py bench compare clean asan
+.PHONY: all test test-c test-py bench bench-tokenizers compare clean asan
 all: run
 
 run: run.c $(CORE_OBJ) $(TOK_OBJ) $(HDRS)
@@ -57,6 +58,14 @@ $(BUILD)/bench_decode: bench/decode.c $(CORE_OBJ) $(HDRS)
 # Speed (never in tests): random-weight models of llama2.c's and DeepSeek-V2-Lite's shapes.
 bench: run $(BUILD)/bench_decode
 	$(PYTHON) bench/bench.py
+
+$(BUILD)/bench_tokenize: bench/tokenize.c $(TOK_OBJ) $(HDRS)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -o $@ $< $(TOK_OBJ) $(LDFLAGS) $(LDLIBS)
+
+# Encode speed of the real tokenizer.json files in ../shared, C vs @huggingface/tokenizers (node).
+bench-tokenizers: $(BUILD)/bench_tokenize
+	$(PYTHON) bench/tokenizers.py
 
 # Every model in weights/ side by side: table in docs/compare.md, plot in docs/compare.png.
 compare: run $(BUILD)/bench_decode

@@ -11,9 +11,11 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "model/model.h"
 #include "model/sampler.h"
+#include "tokenizer/chat_template.h"
 #include "tokenizer/tokenizer.h"
 
 #define PREFILL_CHUNK 64 // tokens per forward() call when reading a prompt
@@ -27,6 +29,10 @@ typedef struct {
     const char *tokenizer_path; // -z
     const char *dump_logits;    // --dump-logits FILE
     const char *ppl_path;       // --ppl FILE
+    const char *encode_file;    // --encode-file FILE (tokenizer only, no model; repeatable)
+    const char **encode_files;  // every --encode-file, in order (n_encode_files)
+    int n_encode_files;
+    const char *decode_ids;     // --decode-ids "IDS" (tokenizer only, no model)
     int steps;                  // -n
     float temperature;          // -t
     float top_p;                // --top-p
@@ -36,12 +42,21 @@ typedef struct {
     int threads;                // --threads (0 = OpenMP default)
     int print_ids, info;
     MlaMode mla_mode;
+    int chat;                   // --chat
+    const char *system;         // --system TEXT
+    const char *encode_chat;    // --encode-chat MESSAGES.json (the last one given)
+    const char **encode_chats;  // every --encode-chat, in order (n_encode_chats)
+    int n_encode_chats;
+    const char *render_chat;    // --render-chat MESSAGES.json
+    const char *chat_template;  // --chat-template FILE (compiled JSON)
+    const char *today;          // --today YYYY-MM-DD
 } Options;
 
 static void usage(FILE *f) {
     fprintf(f,
             "usage: run MODEL.bin [options]\n"
-            "  -p TEXT            prompt (BOS is prepended)\n"
+            "       run -z TOKENIZER --encode-file FILE | --decode-ids \"ID ...\"\n"
+            "  -p TEXT            prompt (BOS/EOS added as the tokenizer's config says)\n"
             "  --tokens \"ID ...\"  prompt as raw token ids (no BOS added)\n"
             "  -n N               tokens to generate (default 256; 0 = only read the prompt)\n"
             "  -t F               temperature (default 0.8; 0 = greedy)\n"
@@ -49,13 +64,28 @@ static void usage(FILE *f) {
             "  --top-k N          sample among the N most likely tokens (default 0 = off)\n"
             "  -s N               random seed (default: time)\n"
             "  -c N               context length = KV-cache size (default: the model's)\n"
-            "  -z PATH            SentencePiece tokenizer (default: the one in MODEL.bin)\n"
+            "  -z PATH            tokenizer: a SentencePiece .model, a tokenizer.json (its\n"
+            "                     tokenizer_config.json beside it is read), or a .bin with one\n"
+            "                     embedded (default: the one in MODEL.bin)\n"
+            "  --encode-file FILE print the ids of FILE's bytes (no BOS/EOS) and exit; repeat\n"
+            "                     it for several files (one line each)\n"
+            "  --decode-ids \"IDS\" print the text of the ids and exit\n"
             "  --mla MODE         absorbed (default) or naive MLA attention\n"
             "  --threads N        OpenMP threads\n"
             "  --print-ids        print generated token ids instead of text\n"
             "  --dump-logits FILE write float32 logits of every prompt position\n"
             "  --ppl FILE         perplexity on a text file (stories split by <|endoftext|>)\n"
-            "  --info             print a JSON summary of the model and exit\n");
+            "  --info             print a JSON summary of the model and exit\n"
+            "  --chat             chat on stdin/stdout, one user turn per line (-n: tokens per reply)\n"
+            "  --system TEXT      the system message of --chat\n"
+            "  --encode-chat FILE print the ids of a JSON list of {role, content} messages rendered\n"
+            "                     with the chat template and its generation prompt, and exit\n"
+            "                     (repeat it for several files: one line each)\n"
+            "  --render-chat FILE print that rendering as text (no tokenizer needed) and exit\n"
+            "  --chat-template F  compiled chat template (scripts/chat_template.py compile), instead\n"
+            "                     of the model's; with it MODEL.bin is optional for --render-chat,\n"
+            "                     and for --encode-chat with -z\n"
+            "  --today YYYY-MM-DD the date the template's strftime_now sees (default: today)\n");
 }
 
 static void die(const char *fmt, ...) {
@@ -97,13 +127,16 @@ static Options parse_args(int argc, char **argv) {
         if (!strcmp(a, "-h") || !strcmp(a, "--help")) { usage(stdout); exit(0); }
         if (!strcmp(a, "--print-ids")) { o.print_ids = 1; continue; }
         if (!strcmp(a, "--info")) { o.info = 1; continue; }
+        if (!strcmp(a, "--chat")) { o.chat = 1; continue; }
         if (a[0] != '-') {
             if (o.model_path) die("unexpected argument '%s' (the model is %s)", a, o.model_path);
             o.model_path = a;
             continue;
         }
         static const char *takes_value[] = {"-p", "--tokens", "-n", "-t", "--top-p", "--top-k", "-s", "-c",
-                                            "-z", "--threads", "--dump-logits", "--ppl", "--mla"};
+                                            "-z", "--threads", "--dump-logits", "--ppl", "--mla",
+                                            "--system", "--encode-chat", "--render-chat",
+                                            "--chat-template", "--today", "--encode-file", "--decode-ids"};
         int known = 0;
         for (size_t k = 0; k < sizeof takes_value / sizeof *takes_value; k++) known |= !strcmp(a, takes_value[k]);
         if (!known) die("unknown option '%s' (see run --help)", a);
@@ -121,13 +154,38 @@ static Options parse_args(int argc, char **argv) {
         else if (!strcmp(a, "--threads")) o.threads = (int)parse_int(a, v, 1, 1024);
         else if (!strcmp(a, "--dump-logits")) o.dump_logits = v;
         else if (!strcmp(a, "--ppl")) o.ppl_path = v;
+        else if (!strcmp(a, "--system")) o.system = v;
+        else if (!strcmp(a, "--encode-chat")) {
+            if (!o.encode_chats && !(o.encode_chats = malloc(sizeof(char *) * (size_t)argc))) die("out of memory");
+            o.encode_chat = o.encode_chats[o.n_encode_chats++] = v;
+        }
+        else if (!strcmp(a, "--render-chat")) o.render_chat = v;
+        else if (!strcmp(a, "--chat-template")) o.chat_template = v;
+        else if (!strcmp(a, "--today")) o.today = v;
+        else if (!strcmp(a, "--encode-file")) {
+            if (!o.encode_files && !(o.encode_files = malloc(sizeof(char *) * (size_t)argc))) die("out of memory");
+            o.encode_file = o.encode_files[o.n_encode_files++] = v;
+        }
+        else if (!strcmp(a, "--decode-ids")) o.decode_ids = v;
         else if (!strcmp(a, "--mla")) {
             if (!strcmp(v, "absorbed")) o.mla_mode = MLA_ABSORBED;
             else if (!strcmp(v, "naive")) o.mla_mode = MLA_NAIVE;
             else die("--mla must be 'absorbed' or 'naive', got '%s'", v);
         }
     }
-    if (!o.model_path) { usage(stderr); die("no model given"); }
+    if (o.encode_file || o.decode_ids) {
+        if (o.encode_file && o.decode_ids) die("give either --encode-file or --decode-ids, not both");
+        if (!o.tokenizer_path && !o.model_path) die("--encode-file/--decode-ids need -z TOKENIZER");
+        return o;
+    }
+    const int chat_modes = o.chat + !!o.encode_chat + !!o.render_chat;
+    if (chat_modes > 1) die("give only one of --chat, --encode-chat, --render-chat");
+    if (chat_modes && (o.prompt || o.token_list || o.ppl_path || o.dump_logits || o.info))
+        die("--chat, --encode-chat and --render-chat do not combine with -p, --tokens, --ppl, "
+            "--dump-logits or --info");
+    if (o.system && !o.chat) die("--system is only for --chat");
+    const int model_optional = o.chat_template && (o.render_chat || (o.encode_chat && o.tokenizer_path));
+    if (!o.model_path && !model_optional) { usage(stderr); die("no model given"); }
     if (o.prompt && o.token_list) die("give either -p or --tokens, not both");
     return o;
 }
@@ -139,7 +197,7 @@ static double now_seconds(void) {
 }
 
 // "12 7 99" -> ids, each checked against the vocabulary
-static int *parse_token_list(const char *s, int vocab_size, int *n_out) {
+static int *parse_id_list(const char *flag, const char *s, int vocab_size, int *n_out) {
     int cap = 16, n = 0;
     int *ids = malloc(sizeof(int) * (size_t)cap);
     if (!ids) die("out of memory");
@@ -150,8 +208,8 @@ static int *parse_token_list(const char *s, int vocab_size, int *n_out) {
         char *end;
         errno = 0;
         const long v = strtol(p, &end, 10);
-        if (end == p || errno) die("--tokens: '%s' is not a list of integers", s);
-        if (v < 0 || v >= vocab_size) die("--tokens: id %ld is outside the vocabulary [0, %d)", v, vocab_size);
+        if (end == p || errno) die("%s: '%s' is not a list of integers", flag, s);
+        if (v < 0 || v >= vocab_size) die("%s: id %ld is outside the vocabulary [0, %d)", flag, v, vocab_size);
         if (n == cap) {
             cap *= 2;
             int *grown = realloc(ids, sizeof(int) * (size_t)cap);
@@ -163,6 +221,85 @@ static int *parse_token_list(const char *s, int vocab_size, int *n_out) {
     }
     *n_out = n;
     return ids;
+}
+
+// --- --encode-file / --decode-ids: the tokenizer alone ------------------------------
+
+static char *read_whole_file(const char *path, size_t *n) {
+    FILE *f = fopen(path, "rb");
+    if (!f) die("cannot open %s: %s", path, strerror(errno));
+    size_t cap = 1 << 16, len = 0, got;
+    char *buf = malloc(cap);
+    if (!buf) die("out of memory");
+    while ((got = fread(buf + len, 1, cap - len, f)) > 0) {
+        len += got;
+        if (len == cap) {
+            char *grown = cap < ((size_t)1 << 40) ? realloc(buf, cap *= 2) : NULL;
+            if (!grown) die("out of memory reading %s", path);
+            buf = grown;
+        }
+    }
+    if (ferror(f)) die("cannot read %s (is it a directory?)", path);
+    fclose(f);
+    *n = len;
+    return buf;
+}
+
+// The tokenizer embedded in a loaded checkpoint (NULL and err set if it has none).
+static Tokenizer *embedded_tokenizer(const Model *m, const char *path, char *err, size_t errlen) {
+    if (!m->tokenizer_bytes) {
+        snprintf(err, errlen, "%s has no embedded tokenizer; pass -z PATH", path);
+        return NULL;
+    }
+    Tokenizer *t = tokenizer_from_blob(m->tokenizer_kind, m->tokenizer, m->tokenizer_bytes, m->tokenizer_config,
+                                       m->tokenizer_config_bytes, err, errlen);
+    if (!t) {
+        char *msg = strdup(err);
+        if (msg) snprintf(err, errlen, "%s: %s", path, msg);
+        free(msg);
+    }
+    return t;
+}
+
+// -z PATH: a tokenizer.json, a SentencePiece .model, or a mixattn .bin with one embedded.
+static Tokenizer *tokenizer_from_path(const char *path, char *err, size_t errlen) {
+    char magic[8] = {0};
+    FILE *f = fopen(path, "rb");
+    const int is_bin = f && fread(magic, 1, 8, f) == 8 && !memcmp(magic, "MIXATTN\0", 8);
+    if (f) fclose(f);
+    if (!is_bin) return tokenizer_from_file(path, err, errlen);
+    Model m;
+    if (model_load(&m, path, err, errlen)) return NULL;
+    Tokenizer *t = embedded_tokenizer(&m, path, err, errlen);
+    model_free(&m);
+    return t;
+}
+
+// HF encode(text, add_special_tokens=False) of the file's bytes, or decode(ids).
+static int tokenizer_tool(const Options *o, const Tokenizer *tok) {
+    char err[512];
+    for (int f = 0; f < o->n_encode_files; f++) { // one line per file
+        size_t len;
+        char *text = read_whole_file(o->encode_files[f], &len);
+        int *ids, n;
+        if (tokenizer_encode_len(tok, text, len, 0, &ids, &n, err, sizeof err)) die("%s: %s", o->encode_files[f], err);
+        for (int i = 0; i < n; i++) printf(i ? " %d" : "%d", ids[i]);
+        printf("\n");
+        free(ids);
+        free(text);
+    }
+    if (o->decode_ids) {
+        int n;
+        int *ids = parse_id_list("--decode-ids", o->decode_ids, tokenizer_vocab_size(tok), &n);
+        size_t len;
+        char *text = tokenizer_decode_ex(tok, ids, n, 0, &len);
+        if (!text) die("--decode-ids: the tokenizer cannot decode these ids");
+        fwrite(text, 1, len, stdout);
+        free(text);
+        free(ids);
+    }
+    if (fflush(stdout) || ferror(stdout)) die("cannot write the output");
+    return 0;
 }
 
 // --- --info ----------------------------------------------------------------------
@@ -191,12 +328,15 @@ static void print_info(const Model *m, int context) {
            "  \"active_params\": %zu,\n"
            "  \"tied_embeddings\": %s,\n  \"norm_eps\": %g,\n  \"bos_id\": %d,\n  \"eos_id\": %d,\n"
            "  \"rope\": {\"theta\": %g, \"pairing\": \"%s\", \"scaling\": \"%s\", \"factor\": %g},\n"
-           "  \"sliding_window\": %d,\n  \"tokenizer_embedded\": %s,\n  \"layers\": [\n",
+           "  \"sliding_window\": %d,\n  \"tokenizer_embedded\": %s,\n  \"tokenizer_kind\": \"%s\",\n"
+           "  \"tokenizer_config_bytes\": %zu,\n  \"layers\": [\n",
            c->format_version, layout, c->dim, c->n_layers, c->vocab_size, c->max_seq_len,
            c->hidden_dim, m->n_params, model_active_params(m),
            c->tied_embeddings ? "true" : "false", c->norm_eps, c->bos_id, c->eos_id, c->rope.theta,
            pairing[c->rope.pairing], scaling[c->rope.scaling], c->rope.factor, c->sliding_window,
-           m->tokenizer_bytes ? "true" : "false");
+           m->tokenizer_bytes ? "true" : "false",
+           m->tokenizer_kind == 2 ? "tokenizer.json" : m->tokenizer_kind == 1 ? "sentencepiece" : "none",
+           m->tokenizer_config_bytes);
     for (int n = 0; n < c->n_layers; n++) {
         const Layer *l = &m->layers[n];
         printf("    {\"layer\": %d, \"kind\": \"%s\", ", n, layer_kind_name(l));
@@ -340,6 +480,193 @@ static void perplexity(const Model *m, RunState *s, Tokenizer *tok, const char *
            n_bytes, nll, exp(nll), total_nll / log(2.0) / (double)n_bytes);
 }
 
+// --- chat ------------------------------------------------------------------------
+
+// --today YYYY-MM-DD, else the local date (what Python's datetime.now() gives the template)
+static struct tm chat_date(const char *today) {
+    struct tm tm = {0};
+    if (today) {
+        int y, mo, d;
+        char extra;
+        if (sscanf(today, "%d-%d-%d%c", &y, &mo, &d, &extra) != 3 || y < 1 || y > 9999 || mo < 1 ||
+            mo > 12 || d < 1 || d > 31)
+            die("--today needs a date YYYY-MM-DD, got '%s'", today);
+        tm.tm_year = y - 1900, tm.tm_mon = mo - 1, tm.tm_mday = d, tm.tm_hour = 12, tm.tm_isdst = -1;
+        const struct tm want = tm;
+        if (mktime(&tm) == (time_t)-1 || tm.tm_mday != want.tm_mday) die("--today: no such date '%s'", today);
+        return tm;
+    }
+    const time_t now = time(NULL);
+    if (!localtime_r(&now, &tm)) die("cannot read the local date");
+    return tm;
+}
+
+// --chat-template FILE, else the one compiled into the checkpoint's tokenizer config
+// (record "chat_template"; "chat_template_refused" holds why the converter refused it)
+static ChatTemplate *open_chat_template(const Options *o, const Tokenizer *tok, const char *where) {
+    char err[512];
+    size_t n = 0;
+    char *json = NULL;
+    if (o->chat_template) {
+        json = read_file(o->chat_template, &n);
+        where = o->chat_template;
+    } else {
+        const char *why = tok ? tokenizer_config_record(tok, "chat_template_refused", &n) : NULL;
+        if (why) die("%s: its chat template was refused at conversion: %.*s", where, (int)(n < 300 ? n : 300), why);
+        const char *rec = tok ? tokenizer_config_record(tok, "chat_template", &n) : NULL;
+        if (!rec)
+            die("%s has no chat template (convert the model from a folder whose tokenizer_config.json has "
+                "a chat_template, or pass --chat-template)", where);
+        if (!(json = malloc(n + 1))) die("out of memory");
+        memcpy(json, rec, n);
+        json[n] = 0;
+    }
+    ChatTemplate *t = chat_template_parse(json, n, err, sizeof err);
+    free(json);
+    if (!t) die("%s: %s", where, err);
+    return t;
+}
+
+static ChatMessage *read_messages(const char *path, int *n) {
+    char err[512];
+    size_t len;
+    char *json = read_file(path, &len);
+    ChatMessage *m;
+    if (chat_messages_parse(json, len, &m, n, err, sizeof err)) die("%s: %s", path, err);
+    free(json);
+    return m;
+}
+
+// transformers matches special tokens written in the text (its added-tokens split) before
+// SentencePiece runs; the SentencePiece library does not. So a rendering that writes
+// BOS/EOS/unk as text cannot be encoded exactly through a tokenizer.model: refuse it.
+static void check_spm_specials(const Tokenizer *tok, const char *text, const char *where) {
+    if (tokenizer_kind(tok) != TOKENIZER_SPM) return;
+    const int ids[3] = {tokenizer_bos_id(tok), tokenizer_eos_id(tok), tokenizer_unk_id(tok)};
+    for (int i = 0; i < 3; i++) {
+        const char *piece = ids[i] >= 0 ? tokenizer_piece(tok, ids[i]) : "";
+        if (piece[0] && strstr(text, piece))
+            die("%s: the chat template writes %s, which a SentencePiece tokenizer.model would split "
+                "into pieces, not match as transformers does (convert the model with its "
+                "tokenizer.json)", where, piece);
+    }
+}
+
+// --render-chat / --encode-chat: the conversation of a messages file, as text or as
+// ids (one line per --encode-chat file, in order)
+static void print_chat(const ChatTemplate *ct, Tokenizer *tok, const Options *o) {
+    char err[512];
+    const struct tm today = chat_date(o->today);
+    const int n_files = o->render_chat ? 1 : o->n_encode_chats;
+    for (int f = 0; f < n_files; f++) {
+        const char *path = o->render_chat ? o->render_chat : o->encode_chats[f];
+        int n;
+        ChatMessage *m = read_messages(path, &n);
+        size_t len;
+        char *text = chat_template_render(ct, m, n, &today, &len, err, sizeof err);
+        if (!text) die("%s: %s", path, err);
+        if (o->render_chat) {
+            fwrite(text, 1, len, stdout);
+        } else {
+            int *ids, n_ids;
+            check_spm_specials(tok, text, path);
+            if (tokenizer_encode(tok, text, 0, &ids, &n_ids, err, sizeof err)) die("%s: %s", path, err);
+            for (int i = 0; i < n_ids; i++) printf(i ? " %d" : "%d", ids[i]);
+            printf("\n");
+            free(ids);
+        }
+        free(text);
+        chat_messages_free(m, n);
+    }
+    if (fflush(stdout) || ferror(stdout)) die("cannot write the output");
+}
+
+// The id of a special token's text ("" or not one token: -1).
+static int single_token(Tokenizer *tok, const char *text) {
+    int *ids, n, id = -1;
+    if (!text[0] || tokenizer_encode(tok, text, 0, &ids, &n, NULL, 0)) return -1;
+    if (n == 1) id = ids[0];
+    free(ids);
+    return id;
+}
+
+// --chat: read a user turn per line, render it with the template (the whole first
+// turn, then only what follows the last reply), prefill only those new tokens on top
+// of the KV cache, and stream the reply until an end id (EOS or the template's end
+// of turn, never fed to the model: the next turn's text starts with the turn's
+// closing), -n tokens, or a full context (an error: the conversation no longer fits).
+static void chat(const Model *m, RunState *s, Tokenizer *tok, const ChatTemplate *ct, const Options *o) {
+    const Config *c = &m->cfg;
+    char err[512];
+    const struct tm today = chat_date(o->today);
+    if (o->system && !chat_template_accepts_system(ct)) die("this model's chat template does not accept a system message");
+    const int end_of_turn = single_token(tok, chat_template_end_of_turn(ct));
+    Sampler sampler;
+    if (sampler_create(&sampler, c->vocab_size, o->temperature, o->top_k, o->top_p, o->seed)) die("out of memory");
+    const int interactive = isatty(0) && isatty(2);
+    char *line = NULL;
+    size_t cap = 0;
+    int pos = 0, n_history = 0, turn = 0;
+    for (;;) {
+        if (interactive) fprintf(stderr, "> ");
+        const ssize_t got = getline(&line, &cap, stdin);
+        if (got < 0) break; // EOF: done
+        size_t len = (size_t)got;
+        if (len && line[len - 1] == '\n') line[--len] = 0;
+        if (len && line[len - 1] == '\r') line[--len] = 0;
+        if (strlen(line) != len) die("--chat: a line holds a NUL byte");
+        // the new text: the first turn whole, later ones after the last reply
+        char *text;
+        size_t text_len;
+        if (n_history == 0) {
+            ChatMessage msgs[2] = {{CHAT_SYSTEM, (char *)o->system}, {CHAT_USER, line}};
+            const int first = o->system ? 0 : 1;
+            text = chat_template_render(ct, msgs + first, 2 - first, &today, &text_len, err, sizeof err);
+        } else {
+            text = chat_template_next_turn(ct, line, n_history, &today, &text_len, err, sizeof err);
+        }
+        if (!text) die("--chat: %s", err);
+        int *ids, n_ids;
+        check_spm_specials(tok, text, "--chat");
+        if (tokenizer_encode(tok, text, 0, &ids, &n_ids, err, sizeof err)) die("--chat: %s", err);
+        free(text);
+        if (pos + n_ids >= s->context)
+            die("--chat: the conversation no longer fits the context (%d tokens so far, this turn needs "
+                "%d more, the context is %d; raise -c)", pos, n_ids, s->context);
+        float *logits = run_tokens(m, s, ids, n_ids, pos, NULL);
+        pos += n_ids;
+        free(ids);
+        n_history += (n_history == 0 && o->system) ? 2 : 1;
+        // the reply
+        TokenStream stream;
+        token_stream_init(&stream);
+        int generated = 0;
+        for (; generated < o->steps; generated++) {
+            const int next = sampler_sample(&sampler, logits);
+            if (next == c->eos_id || next == end_of_turn || tokenizer_is_end(tok, next)) break;
+            if (o->print_ids) {
+                printf(generated ? " %d" : "%d", next);
+            } else {
+                char piece[256];
+                const int plen = token_stream_next(tok, &stream, next, piece, sizeof piece);
+                fwrite(piece, 1, (size_t)plen, stdout);
+            }
+            fflush(stdout);
+            if (pos + 1 >= s->context)
+                die("--chat: the context (%d tokens) is full; raise -c", s->context);
+            logits = forward(m, s, &next, 1, pos, 0);
+            pos++;
+        }
+        printf("\n");
+        fflush(stdout);
+        n_history++;
+        fprintf(stderr, "chat: turn %d: prefilled %d tokens, generated %d, %d tokens in the KV cache\n",
+                ++turn, n_ids, generated, pos);
+    }
+    free(line);
+    sampler_free(&sampler);
+}
+
 // --- main ------------------------------------------------------------------------
 
 int main(int argc, char **argv) {
@@ -347,6 +674,24 @@ int main(int argc, char **argv) {
     if (o.threads > 0) omp_set_num_threads(o.threads);
 
     char err[512];
+    if ((o.encode_file || o.decode_ids) && o.tokenizer_path) {
+        Tokenizer *tok = tokenizer_from_path(o.tokenizer_path, err, sizeof err);
+        if (!tok) die("%s", err);
+        tokenizer_tool(&o, tok);
+        tokenizer_free(tok);
+        free(o.encode_files);
+        return 0;
+    }
+    if (!o.model_path) { // --render-chat, or --encode-chat with -z, and --chat-template
+        ChatTemplate *ct = open_chat_template(&o, NULL, "");
+        Tokenizer *tok = NULL;
+        if (o.encode_chat && !(tok = tokenizer_from_path(o.tokenizer_path, err, sizeof err))) die("%s", err);
+        print_chat(ct, tok, &o);
+        tokenizer_free(tok);
+        chat_template_free(ct);
+        free(o.encode_chats);
+        return 0;
+    }
     Model model;
     if (model_load(&model, o.model_path, err, sizeof err)) die("%s", err);
     const Config *c = &model.cfg;
@@ -364,17 +709,46 @@ int main(int argc, char **argv) {
     // tokenizer: -z, else the one embedded in the checkpoint. Only --tokens with
     // numeric output (--print-ids, -n 0) can do without one.
     Tokenizer *tok = NULL;
-    if (o.tokenizer_path) tok = tokenizer_from_file(o.tokenizer_path, err, sizeof err);
-    else if (model.tokenizer_bytes) tok = tokenizer_from_bytes(model.tokenizer, model.tokenizer_bytes, err, sizeof err);
-    else snprintf(err, sizeof err, "%s has no embedded tokenizer; pass -z PATH", o.model_path);
-    const int need_text = !o.token_list || o.ppl_path || (o.steps > 0 && !o.print_ids);
+    if (o.tokenizer_path) tok = tokenizer_from_path(o.tokenizer_path, err, sizeof err);
+    else tok = embedded_tokenizer(&model, o.model_path, err, sizeof err);
+    const int need_text = !o.render_chat && (!o.token_list || o.ppl_path || (o.steps > 0 && !o.print_ids));
     if (!tok && need_text) die("%s", err);
-    if (tok && tokenizer_vocab_size(tok) != c->vocab_size)
+    // a tokenizer.json may have fewer ids than the model's (padded) embedding, never more
+    if (tok && (tokenizer_kind(tok) == TOKENIZER_HF ? tokenizer_vocab_size(tok) > c->vocab_size
+                                                    : tokenizer_vocab_size(tok) != c->vocab_size))
         die("tokenizer vocabulary (%d pieces) does not match the model's vocab_size (%d)",
             tokenizer_vocab_size(tok), c->vocab_size);
+    if (o.encode_file || o.decode_ids) {
+        if (!tok) die("%s", err);
+        tokenizer_tool(&o, tok);
+        tokenizer_free(tok);
+        model_free(&model);
+        free(o.encode_files);
+        return 0;
+    }
+
+    if (o.render_chat || o.encode_chat) {
+        ChatTemplate *ct = open_chat_template(&o, tok, o.model_path);
+        print_chat(ct, tok, &o);
+        chat_template_free(ct);
+        tokenizer_free(tok);
+        model_free(&model);
+        free(o.encode_chats);
+        return 0;
+    }
 
     RunState state;
     if (state_create(&state, &model, context, PREFILL_CHUNK, o.mla_mode, err, sizeof err)) die("%s", err);
+
+    if (o.chat) {
+        ChatTemplate *ct = open_chat_template(&o, tok, o.model_path);
+        chat(&model, &state, tok, ct, &o);
+        chat_template_free(ct);
+        state_free(&state);
+        tokenizer_free(tok);
+        model_free(&model);
+        return 0;
+    }
 
     if (o.ppl_path) {
         perplexity(&model, &state, tok, o.ppl_path);
@@ -387,9 +761,11 @@ int main(int argc, char **argv) {
     // --- prompt
     int *prompt, n_prompt;
     if (o.token_list) {
-        prompt = parse_token_list(o.token_list, c->vocab_size, &n_prompt);
+        prompt = parse_id_list("--tokens", o.token_list, c->vocab_size, &n_prompt);
     } else {
-        if (tokenizer_encode(tok, o.prompt ? o.prompt : "", c->bos_id >= 0, &prompt, &n_prompt, err, sizeof err))
+        // BOS as the tokenizer's config says (tokenizer.json); SentencePiece: as the model's
+        const int add_special = tokenizer_kind(tok) == TOKENIZER_HF ? 1 : c->bos_id >= 0;
+        if (tokenizer_encode(tok, o.prompt ? o.prompt : "", add_special, &prompt, &n_prompt, err, sizeof err))
             die("%s", err);
     }
     if (n_prompt == 0) die("the prompt is empty (and the model has no BOS token to start from)");
@@ -438,7 +814,8 @@ int main(int argc, char **argv) {
             fwrite(piece, 1, (size_t)len, stdout);
         }
         fflush(stdout);
-        if (next == c->eos_id || pos == context || generated == o.steps) break;
+        const int end = next == c->eos_id || (tok && tokenizer_is_end(tok, next));
+        if (end || pos == context || generated == o.steps) break;
         logits = forward(&model, &state, &next, 1, pos, 0);
         pos++;
     }

@@ -408,6 +408,21 @@ int model_load_buffer(Model *m, const void *data, size_t nbytes, char *err, size
     if (tok_bytes > 0 && (tok_off > nbytes || tok_bytes > nbytes - tok_off))
         return fail(err, errlen, "tokenizer blob runs past the end of the file");
     m->tokenizer_bytes = (size_t)tok_bytes;
+    // version 2: tokenizer_kind (0 none, 1 SentencePiece, 2 tokenizer.json) and the
+    // tokenizer-config blob; version 1 files hold a SentencePiece model or nothing
+    uint64_t cfg_off = 0, cfg_bytes = 0;
+    if (rd_u32(base + 8) >= 2) {
+        const uint32_t kind = rd_u32(base + 124);
+        cfg_off = rd_u64(base + 144), cfg_bytes = rd_u64(base + 152);
+        if (kind > 2) return fail(err, errlen, "unknown tokenizer_kind %u (0 none, 1 SentencePiece, 2 tokenizer.json)", kind);
+        if ((kind == 0) != (tok_bytes == 0))
+            return fail(err, errlen, "tokenizer_kind %u does not match tokenizer_bytes %llu", kind,
+                        (unsigned long long)tok_bytes);
+        if (cfg_bytes > 0 && (kind == 0 || cfg_off > nbytes || cfg_bytes > nbytes - cfg_off))
+            return fail(err, errlen, "tokenizer-config blob runs past the end of the file (or has no tokenizer)");
+        m->tokenizer_kind = (int)kind;
+    } else m->tokenizer_kind = tok_bytes ? 1 : 0;
+    m->tokenizer_config_bytes = (size_t)cfg_bytes;
 
     m->layers = calloc((size_t)cfg->n_layers, sizeof(Layer));
     Entry *entries = calloc(n_tensors, sizeof(Entry));
@@ -487,7 +502,7 @@ int model_load_buffer(Model *m, const void *data, size_t nbytes, char *err, size
     // one arena holds every tensor as f32 (f16/bf16 converted once, here) and the
     // tokenizer bytes; anonymous memory with transparent huge pages, so decoding
     // streams the weights with few TLB misses and the file can be unmapped
-    uint64_t arena_bytes = (tok_bytes + 63) / 64 * 64;
+    uint64_t arena_bytes = (tok_bytes + 63) / 64 * 64 + (cfg_bytes + 63) / 64 * 64;
     for (uint32_t i = 0; i < n_tensors; i++)
         arena_bytes += (entries[i].count * 4 + 63) / 64 * 64;
     arena_bytes = (arena_bytes + HUGE_PAGE - 1) / HUGE_PAGE * HUGE_PAGE;
@@ -504,6 +519,11 @@ int model_load_buffer(Model *m, const void *data, size_t nbytes, char *err, size
         memcpy(m->arena, base + tok_off, tok_bytes);
         m->tokenizer = m->arena;
         ctx.arena_used = (tok_bytes + 63) / 64 * 64;
+    }
+    if (cfg_bytes) {
+        memcpy(m->arena + ctx.arena_used, base + cfg_off, cfg_bytes);
+        m->tokenizer_config = m->arena + ctx.arena_used;
+        ctx.arena_used += (cfg_bytes + 63) / 64 * 64;
     }
     const uint64_t V = (uint64_t)cfg->vocab_size, D = (uint64_t)cfg->dim;
     if (!(m->tok_embeddings = take(&ctx, "tok_embeddings", 2, V, D, 0))) goto done;

@@ -52,8 +52,11 @@ typedef struct {
     const float *tok_embeddings;    // [V, D]
     const float *norm;              // [D]
     const float *output;            // [V, D] (= tok_embeddings when tied)
-    const unsigned char *tokenizer; // SentencePiece model bytes embedded in the file
+    const unsigned char *tokenizer; // tokenizer bytes embedded in the file (kind below)
     size_t tokenizer_bytes;         // 0 if none
+    int tokenizer_kind;             // 0 none, 1 SentencePiece .model, 2 tokenizer.json
+    const unsigned char *tokenizer_config; // tokenizer-config blob (docs/FORMAT.md), or NULL
+    size_t tokenizer_config_bytes;
     size_t n_params;                // weights counted once (tied head not twice)
     unsigned char *arena;           // owns every tensor (as f32) and the tokenizer bytes
     size_t arena_bytes;

@@ -831,11 +831,7 @@ def convert(hf_dir, out, dtype="f32", log=None):
     weights = Weights(hf_dir)
     mcfg, layers, tensors, sources, summary = build(cfg, weights)
 
-    tok = b""
-    tok_path = os.path.join(hf_dir, "tokenizer.model")
-    if os.path.isfile(tok_path):
-        with open(tok_path, "rb") as f:
-            tok = f.read()
+    tok_kind, tok, tok_config = tokenizer_files(hf_dir, cfg)
 
     # norms and biases (every 1-D tensor) and the routers stay f32 whatever --dtype says
     small = {n: "f32" for n, t in tensors.items()
@@ -843,16 +839,82 @@ def convert(hf_dir, out, dtype="f32", log=None):
     if dtype == "f16":
         check_f16_range(tensors, [n for n in tensors if n not in small], sources)
     mixformat.write_model(out, mcfg, layers, tensors, tokenizer_bytes=tok, dtype=dtype,
-                          dtypes=small)
+                          dtypes=small, tokenizer_kind=tok_kind, tokenizer_config=tok_config)
     if not tok:  # warn only once the file exists: a failure prints exactly one line
-        extra = (" (its tokenizer.json is a BPE tokenizer, which is not supported yet)"
-                 if os.path.isfile(os.path.join(hf_dir, "tokenizer.json")) else "")
-        print("%s: warning: no tokenizer.model in %s%s; ./run will need -z PATH (a SentencePiece "
-              "model) or --tokens" % (PROG, hf_dir, extra), file=sys.stderr)
+        print("%s: warning: no tokenizer.model or tokenizer.json in %s; ./run will need -z PATH "
+              "or --tokens" % (PROG, hf_dir), file=sys.stderr)
     if log:
         print("%s: wrote %s (%s, %d tensors, %s%s)" % (
             PROG, out, summary, len(tensors), dtype,
-            ", tokenizer %d bytes" % len(tok) if tok else ", no tokenizer"), file=log)
+            ", %s tokenizer %d bytes" % (tok_kind, len(tok)) if tok else ", no tokenizer"),
+            file=log)
+
+
+# --- tokenizer ---------------------------------------------------------------------
+
+def _read_json(path, what):
+    try:
+        with open(path, "rb") as f:
+            raw = f.read()
+        return raw, json.loads(raw.decode("utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as e:
+        raise ConvertError("%s: not valid JSON (%s)" % (what, e))
+
+
+def _id_list(v, what):
+    ids = v if isinstance(v, list) else [v] if v is not None else []
+    for i in ids:
+        if not _is_int(i) or i < 0 or i >= 2 ** 31:
+            raise ConvertError("%s: eos_token_id must be token ids, got %r" % (what, v))
+    return ids
+
+
+def tokenizer_files(hf_dir, cfg):
+    """What the .bin embeds: (kind, tokenizer bytes, tokenizer-config records).
+
+    tokenizer.model (SentencePiece) when the folder has one, else the raw tokenizer.json
+    (the runtime parses it, docs/TOKENIZER.md). The records (docs/FORMAT.md) hold
+    "config.json": a digest of tokenizer_config.json (bos_token, eos_token, add_bos_token,
+    add_eos_token) with eos_token_id = every end id of generation_config.json and
+    config.json, and the compiled chat template (scripts/chat_template.py)."""
+    spm = os.path.join(hf_dir, "tokenizer.model")
+    tj_path = os.path.join(hf_dir, "tokenizer.json")
+    tj = None
+    if os.path.isfile(spm):
+        kind = "sentencepiece"
+        with open(spm, "rb") as f:
+            tok = f.read()
+    elif os.path.isfile(tj_path):
+        kind = "hf"
+        tok, tj = _read_json(tj_path, "tokenizer.json")
+        if not isinstance(tj, dict) or not isinstance(tj.get("model"), dict):
+            raise ConvertError("tokenizer.json: no 'model' object")
+    else:
+        return "none", b"", None
+    tc_path = os.path.join(hf_dir, "tokenizer_config.json")
+    tc = _read_json(tc_path, "tokenizer_config.json")[1] if os.path.isfile(tc_path) else {}
+    if not isinstance(tc, dict):
+        raise ConvertError("tokenizer_config.json: not an object")
+    gc_path = os.path.join(hf_dir, "generation_config.json")
+    gc = _read_json(gc_path, "generation_config.json")[1] if os.path.isfile(gc_path) else {}
+    if not isinstance(gc, dict):
+        raise ConvertError("generation_config.json: not an object")
+    digest = {k: tc[k] for k in ("bos_token", "eos_token", "add_bos_token", "add_eos_token")
+              if k in tc}
+    for k in ("bos_token", "eos_token"):  # {"content": ...} objects -> their content
+        if isinstance(digest.get(k), dict):
+            digest[k] = digest[k].get("content")
+    ends = []
+    for v, what in ((gc.get("eos_token_id"), "generation_config.json"),
+                    (cfg.get("eos_token_id"), "config.json")):
+        ends += [i for i in _id_list(v, what) if i not in ends]
+    if ends:
+        digest["eos_token_id"] = ends
+    records = {"config.json": json.dumps(digest, ensure_ascii=False, sort_keys=True).encode()}
+    if tc.get("chat_template") is not None:
+        import chat_template  # scripts/chat_template.py: compiled at conversion time
+        records.update(chat_template.config_records(tc, tj))
+    return kind, tok, records
 
 
 class _Parser(argparse.ArgumentParser):

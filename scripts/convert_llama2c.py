@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Import a llama2.c checkpoint and its tokenizer.bin into this project's .bin format.
 
-    python3 scripts/convert_llama2c.py MODEL.bin TOKENIZER.bin OUT.bin [--dtype f32|f16|bf16]
+    python3 scripts/convert_llama2c.py MODEL.bin TOKENIZER.bin OUT.bin [--dtype f32|f16|bf16|q8_0|q4_0]
 
 numpy and the standard library only. Written from the layout llama2.c's run.c
 reads and its export.py writes (no code of llama2.c is used):
@@ -19,8 +19,9 @@ reads and its export.py writes (no code of llama2.c is used):
   version 2: like version 1 with an int32 group size after the flag; the norms in
     float32, then each matrix of version 1's list as int8 values followed by one
     float32 scale per group of `group size` values (value = int8 * scale).
-    The runtime has no int8 type of that layout, so the matrices are dequantized
-    here (exactly: int8 * scale in float32) and stored in --dtype.
+    The runtime has no int8 type of that layout (its q8_0 is ggml's: 32 values with
+    an f16 scale), so the matrices are dequantized here (exactly: int8 * scale in
+    float32) and stored in --dtype; --dtype q8_0 re-quantizes them into ggml blocks.
 
 llama2.c's model: RMSNorm eps 1e-5, RoPE base 10000 rotating adjacent pairs
 (2j, 2j+1) over the whole head, SwiGLU w2(silu(w1 x) * w3 x), BOS 1, EOS 2.
@@ -290,7 +291,9 @@ def main(argv=None):
     ap.add_argument("model", help="llama2.c checkpoint (export version 0, 1 or 2)")
     ap.add_argument("tokenizer", help="llama2.c tokenizer.bin")
     ap.add_argument("out", help="output .bin (docs/FORMAT.md)")
-    ap.add_argument("--dtype", default="f32", choices=["f32", "f16", "bf16"])
+    ap.add_argument("--dtype", default="f32", choices=["f32", "f16", "bf16", "q8_0", "q4_0"],
+                    help="storage of the matrices (norms stay f32); q8_0/q4_0 are ggml's "
+                         "32-value blocks, re-quantized from the float weights")
     a = ap.parse_args(argv)
     try:
         c, version = convert(a.model, a.tokenizer, a.out, a.dtype)

@@ -52,7 +52,8 @@ TOPK_METHOD = {"greedy": 0, "group_limited_greedy": 1, "noaux_tc": 2}
 GQA_QK_NORM = 16     # GQA bias_flags bit 4: per-head RMSNorm of q and k (Qwen3)
 
 # header: magic .. reserved(124), tokenizer offset/bytes
-_HEADER = struct.Struct("<8s9Iiiff2I3fI5fI3f2I2Q")
+_HEADER = struct.Struct("<8s9Iiiff2I3fI5fI3f2I2Q2Q")  # ... tokenizer blob, tokenizer-config blob
+TOKENIZER_KINDS = {"none": 0, "sentencepiece": 1, "hf": 2}  # header u32 at 124
 _LAYER = struct.Struct("<11I")
 _FFN = struct.Struct("<11If")        # at byte 64 of a version-2 layer descriptor
 _ENTRY = struct.Struct("<64sII4QQQ")
@@ -324,7 +325,42 @@ def encode(a, dtype):
     raise FormatError("unknown dtype %r" % (dtype,))
 
 
-def _pack_header(c, n_tensors, tok_off, tok_bytes):
+def pack_tokenizer_config(records):
+    """The tokenizer-config blob of docs/FORMAT.md from {key: bytes}: b"TKCF", u32 version 1,
+    u32 count, then per record u32 key length, key (ASCII), u32 value length, value."""
+    out = [b"TKCF", struct.pack("<II", 1, len(records))]
+    for key in sorted(records):
+        k, v = key.encode("ascii"), bytes(records[key])
+        out += [struct.pack("<I", len(k)), k, struct.pack("<I", len(v)), v]
+    return b"".join(out)
+
+
+def unpack_tokenizer_config(blob):
+    """{key: bytes} from a tokenizer-config blob (FormatError if malformed)."""
+    if len(blob) < 12 or blob[:4] != b"TKCF":
+        raise FormatError("tokenizer-config blob: bad magic")
+    version, count = struct.unpack_from("<II", blob, 4)
+    if version != 1:
+        raise FormatError("tokenizer-config blob: unknown version %d" % version)
+    at, out = 12, {}
+    for _ in range(count):
+        if at + 4 > len(blob):
+            raise FormatError("tokenizer-config blob: truncated")
+        (kl,) = struct.unpack_from("<I", blob, at)
+        key = blob[at + 4:at + 4 + kl]
+        if at + 8 + kl > len(blob):
+            raise FormatError("tokenizer-config blob: truncated")
+        (vl,) = struct.unpack_from("<I", blob, at + 4 + kl)
+        if at + 8 + kl + vl > len(blob):
+            raise FormatError("tokenizer-config blob: truncated")
+        out[key.decode("ascii")] = blob[at + 8 + kl:at + 8 + kl + vl]
+        at += 8 + kl + vl
+    if at != len(blob):
+        raise FormatError("tokenizer-config blob: trailing bytes")
+    return out
+
+
+def _pack_header(c, n_tensors, tok_off, tok_bytes, tok_kind=0, cfg_off=0, cfg_bytes=0):
     rs = c["rope_scaling"]
     if rs["type"] not in SCALING:
         raise FormatError("unknown rope scaling type %r" % (rs["type"],))
@@ -341,7 +377,7 @@ def _pack_header(c, n_tensors, tok_off, tok_bytes):
         rs["beta_fast"], rs["beta_slow"], rs["mscale"] or 0.0,
         rs["mscale_all_dim"] or 0.0, rs["attention_factor"] or 0.0,
         c["sliding_window"] or 0, c["embed_scale"], c["residual_scale"],
-        c["logit_scale"], n_tensors, 0, tok_off, tok_bytes,
+        c["logit_scale"], n_tensors, tok_kind, tok_off, tok_bytes, cfg_off, cfg_bytes,
     ).ljust(HEADER_BYTES, b"\0")
 
 
@@ -439,7 +475,7 @@ def encode_chunks(t, dtype, shape):
 
 
 def write_model(path, cfg, layers, tensors, tokenizer_bytes=None, dtype="f32",
-                dtypes=None, overrides=None):
+                dtypes=None, overrides=None, tokenizer_kind=None, tokenizer_config=None):
     """Validate against docs/FORMAT.md and write atomically (temp file + rename).
 
     dtype: default storage dtype (see storage_dtype: 1-D tensors stay f32, block types
@@ -473,9 +509,18 @@ def write_model(path, cfg, layers, tensors, tokenizer_bytes=None, dtype="f32",
                               % (name, tuple(np.shape(tensors[name])), tuple(shape)))
     names = list(want)  # deterministic order
     tok = tokenizer_bytes or b""
+    # tokenizer_kind: "sentencepiece" (the default with tokenizer bytes) or "hf" (tokenizer.json);
+    # tokenizer_config: {key: bytes} records for the tokenizer-config blob (needs a tokenizer)
+    kind_name = tokenizer_kind or ("sentencepiece" if tok else "none")
+    if kind_name not in TOKENIZER_KINDS or (TOKENIZER_KINDS[kind_name] == 0) != (not tok):
+        raise FormatError("tokenizer_kind %r does not fit %d tokenizer bytes" % (tokenizer_kind, len(tok)))
+    tcfg = pack_tokenizer_config(tokenizer_config) if tokenizer_config else b""
+    if tcfg and not tok:
+        raise FormatError("a tokenizer config needs an embedded tokenizer")
     dir_off = HEADER_BYTES + LAYER_BYTES * len(layers)  # version 2: 128-byte descriptors
     tok_off = _align(dir_off + ENTRY_BYTES * len(names))
-    off = _align(tok_off + len(tok))
+    cfg_off = _align(tok_off + len(tok))
+    off = _align(cfg_off + len(tcfg))
     entries, plan = [], []
     for name in names:
         if dtypes and name in dtypes:
@@ -499,12 +544,15 @@ def write_model(path, cfg, layers, tensors, tokenizer_bytes=None, dtype="f32",
     fd, tmp = tempfile.mkstemp(dir=d, prefix=".tmp-", suffix=".bin")
     try:
         with os.fdopen(fd, "wb") as f:
-            f.write(_pack_header(c, len(names), tok_off if tok else 0, len(tok)))
+            f.write(_pack_header(c, len(names), tok_off if tok else 0, len(tok),
+                                 TOKENIZER_KINDS[kind_name], cfg_off if tcfg else 0, len(tcfg)))
             for layer in layers:
                 f.write(_pack_layer(layer, layer_hidden))
             f.write(b"".join(entries))
             f.write(b"\0" * (tok_off - f.tell()))
             f.write(tok)
+            f.write(b"\0" * (cfg_off - f.tell()))
+            f.write(tcfg)
             for name, dt, o, nbytes in plan:
                 f.write(b"\0" * (o - f.tell()))
                 written = 0
@@ -539,7 +587,7 @@ def open_model(path):
         raise FormatError("bad magic")
     (_, version, _, dim, n_layers, vocab, max_seq, hidden, act, flags, bos, eos, eps,
      theta, pairing, scaling, factor, lff, hff, orig, bfast, bslow, msc, msc_all, attf,
-     sw, es, rsc, lsc, n_tensors, _, tok_off, tok_bytes) = h
+     sw, es, rsc, lsc, n_tensors, _, tok_off, tok_bytes, _, _) = h
     if version not in (1, VERSION):
         raise FormatError("unsupported format version %d" % version)
     cfg = dict(dim=dim, n_layers=n_layers, vocab_size=vocab, max_seq_len=max_seq,
@@ -590,6 +638,24 @@ def open_model(path):
         tensors[name] = StoredTensor(buf, off, nbytes, DTYPE_NAMES[dt], shape)
     tok = bytes(buf[tok_off:tok_off + tok_bytes]) if tok_bytes else b""
     return cfg, layers, tensors, tok
+
+
+def read_tokenizer(path):
+    """(kind name, tokenizer bytes, {key: bytes} of the tokenizer-config blob) of a .bin."""
+    with open(path, "rb") as f:
+        buf = f.read(HEADER_BYTES)
+        h = _HEADER.unpack_from(buf, 0)
+        if h[0] != MAGIC:
+            raise FormatError("bad magic")
+        version, kind, tok_off, tok_bytes, cfg_off, cfg_bytes = h[1], h[-5], h[-4], h[-3], h[-2], h[-1]
+        if version < 2:
+            kind, cfg_bytes = (1 if tok_bytes else 0), 0
+        f.seek(tok_off)
+        tok = f.read(tok_bytes) if tok_bytes else b""
+        f.seek(cfg_off)
+        cfg = unpack_tokenizer_config(f.read(cfg_bytes)) if cfg_bytes else {}
+    names = {v: k for k, v in TOKENIZER_KINDS.items()}
+    return names.get(kind, kind), tok, cfg
 
 
 def read_model(path):

@@ -1,8 +1,9 @@
-// Thin C wrapper over the SentencePiece C++ library (see tokenizer.h).
+// SentencePiece backend of tokenizer/tokenizer.h: a thin C wrapper over the
+// SentencePiece C++ library (see spm_tokenizer.h).
 // Every entry point catches all exceptions: SentencePiece/protobuf can throw
 // (e.g. protobuf's FatalException, std::bad_alloc) and C callers cannot.
 
-#include "tokenizer/tokenizer.h"
+#include "tokenizer/spm_tokenizer.h"
 
 #include <sentencepiece_processor.h>
 
@@ -18,7 +19,7 @@
 static const char kSpace[] = "\xe2\x96\x81";  // U+2581, SentencePiece's space
 static const size_t kSpaceLen = 3;
 
-struct Tokenizer {
+struct SpmTokenizer {
     sentencepiece::SentencePieceProcessor sp;
     int vocab_size, bos, eos, unk;
     // Per id, what the piece decodes to in mid-stream: "" for control tokens,
@@ -48,14 +49,14 @@ static int parse_byte_piece(const std::string &p) {
     return -1;
 }
 
-static bool decode_ids(const Tokenizer *t, const std::vector<int> &ids, std::string *out) {
+static bool decode_ids(const SpmTokenizer *t, const std::vector<int> &ids, std::string *out) {
     return t->sp.Decode(ids, out).ok();
 }
 
 // Builds the per-id tables used by streaming decode. Rather than reading the
 // normalizer flags (their proto is not in the public headers), ask
 // SentencePiece itself how it decodes a leading U+2581.
-static void build_tables(Tokenizer *t) {
+static void build_tables(SpmTokenizer *t) {
     const int n = t->vocab_size;
     t->text.assign(n, std::string());
     t->byte.assign(n, -1);
@@ -88,12 +89,12 @@ static void build_tables(Tokenizer *t) {
 
 extern "C" {
 
-Tokenizer *tokenizer_from_bytes(const void *data, size_t nbytes, char *err, size_t errlen) {
+SpmTokenizer *spm_from_bytes(const void *data, size_t nbytes, char *err, size_t errlen) {
     set_err(err, errlen, "");
     if (!data && nbytes) { set_err(err, errlen, "tokenizer: NULL data"); return NULL; }
-    Tokenizer *t = NULL;
+    SpmTokenizer *t = NULL;
     try {
-        t = new Tokenizer();
+        t = new SpmTokenizer();
         const auto st = t->sp.LoadFromSerializedProto(
             std::string(data ? (const char *)data : "", nbytes));
         if (!st.ok()) {
@@ -129,7 +130,7 @@ Tokenizer *tokenizer_from_bytes(const void *data, size_t nbytes, char *err, size
 
 // Reads the file ourselves: SentencePiece's own loader throws
 // std::ios_base::failure when given a directory.
-Tokenizer *tokenizer_from_file(const char *path, char *err, size_t errlen) {
+SpmTokenizer *spm_from_file(const char *path, char *err, size_t errlen) {
     set_err(err, errlen, "");
     if (!path) { set_err(err, errlen, "tokenizer: NULL path"); return NULL; }
     FILE *f = fopen(path, "rb");
@@ -148,7 +149,7 @@ Tokenizer *tokenizer_from_file(const char *path, char *err, size_t errlen) {
     fclose(f);
     if (oom) { set_err(err, errlen, "tokenizer: out of memory reading %s", path); return NULL; }
     if (bad) { set_err(err, errlen, "tokenizer: cannot read %s: %s", path, strerror(e)); return NULL; }
-    Tokenizer *t = tokenizer_from_bytes(buf.data(), buf.size(), err, errlen);
+    SpmTokenizer *t = spm_from_bytes(buf.data(), buf.size(), err, errlen);
     if (!t && err && errlen) {  // name the file in the message
         char *msg = strdup(err);
         if (msg) set_err(err, errlen, "%s: %s", path, msg);
@@ -157,14 +158,14 @@ Tokenizer *tokenizer_from_file(const char *path, char *err, size_t errlen) {
     return t;
 }
 
-void tokenizer_free(Tokenizer *t) { delete t; }
+void spm_free(SpmTokenizer *t) { delete t; }
 
-int tokenizer_vocab_size(const Tokenizer *t) { return t ? t->vocab_size : 0; }
-int tokenizer_bos_id(const Tokenizer *t) { return t ? t->bos : -1; }
-int tokenizer_eos_id(const Tokenizer *t) { return t ? t->eos : -1; }
-int tokenizer_unk_id(const Tokenizer *t) { return t ? t->unk : -1; }
+int spm_vocab_size(const SpmTokenizer *t) { return t ? t->vocab_size : 0; }
+int spm_bos_id(const SpmTokenizer *t) { return t ? t->bos : -1; }
+int spm_eos_id(const SpmTokenizer *t) { return t ? t->eos : -1; }
+int spm_unk_id(const SpmTokenizer *t) { return t ? t->unk : -1; }
 
-const char *tokenizer_piece(const Tokenizer *t, int id) {
+const char *spm_piece(const SpmTokenizer *t, int id) {
     if (!t || id < 0 || id >= t->vocab_size) return "";
     try {
         return t->sp.IdToPiece(id).c_str();
@@ -173,49 +174,56 @@ const char *tokenizer_piece(const Tokenizer *t, int id) {
     }
 }
 
-int tokenizer_encode(const Tokenizer *t, const char *text, int add_bos, int **ids, int *n_ids,
-                     char *err, size_t errlen) {
+int spm_encode(const SpmTokenizer *t, const char *text, size_t len, int add_bos, int **ids,
+               int *n_ids, char *err, size_t errlen) {
     set_err(err, errlen, "");
     if (ids) *ids = NULL;
     if (n_ids) *n_ids = 0;
-    if (!t || !text || !ids || !n_ids) { set_err(err, errlen, "tokenizer_encode: NULL argument"); return -1; }
+    if (!t || !text || !ids || !n_ids) { set_err(err, errlen, "tokenizer: NULL argument"); return -1; }
     try {
         std::vector<int> v;
-        const auto st = t->sp.Encode(text, &v);
+        const auto st = t->sp.Encode(std::string(text, len), &v);
         if (!st.ok()) {
-            set_err(err, errlen, "tokenizer_encode: %s", st.ToString().c_str());
+            set_err(err, errlen, "tokenizer: %s", st.ToString().c_str());
             return -1;
         }
         const size_t extra = (add_bos && t->bos >= 0) ? 1 : 0;
         const size_t n = v.size() + extra;
-        if (n > (size_t)0x7fffffff) { set_err(err, errlen, "tokenizer_encode: text too long"); return -1; }
+        if (n > (size_t)0x7fffffff) { set_err(err, errlen, "tokenizer: text too long"); return -1; }
         int *out = (int *)malloc((n ? n : 1) * sizeof(int));
-        if (!out) { set_err(err, errlen, "tokenizer_encode: out of memory"); return -1; }
+        if (!out) { set_err(err, errlen, "tokenizer: out of memory"); return -1; }
         if (extra) out[0] = t->bos;
         if (!v.empty()) memcpy(out + extra, v.data(), v.size() * sizeof(int));
         *ids = out;
         *n_ids = (int)n;
         return 0;
     } catch (const std::bad_alloc &) {
-        set_err(err, errlen, "tokenizer_encode: out of memory");
+        set_err(err, errlen, "tokenizer: out of memory");
     } catch (...) {
-        set_err(err, errlen, "tokenizer_encode: SentencePiece failed");
+        set_err(err, errlen, "tokenizer: SentencePiece failed");
     }
     return -1;
 }
 
-void token_stream_init(TokenStream *s) {
-    if (s) s->at_start = 1;
+int spm_piece_to_id(const SpmTokenizer *t, const char *piece) {
+    if (!t || !piece) return -1;
+    try {
+        const int id = t->sp.PieceToId(piece);
+        // PieceToId answers unk for unknown pieces: check the piece really is it
+        return id >= 0 && id < t->vocab_size && t->sp.IdToPiece(id) == piece ? id : -1;
+    } catch (...) {
+        return -1;
+    }
 }
 
 // Mirrors SentencePiece's Decode(): control pieces are invisible and do not
 // end the "start of text" state; the first piece that starts with U+2581
 // loses it (once, or -- strip_all -- until some text has been produced);
 // anything that produces text ends the start state.
-int token_stream_next(const Tokenizer *t, TokenStream *s, int id, char *out, int outcap) {
+int spm_stream_next(const SpmTokenizer *t, int *at_start, int id, char *out, int outcap) {
     if (!out || outcap <= 0) return 0;
     out[0] = '\0';
-    if (!t || !s || id < 0 || id >= t->vocab_size) return 0;
+    if (!t || !at_start || id < 0 || id >= t->vocab_size) return 0;
 
     char one;
     const char *p;
@@ -227,23 +235,23 @@ int token_stream_next(const Tokenizer *t, TokenStream *s, int id, char *out, int
     } else {
         p = t->text[id].data();
         n = t->text[id].size();
-        if (s->at_start && t->lead_space[id] && t->strip_first) {
+        if (*at_start && t->lead_space[id] && t->strip_first) {
             p++, n--;
-            if (!t->strip_all) s->at_start = 0;
+            if (!t->strip_all) *at_start = 0;
         }
     }
-    if (n > 0) s->at_start = 0;
+    if (n > 0) *at_start = 0;
     if (n > (size_t)outcap - 1) n = (size_t)outcap - 1;
     memcpy(out, p, n);
     out[n] = '\0';
     return (int)n;
 }
 
-char *tokenizer_decode(const Tokenizer *t, const int *ids, int n_ids) {
-    return tokenizer_decode_len(t, ids, n_ids, NULL);
+char *spm_decode(const SpmTokenizer *t, const int *ids, int n_ids) {
+    return spm_decode_len(t, ids, n_ids, NULL);
 }
 
-char *tokenizer_decode_len(const Tokenizer *t, const int *ids, int n_ids, size_t *len) {
+char *spm_decode_len(const SpmTokenizer *t, const int *ids, int n_ids, size_t *len) {
     if (len) *len = 0;
     if (!t || n_ids < 0 || (!ids && n_ids > 0)) return NULL;
     try {
