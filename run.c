@@ -13,6 +13,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "common/error.h"
+#include "kernels/tensor.h" // kernels_set_isa: the CLI owns the instruction-set choice
 #include "model/model.h"
 #include "model/sampler.h"
 #include "tokenizer/chat_template.h"
@@ -85,16 +87,21 @@ static void usage(FILE *f) {
             "  --chat-template F  compiled chat template (scripts/chat_template.py compile), instead\n"
             "                     of the model's; with it MODEL.bin is optional for --render-chat,\n"
             "                     and for --encode-chat with -z\n"
-            "  --today YYYY-MM-DD the date the template's strftime_now sees (default: today)\n");
+            "  --today YYYY-MM-DD the date the template's strftime_now sees (default: today)\n"
+
+            "environment: MIXATTN_ISA=scalar|avx2|avx512 forces the kernels' instruction set\n"
+            "  (default: the best this CPU has)\n");
 }
 
+// The CLI's end for every bad input: one line "run: error: ..." on stderr, exit 1.
+__attribute__((format(printf, 1, 2), noreturn))
 static void die(const char *fmt, ...) {
+    char msg[2048];
     va_list ap;
     va_start(ap, fmt);
-    fprintf(stderr, "run: error: ");
-    vfprintf(stderr, fmt, ap);
-    fprintf(stderr, "\n");
+    error_vformat(msg, sizeof msg, fmt, ap);
     va_end(ap);
+    fprintf(stderr, "run: error: %s\n", msg);
     exit(1);
 }
 
@@ -342,7 +349,7 @@ static void print_info(const Model *m, int context) {
         printf("    {\"layer\": %d, \"kind\": \"%s\", ", n, layer_kind_name(l));
         if (l->kind == ATTN_GQA)
             printf("\"n_heads\": %d, \"n_kv_heads\": %d, \"head_dim\": %d, \"rope_dim\": %d, ",
-                   l->gqa.n_heads, l->gqa.n_kv_heads, l->gqa.head_dim, l->rope_dim);
+                   l->gqa.n_heads, l->gqa.n_kv_heads, l->gqa.head_dim, l->rope->rope_dim);
         else
             printf("\"n_heads\": %d, \"q_lora_rank\": %d, \"kv_lora_rank\": %d, \"qk_nope_head_dim\": %d, "
                    "\"qk_rope_head_dim\": %d, \"v_head_dim\": %d, ",
@@ -373,18 +380,21 @@ static void print_info(const Model *m, int context) {
 
 // --- running a sequence ----------------------------------------------------------
 
-// Feeds ids[0..n) at positions pos0.. in chunks. With all_logits, returns every
-// position's logits in out ([n, V], may be NULL); else the last token's in s->logits.
-static float *run_tokens(const Model *m, RunState *s, const int *ids, int n, int pos0, float *out) {
-    float *logits = NULL;
+// Feeds ids[0..n) at positions pos0.. in chunks of s->max_tokens and returns the last
+// token's logits [V]. every_logits, when not NULL, receives every position's: [n, V].
+static const float *run_tokens(const Model *m, RunState *s, const int *ids, int n, int pos0,
+                               float *every_logits) {
+    const float *last = NULL;
     const size_t V = (size_t)m->cfg.vocab_size;
     for (int done = 0; done < n;) {
         const int chunk = n - done < s->max_tokens ? n - done : s->max_tokens;
-        logits = forward(m, s, ids + done, chunk, pos0 + done, out != NULL);
-        if (out) memcpy(out + (size_t)done * V, logits, sizeof(float) * (size_t)chunk * V);
+        const int n_logits = every_logits ? chunk : 1;
+        const float *logits = forward(m, s, ids + done, chunk, pos0 + done, n_logits); // [n_logits, V]
+        if (every_logits) memcpy(every_logits + (size_t)done * V, logits, sizeof(float) * (size_t)chunk * V);
+        last = logits + (size_t)(n_logits - 1) * V;
         done += chunk;
     }
-    return logits;
+    return last;
 }
 
 // --- --ppl -------------------------------------------------------------------------
@@ -418,6 +428,9 @@ static int is_space(char c) { return c == ' ' || c == '\t' || c == '\n' || c == 
 // Teacher-forced NLL over every story of the file: s = [BOS] text [EOS], predict
 // s[i] from s[:i]; a story longer than the context runs in windows of `context`
 // input positions, each from an empty cache (docs/TRAINING.md defines the same).
+#define STORY_SEPARATOR "<|endoftext|>" // on a line of its own
+#define SEP_LEN (sizeof STORY_SEPARATOR - 1)
+
 static void perplexity(const Model *m, RunState *s, Tokenizer *tok, const char *path) {
     size_t len;
     char *text = read_file(path, &len);
@@ -430,13 +443,14 @@ static void perplexity(const Model *m, RunState *s, Tokenizer *tok, const char *
     char *story = text;
     while (story && *story) {
         // cut at the next separator line
-        char *sep = strstr(story, "<|endoftext|>");
-        while (sep && !((sep == text || sep[-1] == '\n') && (sep[13] == '\n' || sep[13] == '\r' || sep[13] == 0)))
-            sep = strstr(sep + 1, "<|endoftext|>");
+        char *sep = strstr(story, STORY_SEPARATOR);
+        while (sep && !((sep == text || sep[-1] == '\n') && (sep[SEP_LEN] == '\n' || sep[SEP_LEN] == '\r' ||
+                                                            sep[SEP_LEN] == 0)))
+            sep = strstr(sep + 1, STORY_SEPARATOR);
         char *next = NULL;
         if (sep) {
             *sep = 0;
-            next = sep + 13;
+            next = sep + SEP_LEN;
         }
         // strip surrounding whitespace
         while (*story && is_space(*story)) story++;
@@ -480,6 +494,78 @@ static void perplexity(const Model *m, RunState *s, Tokenizer *tok, const char *
            n_bytes, nll, exp(nll), total_nll / log(2.0) / (double)n_bytes);
 }
 
+// --- generate -------------------------------------------------------------------
+
+// The prompt, then up to o->steps new tokens: prefill the prompt (dumping its logits
+// for --dump-logits), echo it, then sample -> print -> forward one token at a time
+// until EOS, the step count or the context is reached. Stats go to stderr.
+static void generate(const Model *m, RunState *s, Tokenizer *tok, const Options *o,
+                     const int *prompt, int n_prompt) {
+    const Config *c = &m->cfg;
+    const int context = s->context;
+
+    // --- prefill
+    const size_t V = (size_t)c->vocab_size;
+    float *every_logits = NULL; // [n_prompt, V] for --dump-logits
+    if (o->dump_logits) {
+        every_logits = malloc(sizeof(float) * V * (size_t)n_prompt);
+        if (!every_logits) die("out of memory for --dump-logits");
+    }
+    double t0 = now_seconds();
+    const float *logits = run_tokens(m, s, prompt, n_prompt, 0, every_logits); // [V]
+    const double prefill_s = now_seconds() - t0;
+    if (every_logits) {
+        FILE *f = fopen(o->dump_logits, "wb");
+        if (!f) die("cannot write %s: %s", o->dump_logits, strerror(errno));
+        if (fwrite(every_logits, sizeof(float), V * (size_t)n_prompt, f) != V * (size_t)n_prompt || fclose(f))
+            die("cannot write %s", o->dump_logits);
+    }
+
+    // --- decode
+    Sampler sampler;
+    if (sampler_create(&sampler, c->vocab_size, o->temperature, o->top_k, o->top_p, o->seed))
+        die("out of memory");
+    TokenStream stream;
+    token_stream_init(&stream);
+    if (!o->print_ids && !o->token_list) { // echo the prompt as text
+        char piece[256];
+        for (int i = 0; i < n_prompt; i++) {
+            const int len = token_stream_next(tok, &stream, prompt[i], piece, sizeof piece);
+            fwrite(piece, 1, (size_t)len, stdout);
+        }
+        fflush(stdout);
+    }
+    int pos = n_prompt, generated = 0;
+    t0 = now_seconds();
+    while (generated < o->steps && pos <= context) {
+        const int next = sampler_sample(&sampler, logits);
+        generated++;
+        if (o->print_ids) printf(generated > 1 ? " %d" : "%d", next);
+        else {
+            char piece[256];
+            const int len = token_stream_next(tok, &stream, next, piece, sizeof piece);
+            fwrite(piece, 1, (size_t)len, stdout);
+        }
+        fflush(stdout);
+        const int end = next == c->eos_id || (tok && tokenizer_is_end(tok, next));
+        if (end || pos == context || generated == o->steps) break;
+        logits = forward(m, s, &next, 1, pos, 1); // [1, V]
+        pos++;
+    }
+    const double decode_s = now_seconds() - t0;
+    if (o->print_ids || generated > 0) printf("\n");
+    fflush(stdout);
+
+    const size_t per_token = model_kv_bytes_per_token(m);
+    fprintf(stderr, "prefill: %d tokens, %.1f tok/s | decode: %d tokens, %.1f tok/s | "
+            "KV cache: %zu bytes in use (%zu per token, %d tokens)\n",
+            n_prompt, n_prompt / (prefill_s > 0 ? prefill_s : 1e-9), generated,
+            generated > 1 ? (generated - 1) / (decode_s > 0 ? decode_s : 1e-9) : 0.0,
+            per_token * (size_t)pos, per_token, pos);
+    free(every_logits);
+    sampler_free(&sampler);
+}
+
 // --- chat ------------------------------------------------------------------------
 
 // --today YYYY-MM-DD, else the local date (what Python's datetime.now() gives the template)
@@ -512,7 +598,13 @@ static ChatTemplate *open_chat_template(const Options *o, const Tokenizer *tok, 
         where = o->chat_template;
     } else {
         const char *why = tok ? tokenizer_config_record(tok, "chat_template_refused", &n) : NULL;
-        if (why) die("%s: its chat template was refused at conversion: %.*s", where, (int)(n < 300 ? n : 300), why);
+        if (why) {
+            char reason[301];
+            const size_t k = n < 300 ? n : 300;
+            for (size_t i = 0; i < k; i++) reason[i] = (unsigned char)why[i] < 0x20 ? ' ' : why[i];
+            reason[k] = 0;
+            die("%s: its chat template was refused at conversion: %s", where, reason);
+        }
         const char *rec = tok ? tokenizer_config_record(tok, "chat_template", &n) : NULL;
         if (!rec)
             die("%s has no chat template (convert the model from a folder whose tokenizer_config.json has "
@@ -633,7 +725,7 @@ static void chat(const Model *m, RunState *s, Tokenizer *tok, const ChatTemplate
         if (pos + n_ids >= s->context)
             die("--chat: the conversation no longer fits the context (%d tokens so far, this turn needs "
                 "%d more, the context is %d; raise -c)", pos, n_ids, s->context);
-        float *logits = run_tokens(m, s, ids, n_ids, pos, NULL);
+        const float *logits = run_tokens(m, s, ids, n_ids, pos, NULL); // [V]
         pos += n_ids;
         free(ids);
         n_history += (n_history == 0 && o->system) ? 2 : 1;
@@ -654,7 +746,7 @@ static void chat(const Model *m, RunState *s, Tokenizer *tok, const ChatTemplate
             fflush(stdout);
             if (pos + 1 >= s->context)
                 die("--chat: the context (%d tokens) is full; raise -c", s->context);
-            logits = forward(m, s, &next, 1, pos, 0);
+            logits = forward(m, s, &next, 1, pos, 1); // [1, V]
             pos++;
         }
         printf("\n");
@@ -669,9 +761,55 @@ static void chat(const Model *m, RunState *s, Tokenizer *tok, const ChatTemplate
 
 // --- main ------------------------------------------------------------------------
 
+// -z, else the one embedded in the checkpoint. Only --tokens with numeric output
+// (--print-ids, -n 0) can do without one: then NULL.
+static Tokenizer *open_tokenizer(const Model *m, const Options *o) {
+    char err[512];
+    Tokenizer *tok = NULL;
+    if (o->tokenizer_path) tok = tokenizer_from_path(o->tokenizer_path, err, sizeof err);
+    else tok = embedded_tokenizer(m, o->model_path, err, sizeof err);
+    const int need_text = !o->render_chat && (!o->token_list || o->ppl_path || (o->steps > 0 && !o->print_ids));
+    if (!tok && need_text) die("%s", err);
+    // a tokenizer.json may have fewer ids than the model's (padded) embedding, never more
+    if (tok && (tokenizer_kind(tok) == TOKENIZER_HF ? tokenizer_vocab_size(tok) > m->cfg.vocab_size
+                                                    : tokenizer_vocab_size(tok) != m->cfg.vocab_size))
+        die("tokenizer vocabulary (%d pieces) does not match the model's vocab_size (%d)",
+            tokenizer_vocab_size(tok), m->cfg.vocab_size);
+    return tok;
+}
+
+// --tokens as given, or -p encoded (BOS as the tokenizer's config or the model says);
+// never empty and never longer than the context.
+static int *read_prompt(const Model *m, Tokenizer *tok, const Options *o, int context, int *n_prompt) {
+    const Config *c = &m->cfg;
+    char err[512];
+    int *prompt;
+    if (o->token_list) {
+        prompt = parse_id_list("--tokens", o->token_list, c->vocab_size, n_prompt);
+    } else {
+        // BOS as the tokenizer's config says (tokenizer.json); SentencePiece: as the model's
+        const int add_special = tokenizer_kind(tok) == TOKENIZER_HF ? 1 : c->bos_id >= 0;
+        if (tokenizer_encode(tok, o->prompt ? o->prompt : "", add_special, &prompt, n_prompt, err, sizeof err))
+            die("%s", err);
+    }
+    if (*n_prompt == 0) die("the prompt is empty (and the model has no BOS token to start from)");
+    if (*n_prompt > context) die("the prompt has %d tokens but the context is %d (raise -c)", *n_prompt, context);
+    return prompt;
+}
+
 int main(int argc, char **argv) {
     Options o = parse_args(argc, argv);
     if (o.threads > 0) omp_set_num_threads(o.threads);
+    // The kernels' instruction set: the best this CPU has, unless MIXATTN_ISA names another
+    // (scalar for valgrind, which cannot decode AVX-512). Chosen once, here, before any work.
+    const char *isa = getenv("MIXATTN_ISA");
+    if (isa && *isa) {
+        const int i = kernels_parse_isa(isa);
+        if (i < 0) die("MIXATTN_ISA=%s: expected scalar, avx2 or avx512", isa);
+        if (kernels_set_isa((KernelIsa)i))
+            die("MIXATTN_ISA=%s: this CPU cannot run it (its best is %s)", isa,
+                kernels_isa_name(kernels_best_isa()));
+    }
 
     char err[512];
     if ((o.encode_file || o.decode_ids) && o.tokenizer_path) {
@@ -699,34 +837,21 @@ int main(int argc, char **argv) {
     if (context > c->max_seq_len && !o.info)
         fprintf(stderr, "run: warning: context %d is longer than the model was built for (%d)\n", context,
                 c->max_seq_len);
-
     if (o.info) {
         print_info(&model, context);
         model_free(&model);
         return 0;
     }
 
-    // tokenizer: -z, else the one embedded in the checkpoint. Only --tokens with
-    // numeric output (--print-ids, -n 0) can do without one.
-    Tokenizer *tok = NULL;
-    if (o.tokenizer_path) tok = tokenizer_from_path(o.tokenizer_path, err, sizeof err);
-    else tok = embedded_tokenizer(&model, o.model_path, err, sizeof err);
-    const int need_text = !o.render_chat && (!o.token_list || o.ppl_path || (o.steps > 0 && !o.print_ids));
-    if (!tok && need_text) die("%s", err);
-    // a tokenizer.json may have fewer ids than the model's (padded) embedding, never more
-    if (tok && (tokenizer_kind(tok) == TOKENIZER_HF ? tokenizer_vocab_size(tok) > c->vocab_size
-                                                    : tokenizer_vocab_size(tok) != c->vocab_size))
-        die("tokenizer vocabulary (%d pieces) does not match the model's vocab_size (%d)",
-            tokenizer_vocab_size(tok), c->vocab_size);
+    Tokenizer *tok = open_tokenizer(&model, &o);
     if (o.encode_file || o.decode_ids) {
-        if (!tok) die("%s", err);
+        if (!tok) die("%s has no embedded tokenizer; pass -z PATH", o.model_path);
         tokenizer_tool(&o, tok);
         tokenizer_free(tok);
         model_free(&model);
         free(o.encode_files);
         return 0;
     }
-
     if (o.render_chat || o.encode_chat) {
         ChatTemplate *ct = open_chat_template(&o, tok, o.model_path);
         print_chat(ct, tok, &o);
@@ -739,98 +864,18 @@ int main(int argc, char **argv) {
 
     RunState state;
     if (state_create(&state, &model, context, PREFILL_CHUNK, o.mla_mode, err, sizeof err)) die("%s", err);
-
     if (o.chat) {
         ChatTemplate *ct = open_chat_template(&o, tok, o.model_path);
         chat(&model, &state, tok, ct, &o);
         chat_template_free(ct);
-        state_free(&state);
-        tokenizer_free(tok);
-        model_free(&model);
-        return 0;
-    }
-
-    if (o.ppl_path) {
+    } else if (o.ppl_path) {
         perplexity(&model, &state, tok, o.ppl_path);
-        state_free(&state);
-        tokenizer_free(tok);
-        model_free(&model);
-        return 0;
-    }
-
-    // --- prompt
-    int *prompt, n_prompt;
-    if (o.token_list) {
-        prompt = parse_id_list("--tokens", o.token_list, c->vocab_size, &n_prompt);
     } else {
-        // BOS as the tokenizer's config says (tokenizer.json); SentencePiece: as the model's
-        const int add_special = tokenizer_kind(tok) == TOKENIZER_HF ? 1 : c->bos_id >= 0;
-        if (tokenizer_encode(tok, o.prompt ? o.prompt : "", add_special, &prompt, &n_prompt, err, sizeof err))
-            die("%s", err);
+        int n_prompt;
+        int *prompt = read_prompt(&model, tok, &o, context, &n_prompt);
+        generate(&model, &state, tok, &o, prompt, n_prompt);
+        free(prompt);
     }
-    if (n_prompt == 0) die("the prompt is empty (and the model has no BOS token to start from)");
-    if (n_prompt > context) die("the prompt has %d tokens but the context is %d (raise -c)", n_prompt, context);
-
-    // --- prefill
-    const size_t V = (size_t)c->vocab_size;
-    float *all_logits = NULL;
-    if (o.dump_logits) {
-        all_logits = malloc(sizeof(float) * V * (size_t)n_prompt);
-        if (!all_logits) die("out of memory for --dump-logits");
-    }
-    double t0 = now_seconds();
-    float *logits = run_tokens(&model, &state, prompt, n_prompt, 0, all_logits);
-    const double prefill_s = now_seconds() - t0;
-    if (all_logits) {
-        logits = all_logits + (size_t)(n_prompt - 1) * V;
-        FILE *f = fopen(o.dump_logits, "wb");
-        if (!f) die("cannot write %s: %s", o.dump_logits, strerror(errno));
-        if (fwrite(all_logits, sizeof(float), V * (size_t)n_prompt, f) != V * (size_t)n_prompt || fclose(f))
-            die("cannot write %s", o.dump_logits);
-    }
-
-    // --- decode
-    Sampler sampler;
-    if (sampler_create(&sampler, c->vocab_size, o.temperature, o.top_k, o.top_p, o.seed)) die("out of memory");
-    TokenStream stream;
-    token_stream_init(&stream);
-    if (!o.print_ids && !o.token_list) { // echo the prompt as text
-        char piece[256];
-        for (int i = 0; i < n_prompt; i++) {
-            const int len = token_stream_next(tok, &stream, prompt[i], piece, sizeof piece);
-            fwrite(piece, 1, (size_t)len, stdout);
-        }
-        fflush(stdout);
-    }
-    int pos = n_prompt, generated = 0;
-    t0 = now_seconds();
-    while (generated < o.steps && pos <= context) {
-        const int next = sampler_sample(&sampler, logits);
-        generated++;
-        if (o.print_ids) printf(generated > 1 ? " %d" : "%d", next);
-        else {
-            char piece[256];
-            const int len = token_stream_next(tok, &stream, next, piece, sizeof piece);
-            fwrite(piece, 1, (size_t)len, stdout);
-        }
-        fflush(stdout);
-        const int end = next == c->eos_id || (tok && tokenizer_is_end(tok, next));
-        if (end || pos == context || generated == o.steps) break;
-        logits = forward(&model, &state, &next, 1, pos, 0);
-        pos++;
-    }
-    const double decode_s = now_seconds() - t0;
-    if (o.print_ids || generated > 0) printf("\n");
-    fflush(stdout);
-
-    fprintf(stderr, "prefill: %d tokens, %.1f tok/s | decode: %d tokens, %.1f tok/s | KV cache: %zu bytes in use (%zu per token, %d tokens)\n",
-            n_prompt, n_prompt / (prefill_s > 0 ? prefill_s : 1e-9), generated,
-            generated > 1 ? (generated - 1) / (decode_s > 0 ? decode_s : 1e-9) : 0.0,
-            model_kv_bytes_per_token(&model) * (size_t)pos, model_kv_bytes_per_token(&model), pos);
-
-    free(all_logits);
-    free(prompt);
-    sampler_free(&sampler);
     state_free(&state);
     tokenizer_free(tok);
     model_free(&model);

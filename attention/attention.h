@@ -53,32 +53,45 @@ typedef struct {
     int qk_nope_head_dim; // dn, per-head query/key dims without position
     int qk_rope_head_dim; // dr, per-head query dims with RoPE = the shared rope key width
     int v_head_dim;       // dv
-    float softmax_scale;  // (dn+dr)^-0.5, times mscale^2 under yarn
+    float softmax_scale;  // mla_softmax_scale(): (dn+dr)^-0.5, times mscale^2 under yarn
     const float *wq;        // [H*(dn+dr), dim]   when dq == 0
     const float *wq_a;      // [dq, dim]          when dq > 0
-    const float *q_a_norm;  // [dq]
+    const float *q_a_norm;  // [dq]               RMSNorm weight, eps MLA_INNER_NORM_EPS
     const float *wq_b;      // [H*(dn+dr), dq]
     const float *wkv_a;     // [dc+dr, dim]: rows [0,dc) latent, [dc,dc+dr) rope key
-    const float *kv_a_norm; // [dc]
+    const float *kv_a_norm; // [dc]               RMSNorm weight, eps MLA_INNER_NORM_EPS
+    // W_UK and W_UV are HF's kv_b_proj [H*(dn+dv), dc] viewed as [H, dn+dv, dc]:
+    // for head h, rows [0, dn) are W_UK[h] and rows [dn, dn+dv) are W_UV[h]
+    // (scripts/convert_hf.py splits them; docs/ATTENTION.md).
     const float *w_uk;      // [H, dn, dc]  W_UK: latent -> per-head key
     const float *w_uv;      // [H, dv, dc]  W_UV: latent -> per-head value
     const float *wo;        // [dim, H*dv]
     const float *bq, *bq_a, *bkv_a, *bo; // optional biases, NULL if absent
 } MLAWeights;
 
+// Epsilon of the two inner norms (q_a_norm, kv_a_norm). transformers builds them
+// without passing the config's rms_norm_eps, so it is always the RMSNorm default
+// (models/deepseek_v2/modeling_deepseek_v2.py, DeepseekV2Attention.__init__).
+#define MLA_INNER_NORM_EPS 1e-6f
+
+// Softmax scale of an MLA layer: (dn+dr)^-0.5, times m^2 with m = yarn_get_mscale(factor,
+// mscale_all_dim) when the rope is scaled and mscale_all_dim is set (transformers'
+// DeepSeek attention; docs/ATTENTION.md). The loader stores it in softmax_scale.
+float mla_softmax_scale(int qk_nope_head_dim, int qk_rope_head_dim, const RopeConfig *rope);
+
 typedef struct {
     float *latent;   // [context, dc]  normalised latent c
     float *rope_key; // [context, dr]  shared rope key, after RoPE
 } MLACache;
 
-// --- scratch ---------------------------------------------------------------------
+// --- scratch (attention/scratch.c) -----------------------------------------------
 
-// Work buffers shared by every layer, sized by the caller for the widest layer,
-// the largest chunk of tokens and the number of threads (see attn_scratch_floats).
+// Work buffers shared by every layer, sized for the widest layer, the largest chunk of
+// tokens and the number of threads. attention/ decides every size: the caller only
+// reports each layer (attn_scratch_fit_*), then creates the scratch.
 typedef struct {
     int context;       // KV cache length
-    int max_tokens;    // largest n per call
-    int n_threads;
+    int n_threads;     // per-thread buffers below; loops never use more (attention/split.h)
     float *q;          // [max_tokens, max query width]
     float *q_a;        // [max_tokens, max dq]
     float *kv_a;       // [max_tokens, max dc+dr]
@@ -92,8 +105,36 @@ typedef struct {
     float *v_decomp;   // [max H, context, max dv] naive MLA path only, else NULL
 } AttnScratch;
 
+// The widest layer seen so far, buffer by buffer (start from all zeros).
+typedef struct {
+    size_t q, q_a, kv_a, heads; // floats per token
+    size_t task_heads;          // most query heads one task attends for
+    size_t latent;              // H * dc of the widest MLA layer
+    size_t k_decomp, v_decomp;  // H * dn, H * dv (naive MLA)
+} AttnScratchSize;
+
+void attn_scratch_fit_gqa(AttnScratchSize *size, const GQAWeights *w);
+void attn_scratch_fit_mla(AttnScratchSize *size, const MLAWeights *w);
+// Floats the scratch takes for these sizes (what attn_scratch_create allocates).
+size_t attn_scratch_floats(const AttnScratchSize *size, int context, int max_tokens, int n_threads,
+                           MlaMode mode);
+// 0, or -1 when out of memory (s is then freed). attn_scratch_free(NULL-filled s) is fine.
+int attn_scratch_create(AttnScratch *s, const AttnScratchSize *size, int context, int max_tokens,
+                        int n_threads, MlaMode mode);
+void attn_scratch_free(AttnScratch *s);
+
+// --- the attention routines ------------------------------------------------------
+
 void gqa_attention(const GQAWeights *w, const GQACache *cache, const Rope *rope, int dim,
                    int n, int pos0, int window, const float *x, float *out, AttnScratch *s);
+
+// The GQA attend step alone: q [n, H*d] rotated queries, the cache filled up to pos0+n-1;
+// writes heads [n, H*d]. Fast (threads, one pass over the cache per KV head) and a plain
+// single-thread reference (att: [context] floats) that tests compare it with.
+void gqa_attend(const GQAWeights *w, const GQACache *cache, int n, int pos0, int window,
+                const float *q, float *heads, AttnScratch *s);
+void gqa_attend_reference(const GQAWeights *w, const GQACache *cache, int n, int pos0,
+                          int window, const float *q, float *heads, float *att);
 
 void mla_attention(const MLAWeights *w, const MLACache *cache, const Rope *rope, int dim,
                    int n, int pos0, int window, MlaMode mode, const float *x, float *out,

@@ -6,32 +6,47 @@
 //   k[h] = [ W_UK[h] c_hat ; rope(k_pe) ]     v[h] = W_UV[h] c_hat
 // The cache therefore holds only c_hat and rope(k_pe): dc + dr floats per token.
 //
-// Naive path (what transformers computes): decompress k[h], v[h] for every cached
-// token, then ordinary multi-head attention.
+// Naive path: decompress k[h], v[h] from the latent cache for every cached token, then
+// ordinary multi-head attention. transformers computes the same scores, but it caches
+// the decompressed K and V (H * (dn+dr+dv) floats per token); this path keeps the small
+// latent cache and re-derives K and V from it at every step. So `--mla naive` shows
+// the compute cost of not absorbing, not the memory cost. Per cached token and step:
+// H * (dn + dv) * dc multiply-adds of decompression, then H * (dn+dr+dv) reads.
 //
 // Absorbed path (what DeepSeek decodes with): by associativity
 //   q_nope[h] . (W_UK[h] c_s)  =  (W_UK[h]^T q_nope[h]) . c_s  =  q_lat[h] . c_s
 //   sum_s p_s (W_UV[h] c_s)    =  W_UV[h] (sum_s p_s c_s)
 // so each head scores its latent-space query q_lat (dc) against the cached latents,
 // plus its rope part against the shared rope keys, sums latents with the softmax
-// weights, and only then applies W_UV. No per-head K or V ever exists. RoPE must stay
-// out of c (it is "decoupled" into k_pe): a position-dependent rotation between
-// q_nope and W_UK would block the re-association.
+// weights, and only then applies W_UV. No per-head K or V ever exists. Per cached token
+// and step: its dc + dr floats are read once for all heads (like MQA), and each head
+// spends 2 * dc + dr multiply-adds on it. RoPE must stay out of c (it is "decoupled"
+// into k_pe): a position-dependent rotation between q_nope and W_UK would block the
+// re-association. docs/ATTENTION.md has the derivation and the cost table.
 #include <math.h>
 #include <omp.h>
 #include <string.h>
 
 #include "attention/attention.h"
+#include "attention/split.h"
 #include "kernels/kernels.h"
 
-static const float MLA_INNER_NORM_EPS = 1e-6f; // q_a / kv_a norms: fixed in transformers
+float mla_softmax_scale(int qk_nope_head_dim, int qk_rope_head_dim, const RopeConfig *rope) {
+    float scale = 1.0f / sqrtf((float)(qk_nope_head_dim + qk_rope_head_dim));
+    if (rope->scaling != ROPE_SCALING_NONE && rope->mscale_all_dim != 0.0f) {
+        const float m = yarn_get_mscale(rope->factor, rope->mscale_all_dim);
+        scale *= m * m;
+    }
+    return scale;
+}
 
-// Naive: materialise per-head keys and values of every cached token, then MHA.
+// --- naive: materialise per-head keys and values of every cached token, then MHA ----
 static void attend_naive(const MLAWeights *w, const MLACache *cache, int n, int pos0,
                          int window, AttnScratch *s) {
     const int H = w->n_heads, dc = w->kv_lora_rank, dn = w->qk_nope_head_dim,
               dr = w->qk_rope_head_dim, dv = w->v_head_dim;
     const int last = pos0 + n - 1, first_all = attn_first_key(pos0, window);
+    const size_t C = (size_t)s->context;
     float *k_nope = s->k_decomp; // [H, context, dn]
     float *v = s->v_decomp;      // [H, context, dv]
 
@@ -40,86 +55,106 @@ static void attend_naive(const MLAWeights *w, const MLACache *cache, int n, int 
     for (int h = 0; h < H; h++) {
         for (int k = first_all; k <= last; k++) {
             const float *c = cache->latent + (size_t)k * dc;
-            float *kh = k_nope + ((size_t)h * s->context + k) * dn;
-            float *vh = v + ((size_t)h * s->context + k) * dv;
-            for (int i = 0; i < dn; i++) kh[i] = dot(w->w_uk + ((size_t)h * dn + i) * dc, c, dc);
-            for (int i = 0; i < dv; i++) vh[i] = dot(w->w_uv + ((size_t)h * dv + i) * dc, c, dc);
+            const float *w_uk_h = w->w_uk + (size_t)h * dn * dc; // [dn, dc]
+            const float *w_uv_h = w->w_uv + (size_t)h * dv * dc; // [dv, dc]
+            float *k_nope_hk = k_nope + ((size_t)h * C + k) * dn;
+            float *v_hk = v + ((size_t)h * C + k) * dv;
+            for (int i = 0; i < dn; i++) k_nope_hk[i] = dot(w_uk_h + (size_t)i * dc, c, dc);
+            for (int i = 0; i < dv; i++) v_hk[i] = dot(w_uv_h + (size_t)i * dc, c, dc);
         }
     }
 
     // ordinary multi-head attention over [k_nope ; k_pe] and v
-    #pragma omp parallel for collapse(2) schedule(dynamic)
+    const int threads = split_threads(s->n_threads);
+    #pragma omp parallel for collapse(2) schedule(dynamic) num_threads(threads)
     for (int t = 0; t < n; t++) {
         for (int h = 0; h < H; h++) {
             const int pos = pos0 + t, first = attn_first_key(pos, window);
-            const float *q_nope = s->q + ((size_t)t * H + h) * (dn + dr);
-            const float *q_pe = q_nope + dn;
-            float *att = s->att + (size_t)omp_get_thread_num() * s->att_stride;
+            const float *q_nope_h = s->q + ((size_t)t * H + h) * (dn + dr); // [dn]
+            const float *q_pe_h = q_nope_h + dn;                            // [dr]
+            float *att_h = s->att + (size_t)omp_get_thread_num() * s->att_stride; // [len]
+
+            // score[k] = scale * (q_nope[h] . k_nope[h][k] + q_pe[h] . k_pe[k])
             for (int k = first; k <= pos; k++) {
-                const float *kh = k_nope + ((size_t)h * s->context + k) * dn;
-                att[k - first] = (dot(q_nope, kh, dn) + dot(q_pe, cache->rope_key + (size_t)k * dr, dr)) *
-                                 w->softmax_scale;
+                const float *k_nope_hk = k_nope + ((size_t)h * C + k) * dn;
+                const float *k_pe = cache->rope_key + (size_t)k * dr;
+                att_h[k - first] = (dot(q_nope_h, k_nope_hk, dn) + dot(q_pe_h, k_pe, dr)) *
+                                   w->softmax_scale;
             }
-            softmax(att, pos - first + 1);
+            softmax(att_h, pos - first + 1);
+
+            // o[h] = sum_k p[k] v[h][k]
             float *o_h = s->heads + ((size_t)t * H + h) * dv;
             memset(o_h, 0, sizeof(float) * dv);
             for (int k = first; k <= pos; k++)
-                axpy(o_h, att[k - first], v + ((size_t)h * s->context + k) * dv, dv);
+                axpy(o_h, att_h[k - first], v + ((size_t)h * C + k) * dv, dv);
         }
     }
 }
 
-// Absorbed: attend in latent space; W_UK goes into the query, W_UV after the sum.
-// Every head reads the same cached rows, as in MQA, so a task takes one token and
-// a slice of heads and loads each latent and rope key once for all of them.
+// --- absorbed: attend in latent space; W_UK goes into the query, W_UV after the sum --
+//
+// Every head reads the same cached rows, as in MQA, so a task takes one token and a
+// slice of its heads (attention/split.h) and loads each latent and rope key once for
+// all of them.
 static void attend_absorbed(const MLAWeights *w, const MLACache *cache, int n, int pos0,
                             int window, AttnScratch *s) {
     const int H = w->n_heads, dc = w->kv_lora_rank, dn = w->qk_nope_head_dim,
               dr = w->qk_rope_head_dim, dv = w->v_head_dim;
-    int splits = s->n_threads / n; // head slices per token: enough tasks for every thread
-    splits = splits < 1 ? 1 : splits > H ? H : splits;
-    const int per_task = (H + splits - 1) / splits;
+    const int threads = split_threads(s->n_threads);
+    const HeadSplit split = split_heads(n, H, threads);
 
-    #pragma omp parallel for collapse(2) schedule(dynamic)
+    #pragma omp parallel for collapse(2) schedule(dynamic) num_threads(threads)
     for (int t = 0; t < n; t++) {
-        for (int part = 0; part < splits; part++) {
-            const int h0 = part * per_task, h1 = h0 + per_task < H ? h0 + per_task : H;
-            if (h0 >= h1) continue;
-            const int pos = pos0 + t, first = attn_first_key(pos, window), len = pos - first + 1;
+        for (int part = 0; part < split.slices; part++) {
+            int h0, h1; // this task's heads [h0, h1)
+            if (!split_slice(split, part, 0, H, &h0, &h1)) continue;
+            const int pos = pos0 + t, first = attn_first_key(pos, window);
+            const int len = pos - first + 1;
             const int thread = omp_get_thread_num();
-            float *att = s->att + (size_t)thread * s->att_stride;                  // [heads, len]
-            float *q_lat = s->latent_tmp + (size_t)thread * s->latent_tmp_stride;  // [heads, dc]
-            float *o_lat = q_lat + (size_t)per_task * dc;                          // [heads, dc]
-            const float *q_t = s->q + (size_t)t * H * (dn + dr);                   // [H, dn+dr]
+            float *att = s->att + (size_t)thread * s->att_stride;                 // [h1-h0, len]
+            float *q_lat = s->latent_tmp + (size_t)thread * s->latent_tmp_stride; // [h1-h0, dc]
+            float *o_lat = q_lat + (size_t)split.per_slice * dc;                  // [h1-h0, dc]
+            const float *q_t = s->q + (size_t)t * H * (dn + dr);                  // [H, dn+dr]
 
             // q_lat[h] = W_UK[h]^T q_nope[h]
             for (int h = h0; h < h1; h++) {
-                float *ql = q_lat + (size_t)(h - h0) * dc;
-                const float *q_nope = q_t + (size_t)h * (dn + dr);
-                memset(ql, 0, sizeof(float) * dc);
-                for (int i = 0; i < dn; i++) axpy(ql, q_nope[i], w->w_uk + ((size_t)h * dn + i) * dc, dc);
+                float *q_lat_h = q_lat + (size_t)(h - h0) * dc;
+                const float *q_nope_h = q_t + (size_t)h * (dn + dr);
+                const float *w_uk_h = w->w_uk + (size_t)h * dn * dc; // [dn, dc]
+                memset(q_lat_h, 0, sizeof(float) * dc);
+                for (int i = 0; i < dn; i++) axpy(q_lat_h, q_nope_h[i], w_uk_h + (size_t)i * dc, dc);
             }
 
             // score[h][k] = scale * (q_lat[h] . c_k + q_pe[h] . k_pe_k)
             for (int k = first; k <= pos; k++) {
-                const float *c = cache->latent + (size_t)k * dc, *k_pe = cache->rope_key + (size_t)k * dr;
-                for (int h = h0; h < h1; h++)
-                    att[(size_t)(h - h0) * len + k - first] =
-                        (dot(q_lat + (size_t)(h - h0) * dc, c, dc) + dot(q_t + (size_t)h * (dn + dr) + dn, k_pe, dr)) *
-                        w->softmax_scale;
+                const float *c = cache->latent + (size_t)k * dc;
+                const float *k_pe = cache->rope_key + (size_t)k * dr;
+                for (int h = h0; h < h1; h++) {
+                    const float *q_lat_h = q_lat + (size_t)(h - h0) * dc;
+                    const float *q_pe_h = q_t + (size_t)h * (dn + dr) + dn;
+                    float *att_h = att + (size_t)(h - h0) * len;
+                    att_h[k - first] = (dot(q_lat_h, c, dc) + dot(q_pe_h, k_pe, dr)) * w->softmax_scale;
+                }
             }
             for (int h = h0; h < h1; h++) softmax(att + (size_t)(h - h0) * len, len);
 
-            // o_lat[h] = sum_k p[h][k] c_k;  o[h] = W_UV[h] o_lat[h]
+            // o_lat[h] = sum_k p[h][k] c_k
             memset(o_lat, 0, sizeof(float) * (size_t)(h1 - h0) * dc);
             for (int k = first; k <= pos; k++) {
                 const float *c = cache->latent + (size_t)k * dc;
-                for (int h = h0; h < h1; h++) axpy(o_lat + (size_t)(h - h0) * dc, att[(size_t)(h - h0) * len + k - first], c, dc);
+                for (int h = h0; h < h1; h++) {
+                    const float *att_h = att + (size_t)(h - h0) * len;
+                    axpy(o_lat + (size_t)(h - h0) * dc, att_h[k - first], c, dc);
+                }
             }
+
+            // o[h] = W_UV[h] o_lat[h]
             for (int h = h0; h < h1; h++) {
+                const float *o_lat_h = o_lat + (size_t)(h - h0) * dc;
+                const float *w_uv_h = w->w_uv + (size_t)h * dv * dc; // [dv, dc]
                 float *o_h = s->heads + ((size_t)t * H + h) * dv;
-                for (int i = 0; i < dv; i++)
-                    o_h[i] = dot(w->w_uv + ((size_t)h * dv + i) * dc, o_lat + (size_t)(h - h0) * dc, dc);
+                for (int i = 0; i < dv; i++) o_h[i] = dot(w_uv_h + (size_t)i * dc, o_lat_h, dc);
             }
         }
     }
@@ -134,16 +169,18 @@ void mla_attention(const MLAWeights *w, const MLACache *cache, const Rope *rope,
 
     // --- query: q = W_q x, or q = W_q_b RMSNorm(W_q_a x) with a low-rank bottleneck
     if (dq == 0) {
-        matmul(s->q, w->wq, x, w->bq, n, q_dim, dim);
+        matmul_f32(s->q, w->wq, x, w->bq, n, q_dim, dim);
     } else {
-        matmul(s->q_a, w->wq_a, x, w->bq_a, n, dq, dim);
-        for (int t = 0; t < n; t++)
-            rmsnorm(s->q_a + (size_t)t * dq, s->q_a + (size_t)t * dq, w->q_a_norm, dq, MLA_INNER_NORM_EPS);
-        matmul(s->q, w->wq_b, s->q_a, NULL, n, q_dim, dq);
+        matmul_f32(s->q_a, w->wq_a, x, w->bq_a, n, dq, dim);
+        for (int t = 0; t < n; t++) {
+            float *q_a_t = s->q_a + (size_t)t * dq;
+            rmsnorm(q_a_t, q_a_t, w->q_a_norm, dq, MLA_INNER_NORM_EPS);
+        }
+        matmul_f32(s->q, w->wq_b, s->q_a, NULL, n, q_dim, dq);
     }
 
     // --- latent and shared rope key: the only things cached
-    matmul(s->kv_a, w->wkv_a, x, w->bkv_a, n, dc + dr, dim);
+    matmul_f32(s->kv_a, w->wkv_a, x, w->bkv_a, n, dc + dr, dim);
     for (int t = 0; t < n; t++) {
         const int pos = pos0 + t;
         const float *kv = s->kv_a + (size_t)t * (dc + dr);
@@ -156,11 +193,14 @@ void mla_attention(const MLAWeights *w, const MLACache *cache, const Rope *rope,
         float cos_t[dr / 2 + 1], sin_t[dr / 2 + 1];
         rope_angles(rope, pos, cos_t, sin_t);
         rope_rotate(rope, k_pe, cos_t, sin_t);
-        for (int h = 0; h < H; h++) rope_rotate(rope, s->q + (size_t)t * q_dim + h * (dn + dr) + dn, cos_t, sin_t);
+        for (int h = 0; h < H; h++) {
+            float *q_pe_h = s->q + (size_t)t * q_dim + h * (dn + dr) + dn;
+            rope_rotate(rope, q_pe_h, cos_t, sin_t);
+        }
     }
 
     if (mode == MLA_NAIVE) attend_naive(w, cache, n, pos0, window, s);
     else attend_absorbed(w, cache, n, pos0, window, s);
 
-    matmul(out, w->wo, s->heads, w->bo, n, dim, H * dv);
+    matmul_f32(out, w->wo, s->heads, w->bo, n, dim, H * dv);
 }

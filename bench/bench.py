@@ -10,17 +10,16 @@ Random-weight models (speed does not depend on what the weights hold):
 Usage: bench/bench.py [--threads 2] [--out DIR] [--quick]
 """
 import argparse
+import json
 import os
-import re
-import subprocess
 import sys
 
 import numpy as np
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-ROOT = os.path.dirname(HERE)
-sys.path.insert(0, os.path.join(ROOT, "scripts"))
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(ROOT, "scripts"))  # the one path line: bench/ uses scripts/
 import mixformat  # noqa: E402
+import speed  # noqa: E402
 
 
 def random_model(path, cfg, layers):
@@ -54,39 +53,6 @@ def v2lite_shape(kind):
     return cfg, [layer] * 2
 
 
-def run(cmd, threads):
-    env = dict(os.environ, OMP_NUM_THREADS=str(threads))
-    r = subprocess.run(cmd, capture_output=True, text=True, env=env)
-    if r.returncode != 0:
-        sys.exit("bench: %s failed: %s" % (" ".join(cmd[:2]), r.stderr.strip()))
-    return r.stdout + r.stderr
-
-
-def run_speed(model, threads, n_prompt, n_gen, repeats):
-    """(best, median) prefill and decode tok/s over repeats, from ./run's stderr report.
-    This machine is a shared VM whose memory bandwidth varies by +-20% from run to run,
-    so both are printed."""
-    ids = " ".join(str(10 + 7 * i) for i in range(n_prompt))
-    prefill, decode = [], []
-    for _ in range(repeats):
-        out = run([os.path.join(ROOT, "run"), model, "--tokens", ids, "-n", str(n_gen), "-t", "0",
-                   "--print-ids"], threads)
-        m = re.search(r"prefill: \d+ tokens, ([\d.]+) tok/s \| decode: \d+ tokens, ([\d.]+) tok/s", out)
-        prefill.append(float(m.group(1)))
-        decode.append(float(m.group(2)))
-    return (max(prefill), float(np.median(prefill))), (max(decode), float(np.median(decode)))
-
-
-def decode_at(model, context, mode, n_tokens, threads, repeats=3):
-    """best of `repeats`: decode tok/s with the KV cache filled to `context` tokens"""
-    best = 0.0
-    for _ in range(repeats):
-        out = run([os.path.join(ROOT, "build", "bench_decode"), model, str(context), mode, str(n_tokens)], threads)
-        fields = dict(kv.split("=") for kv in out.split())
-        best = max(best, float(fields["decode_tok_s"]))
-    return best, int(fields["kv_bytes_per_token"])
-
-
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--threads", type=int, default=2)
@@ -105,11 +71,10 @@ def main():
                         ("stories110M", llama2c_shape(768, 2048, 12, 12))]:
         path = os.path.join(a.out, name + ".bin")
         random_model(path, *shape)
-        prefill, _ = run_speed(path, a.threads, 256, 1, reps)
-        _, decode = run_speed(path, a.threads, 8, 64 if a.quick else 256, reps)
-        info = run([os.path.join(ROOT, "run"), path, "--info"], 1)
-        params = int(re.search(r'"n_params": (\d+)', info).group(1))
-        kv = int(re.search(r'"kv_bytes_per_token": (\d+),\n  "context"', info).group(1))
+        prefill = speed.best_median(speed.prefill_decode(path, a.threads, 256, 1, reps)[0])
+        decode = speed.best_median(speed.prefill_decode(path, a.threads, 8, 64 if a.quick else 256, reps)[1])
+        info = json.loads(speed.sh([speed.RUN, path, "--info"], 1, "bench")[0])
+        params, kv = info["n_params"], info["kv_bytes_per_token"]
         print("| %s | %.1fM | %.0f (median %.0f) | %.1f (median %.1f) | %d |"
               % (name, params / 1e6, prefill[0], prefill[1], decode[0], decode[1], kv))
         sys.stdout.flush()
@@ -127,7 +92,8 @@ def main():
         for label, kind, mode, n in [("MLA absorbed", "mla", "absorbed", 32),
                                      ("MLA naive", "mla", "naive", 8 if context < 4096 else 3),
                                      ("MHA", "mha", "absorbed", 32)]:
-            tok_s, kv = decode_at(paths[kind], context, mode, 8 if a.quick else n, a.threads)
+            speeds, kv = speed.decode_at(paths[kind], context, mode, 8 if a.quick else n, a.threads)
+            tok_s = max(speeds)
             print("| %s | %d | %d | %.1f | %.1f |" % (label, context, kv, kv * context / 2**20, tok_s))
             sys.stdout.flush()
 

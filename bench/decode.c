@@ -43,10 +43,10 @@ int main(int argc, char **argv) {
     }
     const int pos0 = context - n_tokens;
     int token = 1;
-    forward(&m, &s, &token, 1, pos0 - 1, 0); // warm-up (also spins up the threads)
+    forward(&m, &s, &token, 1, pos0 - 1, 1); // warm-up (also spins up the threads)
     const double t0 = now_seconds();
     for (int i = 0; i < n_tokens; i++) {
-        const float *logits = forward(&m, &s, &token, 1, pos0 + i, 0);
+        const float *logits = forward(&m, &s, &token, 1, pos0 + i, 1);
         token = logits[0] > logits[1] ? 0 : 1; // depend on the result
     }
     const double dt = now_seconds() - t0;

@@ -11,7 +11,7 @@
 #include "kernels/kernels.h"
 #include "model/model.h"
 
-float *forward(const Model *m, RunState *s, const int *tokens, int n, int pos0, int all_logits) {
+float *forward(const Model *m, RunState *s, const int *tokens, int n, int pos0, int n_logits) {
     const Config *c = &m->cfg;
     const int D = c->dim, V = c->vocab_size;
 
@@ -42,22 +42,23 @@ float *forward(const Model *m, RunState *s, const int *tokens, int n, int pos0, 
             moe_forward(&layer->moe, D, n, s->xb, s->xb2, &s->moe);
         } else {
             const int I = layer->ffn_hidden;
-            matmul(s->hb, layer->w1, s->xb, layer->b1, n, I, D);
-            matmul(s->hb2, layer->w3, s->xb, layer->b3, n, I, D);
+            matmul_f32(s->hb, layer->w1, s->xb, layer->b1, n, I, D);
+            matmul_f32(s->hb2, layer->w3, s->xb, layer->b3, n, I, D);
             swiglu(s->hb, s->hb2, n * I);
-            matmul(s->xb2, layer->w2, s->hb, layer->b2, n, D, I);
+            matmul_f32(s->xb2, layer->w2, s->hb, layer->b2, n, D, I);
         }
         axpy(s->x, c->residual_scale, s->xb2, n * D);
     }
 
-    // --- final norm and head: every position, or only the last one
-    const int first = all_logits ? 0 : n - 1, count = n - first;
+    // --- final norm and head, for the last n_logits tokens only
+    if (n_logits < 1 || n_logits > n) n_logits = n_logits < 1 ? 1 : n; // the contract's range
+    const int first = n - n_logits;
     for (int t = first; t < n; t++) {
-        float *xt = s->xb + (size_t)(t - first) * D;
+        float *xt = s->xb + (size_t)(t - first) * D; // [n_logits, D]
         rmsnorm(xt, s->x + (size_t)t * D, m->norm, D, c->norm_eps);
         if (c->logit_scale != 1.0f)
             for (int i = 0; i < D; i++) xt[i] *= c->logit_scale;
     }
-    matmul(s->logits, m->output, s->xb, NULL, count, V, D);
+    matmul_f32(s->logits, m->output, s->xb, NULL, n_logits, V, D); // [n_logits, V]
     return s->logits;
 }

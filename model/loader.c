@@ -13,18 +13,17 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "model/error.h"
+#include "common/error.h"
 #include "model/model.h"
 
 #define HEADER_BYTES 256
 #define LAYER_BYTES 128   // version 2: attention (bytes 0..63) + feed-forward (64..127)
 #define LAYER_BYTES_V1 64 // version 1: attention only, every FFN dense of hidden_dim
 #define ENTRY_BYTES 128
-#define FORMAT_VERSION 2 // version 1 files (no block types, 64-byte layers) are read too
+#define FORMAT_VERSION 2 // version 1 files (no block types) are read too
 #define MAX_SIZE (1u << 24) // no single dimension of a sane model is larger
 #define HUGE_PAGE ((uint64_t)2 << 20)
 
-enum { DTYPE_F32 = 0, DTYPE_F16 = 1, DTYPE_BF16 = 2, DTYPE_Q8_0 = 3, DTYPE_Q4_0 = 4 };
 #define QK 32 // values per block of the block types (ggml's q8_0 and q4_0)
 static const char *const dtype_names[] = {"f32", "f16", "bf16", "q8_0", "q4_0"};
 
@@ -185,7 +184,10 @@ static int parse_ffn(Layer *l, int n, const unsigned char *p, int hidden, char *
     return 0;
 }
 
-static int parse_layer(Layer *l, int n, const unsigned char *p, char *err, size_t errlen) {
+// Fills the layer's kind and sizes; returns its bias flags (>= 0) and stores its rotary
+// width in *rope_dim_out (the Rope table built later keeps it), or -1 with err set.
+static int parse_layer(Layer *l, int n, const unsigned char *p, int *rope_dim_out, char *err,
+                       size_t errlen) {
     const uint32_t kind = rd_u32(p), H = rd_u32(p + 4), Hkv = rd_u32(p + 8), d = rd_u32(p + 12),
                    rope_dim = rd_u32(p + 16), bias = rd_u32(p + 20), dq = rd_u32(p + 24),
                    dc = rd_u32(p + 28), dn = rd_u32(p + 32), dr = rd_u32(p + 36), dv = rd_u32(p + 40);
@@ -214,17 +216,23 @@ static int parse_layer(Layer *l, int n, const unsigned char *p, char *err, size_
     } else {
         return fail(err, errlen, "layer %d: unknown attention kind %u", n, kind);
     }
-    l->rope_dim = (int)rope_dim;
+    *rope_dim_out = (int)rope_dim;
     return (int)bias;
 }
 
 // --- tensors --------------------------------------------------------------------------
 
+// What loading needs besides the Model; freed when model_load_buffer returns.
 typedef struct {
-    const unsigned char *base;
+    const unsigned char *base; // the file's bytes
     size_t nbytes;
+    uint32_t n_entries;        // the tensor directory
+    uint64_t dir_off;
     Entry *entries;
-    uint32_t n_entries;
+    uint64_t tok_off, tok_bytes; // the embedded tokenizer blob
+    uint64_t cfg_off, cfg_bytes; // the tokenizer-config blob (version 2)
+    int *bias;                 // [L] each layer's bias flags
+    int *rope_dim;             // [L] each layer's rotary width (until its Rope is built)
     Model *m;
     size_t arena_used;
     char *err;
@@ -321,6 +329,7 @@ static int bind_layer(Ctx *c, Layer *l, int n, int bias, const Config *cfg) {
         MoEWeights *w = &l->moe;
         const uint64_t E = (uint64_t)w->n_experts, Ie = (uint64_t)w->expert_hidden,
                        Is = (uint64_t)w->shared_hidden;
+        const float *p;
         // the router is f32 in the file (docs/FORMAT.md): routing decisions are discrete
         if (stored_dtype(c, NAME("router")) > 0)
             return fail(c->err, c->errlen, "tensor %s must be f32", nm);
@@ -330,13 +339,20 @@ static int bind_layer(Ctx *c, Layer *l, int n, int bias, const Config *cfg) {
                 return fail(c->err, c->errlen, "tensor %s must be f32", nm);
             TAKE(w->router_bias, nm, 1, E, 0, 0);
         }
-        TAKE(w->w1, NAME("experts.w1"), 3, E, Ie, D);
-        TAKE(w->w3, NAME("experts.w3"), 3, E, Ie, D);
-        TAKE(w->w2, NAME("experts.w2"), 3, E, D, Ie);
+        // stacked experts as typed matrices over all E experts' rows (held as f32 here)
+        TAKE(p, NAME("experts.w1"), 3, E, Ie, D);
+        w->w1 = (Matrix){p, DTYPE_F32, (int)(E * Ie), (int)D};
+        TAKE(p, NAME("experts.w3"), 3, E, Ie, D);
+        w->w3 = (Matrix){p, DTYPE_F32, (int)(E * Ie), (int)D};
+        TAKE(p, NAME("experts.w2"), 3, E, D, Ie);
+        w->w2 = (Matrix){p, DTYPE_F32, (int)(E * D), (int)Ie};
         if (Is) {
-            TAKE(w->sw1, NAME("shared.w1"), 2, Is, D, 0);
-            TAKE(w->sw3, NAME("shared.w3"), 2, Is, D, 0);
-            TAKE(w->sw2, NAME("shared.w2"), 2, D, Is, 0);
+            TAKE(p, NAME("shared.w1"), 2, Is, D, 0);
+            w->sw1 = (Matrix){p, DTYPE_F32, (int)Is, (int)D};
+            TAKE(p, NAME("shared.w3"), 2, Is, D, 0);
+            w->sw3 = (Matrix){p, DTYPE_F32, (int)Is, (int)D};
+            TAKE(p, NAME("shared.w2"), 2, D, Is, 0);
+            w->sw2 = (Matrix){p, DTYPE_F32, (int)D, (int)Is};
         }
     }
     if (l->kind == ATTN_GQA) {
@@ -379,78 +395,90 @@ static int bind_layer(Ctx *c, Layer *l, int n, int bias, const Config *cfg) {
         TAKE(a->w_uv, NAME("w_uv"), 3, H, dv, dc);
         TAKE(a->wo, NAME("wo"), 2, D, H * dv, 0);
         a->bo = take_opt(c, bias & 8, NAME("bo"), D, &bad);
-        // softmax scale: (dn+dr)^-0.5, times mscale^2 when the rope is scaled and
-        // mscale_all_dim is set (transformers' DeepSeek attention)
-        a->softmax_scale = 1.0f / sqrtf((float)(dn + dr));
-        if (cfg->rope.scaling != ROPE_SCALING_NONE && cfg->rope.mscale_all_dim != 0.0f) {
-            const float m = yarn_get_mscale(cfg->rope.factor, cfg->rope.mscale_all_dim);
-            a->softmax_scale *= m * m;
-        }
+        a->softmax_scale = mla_softmax_scale(a->qk_nope_head_dim, a->qk_rope_head_dim, &cfg->rope);
     }
 #undef NAME
     return bad ? -1 : 0;
 }
 
-int model_load_buffer(Model *m, const void *data, size_t nbytes, char *err, size_t errlen) {
-    const unsigned char *base = data;
-    memset(m, 0, sizeof(*m));
-    uint32_t n_tensors = 0;
-    uint64_t tok_off = 0, tok_bytes = 0;
-    if (parse_header(&m->cfg, base, nbytes, &n_tensors, &tok_off, &tok_bytes, err, errlen)) return -1;
-    Config *cfg = &m->cfg;
+// --- loading, stage by stage ------------------------------------------------------------
 
-    // layer descriptors and directory must lie inside the file
-    const uint64_t layer_bytes = cfg->format_version == 1 ? LAYER_BYTES_V1 : LAYER_BYTES;
-    uint64_t dir_off = HEADER_BYTES + layer_bytes * cfg->n_layers, dir_bytes;
-    if (dir_off > nbytes) return fail(err, errlen, "file truncated: layer descriptors run past the end");
-    if (n_tensors == 0 || !mul_ok(n_tensors, ENTRY_BYTES, &dir_bytes) || dir_off + dir_bytes > nbytes)
-        return fail(err, errlen, "tensor directory (%u entries) runs past the end of the file", n_tensors);
-    if (tok_bytes > 0 && (tok_off > nbytes || tok_bytes > nbytes - tok_off))
-        return fail(err, errlen, "tokenizer blob runs past the end of the file");
-    m->tokenizer_bytes = (size_t)tok_bytes;
+// The layer descriptors, the tensor directory and the tokenizer blob lie inside the file.
+static int check_sections(Ctx *c) {
+    const Config *cfg = &c->m->cfg;
+    uint64_t dir_bytes;
+    c->dir_off = HEADER_BYTES + (uint64_t)(cfg->format_version == 1 ? LAYER_BYTES_V1 : LAYER_BYTES) * cfg->n_layers;
+    if (c->dir_off > c->nbytes)
+        return fail(c->err, c->errlen, "file truncated: layer descriptors run past the end");
+    if (c->n_entries == 0 || !mul_ok(c->n_entries, ENTRY_BYTES, &dir_bytes) ||
+        c->dir_off + dir_bytes > c->nbytes)
+        return fail(c->err, c->errlen, "tensor directory (%u entries) runs past the end of the file",
+                    c->n_entries);
+    if (c->tok_bytes > 0 && (c->tok_off > c->nbytes || c->tok_bytes > c->nbytes - c->tok_off))
+        return fail(c->err, c->errlen, "tokenizer blob runs past the end of the file");
+    c->m->tokenizer_bytes = (size_t)c->tok_bytes;
     // version 2: tokenizer_kind (0 none, 1 SentencePiece, 2 tokenizer.json) and the
     // tokenizer-config blob; version 1 files hold a SentencePiece model or nothing
-    uint64_t cfg_off = 0, cfg_bytes = 0;
+    Model *m = c->m;
+    const unsigned char *base = c->base;
+    const size_t nbytes = c->nbytes;
     if (rd_u32(base + 8) >= 2) {
         const uint32_t kind = rd_u32(base + 124);
-        cfg_off = rd_u64(base + 144), cfg_bytes = rd_u64(base + 152);
-        if (kind > 2) return fail(err, errlen, "unknown tokenizer_kind %u (0 none, 1 SentencePiece, 2 tokenizer.json)", kind);
-        if ((kind == 0) != (tok_bytes == 0))
-            return fail(err, errlen, "tokenizer_kind %u does not match tokenizer_bytes %llu", kind,
-                        (unsigned long long)tok_bytes);
-        if (cfg_bytes > 0 && (kind == 0 || cfg_off > nbytes || cfg_bytes > nbytes - cfg_off))
-            return fail(err, errlen, "tokenizer-config blob runs past the end of the file (or has no tokenizer)");
+        c->cfg_off = rd_u64(base + 144), c->cfg_bytes = rd_u64(base + 152);
+        if (kind > 2)
+            return fail(c->err, c->errlen, "unknown tokenizer_kind %u (0 none, 1 SentencePiece, 2 tokenizer.json)",
+                        kind);
+        if ((kind == 0) != (c->tok_bytes == 0))
+            return fail(c->err, c->errlen, "tokenizer_kind %u does not match tokenizer_bytes %llu", kind,
+                        (unsigned long long)c->tok_bytes);
+        if (c->cfg_bytes > 0 && (kind == 0 || c->cfg_off > nbytes || c->cfg_bytes > nbytes - c->cfg_off))
+            return fail(c->err, c->errlen,
+                        "tokenizer-config blob runs past the end of the file (or has no tokenizer)");
         m->tokenizer_kind = (int)kind;
-    } else m->tokenizer_kind = tok_bytes ? 1 : 0;
-    m->tokenizer_config_bytes = (size_t)cfg_bytes;
+    } else m->tokenizer_kind = c->tok_bytes ? 1 : 0;
+    m->tokenizer_config_bytes = (size_t)c->cfg_bytes;
+    return 0;
+}
 
-    m->layers = calloc((size_t)cfg->n_layers, sizeof(Layer));
-    Entry *entries = calloc(n_tensors, sizeof(Entry));
-    int *bias = calloc((size_t)cfg->n_layers, sizeof(int));
-    if (!m->layers || !entries || !bias) {
-        free(entries); free(bias); model_free(m);
-        return fail(err, errlen, "out of memory reading the tensor directory");
-    }
-    int rc = -1;
-    for (int n = 0; n < cfg->n_layers; n++) {
-        const unsigned char *p = base + HEADER_BYTES + (size_t)n * layer_bytes;
-        bias[n] = parse_layer(&m->layers[n], n, p, err, errlen);
-        if (bias[n] < 0) goto done;
+// Each layer's descriptor: its kind and sizes into m->layers, bias flags and rope width
+// into the context.
+static int read_layers(Ctx *c) {
+    const int L = c->m->cfg.n_layers;
+    c->m->layers = calloc((size_t)L, sizeof(Layer));
+    c->bias = calloc((size_t)L, sizeof(int));
+    c->rope_dim = calloc((size_t)L, sizeof(int));
+    if (!c->m->layers || !c->bias || !c->rope_dim)
+        return fail(c->err, c->errlen, "out of memory reading the tensor directory");
+    const Config *cfg = &c->m->cfg;
+    const size_t layer_bytes = cfg->format_version == 1 ? LAYER_BYTES_V1 : LAYER_BYTES;
+    for (int n = 0; n < L; n++) {
+        const unsigned char *p = c->base + HEADER_BYTES + (size_t)n * layer_bytes;
+        Layer *l = &c->m->layers[n];
+        c->bias[n] = parse_layer(l, n, p, &c->rope_dim[n], c->err, c->errlen);
+        if (c->bias[n] < 0) return -1;
         if (cfg->format_version == 1) { // every feed-forward dense, of the header's width
-            m->layers[n].ffn = FFN_DENSE;
-            m->layers[n].ffn_hidden = cfg->hidden_dim;
-        } else if (parse_ffn(&m->layers[n], n, p + 64, cfg->hidden_dim, err, errlen)) {
-            goto done;
+            l->ffn = FFN_DENSE;
+            l->ffn_hidden = cfg->hidden_dim;
+        } else if (parse_ffn(l, n, p + 64, cfg->hidden_dim, c->err, c->errlen)) {
+            return -1;
         }
     }
+    return 0;
+}
 
-    // directory entries: every field checked on its own first
-    const uint32_t version = rd_u32(base + 8);
-    for (uint32_t i = 0; i < n_tensors; i++) {
-        const unsigned char *p = base + dir_off + (uint64_t)i * ENTRY_BYTES;
-        Entry *e = &entries[i];
+// Directory entries: every field checked on its own (names, dtypes, shapes, sizes,
+// alignment, bounds) before any tensor is bound.
+static int read_directory(Ctx *c) {
+    char *err = c->err;
+    const size_t errlen = c->errlen, nbytes = c->nbytes;
+    const uint32_t version = rd_u32(c->base + 8);
+    if (!(c->entries = calloc(c->n_entries, sizeof(Entry))))
+        return fail(err, errlen, "out of memory reading the tensor directory");
+    for (uint32_t i = 0; i < c->n_entries; i++) {
+        const unsigned char *p = c->base + c->dir_off + (uint64_t)i * ENTRY_BYTES;
+        Entry *e = &c->entries[i];
         memcpy(e->name, p, 64);
-        if (!memchr(e->name, 0, 64)) { fail(err, errlen, "tensor %u: name is not NUL-terminated", i); goto done; }
+        if (!memchr(e->name, 0, 64)) return fail(err, errlen, "tensor %u: name is not NUL-terminated", i);
         // names go into one-line error messages: no control characters
         for (char *q = e->name; *q; q++) if ((unsigned char)*q < 0x20 || *q == 0x7f) *q = '?';
         e->dtype = rd_u32(p + 64);
@@ -458,96 +486,106 @@ int model_load_buffer(Model *m, const void *data, size_t nbytes, char *err, size
         for (int k = 0; k < 4; k++) e->shape[k] = rd_u64(p + 72 + 8 * k);
         e->offset = rd_u64(p + 104);
         e->nbytes = rd_u64(p + 112);
-        if (e->dtype > DTYPE_Q4_0) { fail(err, errlen, "tensor %s: unknown dtype %u", e->name, e->dtype); goto done; }
-        if (e->dtype >= DTYPE_Q8_0 && version < 2) {
-            fail(err, errlen, "tensor %s: dtype %s needs format version 2", e->name, dtype_names[e->dtype]);
-            goto done;
-        }
-        if (e->ndim < 1 || e->ndim > 4) { fail(err, errlen, "tensor %s: bad ndim %u", e->name, e->ndim); goto done; }
+        if (e->dtype > DTYPE_Q4_0) return fail(err, errlen, "tensor %s: unknown dtype %u", e->name, e->dtype);
+        if (e->dtype >= DTYPE_Q8_0 && version < 2)
+            return fail(err, errlen, "tensor %s: dtype %s needs format version 2", e->name,
+                        dtype_names[e->dtype]);
+        if (e->ndim < 1 || e->ndim > 4) return fail(err, errlen, "tensor %s: bad ndim %u", e->name, e->ndim);
         uint64_t count = 1;
         for (uint32_t k = 0; k < e->ndim; k++)
-            if (e->shape[k] == 0 || !mul_ok(count, e->shape[k], &count)) {
-                fail(err, errlen, "tensor %s: bad shape", e->name);
-                goto done;
-            }
+            if (e->shape[k] == 0 || !mul_ok(count, e->shape[k], &count))
+                return fail(err, errlen, "tensor %s: bad shape", e->name);
         e->count = count;
         // bytes = rows x bytes of one row (the last dimension); block types store each
         // row as cols/32 blocks, so cols must be a multiple of 32
         const uint64_t cols = e->shape[e->ndim - 1], rows = count / cols;
         uint64_t row_bytes, want = 0;
         if (e->dtype >= DTYPE_Q8_0) {
-            if (cols % QK != 0) {
-                fail(err, errlen, "tensor %s: %s needs rows of a multiple of %d values, got %llu", e->name,
-                     dtype_names[e->dtype], QK, (unsigned long long)cols);
-                goto done;
-            }
+            if (cols % QK != 0)
+                return fail(err, errlen, "tensor %s: %s needs rows of a multiple of %d values, got %llu",
+                            e->name, dtype_names[e->dtype], QK, (unsigned long long)cols);
             row_bytes = cols / QK * (e->dtype == DTYPE_Q8_0 ? 2 + QK : 2 + QK / 2);
         } else {
             row_bytes = cols * (e->dtype == DTYPE_F32 ? 4 : 2);
         }
-        if (!mul_ok(rows, row_bytes, &want) || want != e->nbytes) {
-            fail(err, errlen, "tensor %s: nbytes %llu does not match its %s shape (%llu expected)", e->name,
-                 (unsigned long long)e->nbytes, dtype_names[e->dtype], (unsigned long long)want);
-            goto done;
-        }
-        if (e->offset % 64 != 0) { fail(err, errlen, "tensor %s: offset not 64-byte aligned", e->name); goto done; }
-        if (e->offset > nbytes || e->nbytes > nbytes - e->offset) {
-            fail(err, errlen, "tensor %s: data runs past the end of the file (truncated?)", e->name);
-            goto done;
-        }
+        if (!mul_ok(rows, row_bytes, &want) || want != e->nbytes)
+            return fail(err, errlen, "tensor %s: nbytes %llu does not match its %s shape (%llu expected)",
+                        e->name, (unsigned long long)e->nbytes, dtype_names[e->dtype],
+                        (unsigned long long)want);
+        if (e->offset % 64 != 0) return fail(err, errlen, "tensor %s: offset not 64-byte aligned", e->name);
+        if (e->offset > nbytes || e->nbytes > nbytes - e->offset)
+            return fail(err, errlen, "tensor %s: data runs past the end of the file (truncated?)", e->name);
     }
+    return 0;
+}
 
-    // bind the expected tensors (each exactly once, with its shape), then make sure
-    // nothing else is in the file
-    // one arena holds every tensor as f32 (f16/bf16 converted once, here) and the
-    // tokenizer bytes; anonymous memory with transparent huge pages, so decoding
-    // streams the weights with few TLB misses and the file can be unmapped
-    uint64_t arena_bytes = (tok_bytes + 63) / 64 * 64 + (cfg_bytes + 63) / 64 * 64;
-    for (uint32_t i = 0; i < n_tensors; i++)
-        arena_bytes += (entries[i].count * 4 + 63) / 64 * 64;
+// One arena holds every tensor as f32 (f16/bf16/q8_0/q4_0 converted once, in take()), the
+// tokenizer bytes and the tokenizer config: anonymous memory with transparent huge pages,
+// so decoding streams the weights with few TLB misses and the file can be unmapped.
+static int alloc_arena(Ctx *c) {
+    Model *m = c->m;
+    uint64_t arena_bytes = (c->tok_bytes + 63) / 64 * 64 + (c->cfg_bytes + 63) / 64 * 64;
+    for (uint32_t i = 0; i < c->n_entries; i++)
+        arena_bytes += (c->entries[i].count * 4 + 63) / 64 * 64;
     arena_bytes = (arena_bytes + HUGE_PAGE - 1) / HUGE_PAGE * HUGE_PAGE;
     void *arena = mmap(NULL, arena_bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    if (arena == MAP_FAILED) {
-        fail(err, errlen, "out of memory: cannot allocate %llu bytes for the weights", (unsigned long long)arena_bytes);
-        goto done;
-    }
+    if (arena == MAP_FAILED)
+        return fail(c->err, c->errlen, "out of memory: cannot allocate %llu bytes for the weights",
+                    (unsigned long long)arena_bytes);
     madvise(arena, arena_bytes, MADV_HUGEPAGE);
     m->arena = arena;
     m->arena_bytes = arena_bytes;
-    Ctx ctx = {base, nbytes, entries, n_tensors, m, 0, err, errlen};
-    if (tok_bytes) {
-        memcpy(m->arena, base + tok_off, tok_bytes);
+    if (c->tok_bytes) {
+        memcpy(m->arena, c->base + c->tok_off, c->tok_bytes);
         m->tokenizer = m->arena;
-        ctx.arena_used = (tok_bytes + 63) / 64 * 64;
+        c->arena_used = (c->tok_bytes + 63) / 64 * 64;
     }
-    if (cfg_bytes) {
-        memcpy(m->arena + ctx.arena_used, base + cfg_off, cfg_bytes);
-        m->tokenizer_config = m->arena + ctx.arena_used;
-        ctx.arena_used += (cfg_bytes + 63) / 64 * 64;
+    if (c->cfg_bytes) {
+        memcpy(m->arena + c->arena_used, c->base + c->cfg_off, c->cfg_bytes);
+        m->tokenizer_config = m->arena + c->arena_used;
+        c->arena_used += (c->cfg_bytes + 63) / 64 * 64;
     }
+    return 0;
+}
+
+// Binds the expected tensors (each exactly once, with its shape), then makes sure
+// nothing else is in the file.
+static int bind_tensors(Ctx *c) {
+    Model *m = c->m;
+    const Config *cfg = &m->cfg;
     const uint64_t V = (uint64_t)cfg->vocab_size, D = (uint64_t)cfg->dim;
-    if (!(m->tok_embeddings = take(&ctx, "tok_embeddings", 2, V, D, 0))) goto done;
-    if (!(m->norm = take(&ctx, "norm", 1, D, 0, 0))) goto done;
+    if (!(m->tok_embeddings = take(c, "tok_embeddings", 2, V, D, 0))) return -1;
+    if (!(m->norm = take(c, "norm", 1, D, 0, 0))) return -1;
     if (cfg->tied_embeddings) m->output = m->tok_embeddings;
-    else if (!(m->output = take(&ctx, "output", 2, V, D, 0))) goto done;
+    else if (!(m->output = take(c, "output", 2, V, D, 0))) return -1;
     for (int n = 0; n < cfg->n_layers; n++)
-        if (bind_layer(&ctx, &m->layers[n], n, bias[n], cfg)) goto done;
-    for (uint32_t i = 0; i < n_tensors; i++) {
-        if (!entries[i].used) { fail(err, errlen, "unexpected tensor %s", entries[i].name); goto done; }
-        m->n_params += entries[i].count;
+        if (bind_layer(c, &m->layers[n], n, c->bias[n], cfg)) return -1;
+    for (uint32_t i = 0; i < c->n_entries; i++) {
+        if (!c->entries[i].used) return fail(c->err, c->errlen, "unexpected tensor %s", c->entries[i].name);
+        m->n_params += c->entries[i].count;
     }
-    for (int n = 0; n < cfg->n_layers; n++) {
-        if (!(m->layers[n].rope = rope_create(&cfg->rope, m->layers[n].rope_dim))) {
-            fail(err, errlen, "out of memory building RoPE tables");
-            goto done;
-        }
-    }
-    rc = 0;
-done:
-    free(entries);
-    free(bias);
+    return 0;
+}
+
+static int build_ropes(Ctx *c) {
+    for (int n = 0; n < c->m->cfg.n_layers; n++)
+        if (!(c->m->layers[n].rope = rope_create(&c->m->cfg.rope, c->rope_dim[n])))
+            return fail(c->err, c->errlen, "out of memory building RoPE tables");
+    return 0;
+}
+
+int model_load_buffer(Model *m, const void *data, size_t nbytes, char *err, size_t errlen) {
+    memset(m, 0, sizeof(*m));
+    Ctx c = {.base = data, .nbytes = nbytes, .m = m, .err = err, .errlen = errlen};
+    const int rc = parse_header(&m->cfg, c.base, nbytes, &c.n_entries, &c.tok_off, &c.tok_bytes,
+                                err, errlen) ||
+                   check_sections(&c) || read_layers(&c) || read_directory(&c) || alloc_arena(&c) ||
+                   bind_tensors(&c) || build_ropes(&c);
+    free(c.entries);
+    free(c.bias);
+    free(c.rope_dim);
     if (rc) model_free(m);
-    return rc;
+    return rc ? -1 : 0;
 }
 
 int model_load(Model *m, const char *path, char *err, size_t errlen) {

@@ -31,11 +31,12 @@ typedef enum { FFN_DENSE = 0, FFN_MOE = 1 } FfnKind;
 // One decoder layer: its attention kind and sizes, its feed-forward, and pointers to
 // its weights.
 typedef struct {
-    AttnKind kind;
-    int rope_dim;              // rotary width of this layer
-    Rope *rope;                // inv_freq table for rope_dim
-    GQAWeights gqa;            // kind == ATTN_GQA
-    MLAWeights mla;            // kind == ATTN_MLA
+    AttnKind kind;             // which member of the union below is live
+    union {
+        GQAWeights gqa;        // kind == ATTN_GQA
+        MLAWeights mla;        // kind == ATTN_MLA
+    };
+    Rope *rope;                // inv_freq table; rope->rope_dim is the layer's rotary width
     const float *attn_norm;    // [D]
     const float *ffn_norm;     // [D]
     FfnKind ffn;               // dense SwiGLU or mixture of experts
@@ -78,7 +79,8 @@ size_t model_active_params(const Model *m);
 
 // --- run state ---------------------------------------------------------------------
 
-typedef struct {
+// One layer's slice of the KV cache; the layer's kind says which member is live.
+typedef union {
     GQACache gqa;
     MLACache mla;
 } LayerCache;
@@ -103,9 +105,10 @@ int state_create(RunState *s, const Model *m, int context, int max_tokens, MlaMo
                  char *err, size_t errlen);
 void state_free(RunState *s);
 
-// Runs tokens[0..n) at positions pos0.. (n <= max_tokens, pos0 + n <= context),
-// appending to the KV cache. Returns the logits: [n, V] if all_logits, else the
-// last token's [V].
-float *forward(const Model *m, RunState *s, const int *tokens, int n, int pos0, int all_logits);
+// Runs tokens[0..n) at positions pos0 .. pos0+n-1 (1 <= n <= max_tokens, pos0 + n <=
+// context), appending each token's keys and values to the KV cache. Returns s->logits,
+// the logits of the last n_logits of those tokens (clamped to 1..n): [n_logits, V],
+// row i for tokens[n - n_logits + i]. Generating asks for 1, --ppl and --dump-logits for n.
+float *forward(const Model *m, RunState *s, const int *tokens, int n, int pos0, int n_logits);
 
 #endif

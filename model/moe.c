@@ -9,7 +9,9 @@
 //   out += Shared(x)                                                   all tokens
 //
 // Decoding (n = 1) therefore touches the router, K experts and the shared expert
-// and nothing else of the layer. The products are OpenMP-parallel over rows.
+// and nothing else of the layer. The experts are typed matrices (kernels/tensor.h:
+// f32, f16, bf16, q8_0, q4_0), each expert a contiguous slice of its stacked tensor;
+// the products are OpenMP-parallel over rows.
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -114,20 +116,28 @@ void moe_route(const MoEWeights *w, float *z, float *choice, int *idx, float *we
 
 // --- one SwiGLU over c rows: Y = W2 (silu(W1 X) * (W3 X)) ----------------------------
 
-static void swiglu_ffn(float *Y, const float *w1, const float *w3, const float *w2,
-                       const float *X, int c, int hidden, int dim, float *h1, float *h3) {
-    matmul(h1, w1, X, NULL, c, hidden, dim);
-    matmul(h3, w3, X, NULL, c, hidden, dim);
+static void swiglu_ffn(float *Y, const Matrix *w1, const Matrix *w3, const Matrix *w2,
+                       const float *X, int c, float *h1, float *h3) {
+    const int hidden = w1->rows;
+    if (c == 1) { // decoding: one pass over each weight row
+        matvec(h1, w1, X, NULL);
+        matvec(h3, w3, X, NULL);
+        swiglu(h1, h3, hidden);
+        matvec(Y, w2, h1, NULL);
+        return;
+    }
+    matmul(h1, w1, X, NULL, c);
+    matmul(h3, w3, X, NULL, c);
     swiglu(h1, h3, c * hidden);
-    matmul(Y, w2, h1, NULL, c, dim, hidden);
+    matmul(Y, w2, h1, NULL, c);
 }
 
 void moe_forward(const MoEWeights *w, int dim, int n, const float *x, float *out,
                  MoEScratch *s) {
-    const int E = w->n_experts, K = w->top_k, Ie = w->expert_hidden, D = dim;
+    const int E = w->n_experts, K = w->top_k, D = dim;
 
     // --- route every token (router in f32)
-    matmul(s->logits, w->router, x, NULL, n, E, D);
+    matmul_f32(s->logits, w->router, x, NULL, n, E, D);
     for (int t = 0; t < n; t++)
         moe_route(w, s->logits + (size_t)t * E, s->choice, s->idx + (size_t)t * K,
                   s->weight + (size_t)t * K);
@@ -146,14 +156,14 @@ void moe_forward(const MoEWeights *w, int dim, int n, const float *x, float *out
 
     // --- each chosen expert once, on the rows that chose it
     memset(out, 0, sizeof(float) * (size_t)n * D);
-    const size_t up = (size_t)Ie * D; // elements of one expert's W1 (= W3 = W2)
     for (int e = 0; e < E; e++) {
         const int first = s->offset[e], c = s->offset[e + 1] - first;
         if (c == 0) continue;
         for (int j = 0; j < c; j++)
             memcpy(s->xe + (size_t)j * D, x + (size_t)s->token[first + j] * D, sizeof(float) * D);
-        swiglu_ffn(s->ye, w->w1 + e * up, w->w3 + e * up, w->w2 + e * up, s->xe, c, Ie, D,
-                   s->h1, s->h3);
+        const Matrix w1 = moe_expert(&w->w1, E, e), w3 = moe_expert(&w->w3, E, e),
+                     w2 = moe_expert(&w->w2, E, e);
+        swiglu_ffn(s->ye, &w1, &w3, &w2, s->xe, c, s->h1, s->h3);
         for (int j = 0; j < c; j++)
             axpy(out + (size_t)s->token[first + j] * D, s->tweight[first + j],
                  s->ye + (size_t)j * D, D);
@@ -161,7 +171,7 @@ void moe_forward(const MoEWeights *w, int dim, int n, const float *x, float *out
 
     // --- the shared expert sees every token
     if (w->shared_hidden) {
-        swiglu_ffn(s->ye, w->sw1, w->sw3, w->sw2, x, n, w->shared_hidden, D, s->h1, s->h3);
+        swiglu_ffn(s->ye, &w->sw1, &w->sw3, &w->sw2, x, n, s->h1, s->h3);
         axpy(out, 1.0f, s->ye, n * D);
     }
 }

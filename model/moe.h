@@ -11,6 +11,8 @@
 
 #include <stddef.h>
 
+#include "kernels/tensor.h"
+
 typedef enum { MOE_SOFTMAX = 0, MOE_SIGMOID = 1 } MoEScoring;
 typedef enum { MOE_GREEDY = 0, MOE_GROUP_LIMITED_GREEDY = 1, MOE_NOAUX_TC = 2 } MoETopk;
 
@@ -27,11 +29,21 @@ typedef struct {
     float routed_scaling_factor;
     const float *router;      // [E, D], always f32
     const float *router_bias; // [E] noaux_tc's e_score_correction_bias (choice only), or NULL
-    const float *w1, *w3;     // [E, Ie, D] gate, up (expert e's slice is contiguous)
-    const float *w2;          // [E, D, Ie] down
-    const float *sw1, *sw3;   // [Is, D] shared gate, up (NULL if Is == 0)
-    const float *sw2;         // [D, Is] shared down
+    // Stacked experts, in any weight type: each Matrix spans all E experts' rows,
+    // expert e is rows [e*R, (e+1)*R) (moe_expert() cuts it out)
+    Matrix w1, w3;            // [E*Ie, D] gate, up
+    Matrix w2;                // [E*D, Ie] down
+    Matrix sw1, sw3;          // [Is, D] shared gate, up (data NULL if Is == 0)
+    Matrix sw2;               // [D, Is] shared down
 } MoEWeights;
+
+// Expert e of a stacked [E*R, C] matrix: rows [e*R, (e+1)*R), contiguous in any dtype.
+static inline Matrix moe_expert(const Matrix *stack, int n_experts, int e) {
+    const int R = stack->rows / n_experts;
+    const Matrix m = {(const unsigned char *)stack->data + (size_t)e * R *
+                      dtype_row_bytes(stack->dtype, stack->cols), stack->dtype, R, stack->cols};
+    return m;
+}
 
 // Working memory for moe_forward on up to max_tokens tokens.
 typedef struct {

@@ -42,7 +42,7 @@ static int by_prob_desc(const void *a, const void *b) {
     return (pa < pb) - (pa > pb);
 }
 
-int sampler_sample(Sampler *s, float *logits) {
+int sampler_sample(Sampler *s, const float *logits) {
     const int V = s->vocab_size;
     if (s->temperature <= 0.0f) return sampler_argmax(logits, V);
     for (int i = 0; i < V; i++) s->probs[i] = logits[i] / s->temperature;

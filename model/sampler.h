@@ -18,8 +18,8 @@ typedef struct {
 int sampler_create(Sampler *s, int vocab_size, float temperature, int top_k, float top_p, uint64_t seed);
 void sampler_free(Sampler *s);
 int sampler_argmax(const float *logits, int n);
-// Samples from logits (which it may overwrite).
-int sampler_sample(Sampler *s, float *logits);
+// Samples from logits [V] (read only; the work happens in probs).
+int sampler_sample(Sampler *s, const float *logits);
 // uniform in [0, 1)
 float sampler_random(Sampler *s);
 

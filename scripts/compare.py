@@ -12,23 +12,17 @@ import argparse
 import glob
 import json
 import os
-import re
-import subprocess
 import sys
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-RUN = os.path.join(ROOT, "run")
-BENCH = os.path.join(ROOT, "build", "bench_decode")
+import speed
+from speed import ROOT, RUN
+
 PROMPT = "Once upon a time"
 CONTEXTS = [128, 256, 512, 1024, 2048, 4096, 8192]
 
 
 def sh(cmd, threads):
-    env = dict(os.environ, OMP_NUM_THREADS=str(threads))
-    r = subprocess.run(cmd, capture_output=True, text=True, env=env)
-    if r.returncode != 0:
-        sys.exit("compare: %s failed: %s" % (" ".join(cmd[:3]), r.stderr.strip()))
-    return r.stdout, r.stderr
+    return speed.sh(cmd, threads, "compare")
 
 
 def layout(info):
@@ -43,24 +37,16 @@ def layout(info):
     return "%s x%d" % (kinds[0], len(kinds)) if len(set(kinds)) == 1 else ", ".join(kinds)
 
 
-def speed(model, threads):
-    ids = " ".join(str(10 + 7 * i) for i in range(256))
-    prefill = decode = 0.0
-    for _ in range(3):  # best of three
-        _, err = sh([RUN, model, "--tokens", ids, "-n", "0"], threads)
-        prefill = max(prefill, float(re.search(r"prefill: \d+ tokens, ([\d.]+) tok/s", err).group(1)))
-        _, err = sh([RUN, model, "--tokens", "1", "-n", "256", "-t", "0", "--print-ids"], threads)
-        decode = max(decode, float(re.search(r"decode: \d+ tokens, ([\d.]+) tok/s", err).group(1)))
-    return prefill, decode
+def best_speed(model, threads):
+    """best of three: prefill of a 256-token prompt, decode of 256 tokens"""
+    prefill, _ = speed.prefill_decode(model, threads, 256, 0, 3)
+    _, decode = speed.prefill_decode(model, threads, 1, 256, 3, prompt_ids="1")
+    return max(prefill), max(decode)
 
 
 def decode_at(model, context, threads):
     """best of three: decode tok/s with the KV cache filled to `context` tokens"""
-    best = 0.0
-    for _ in range(3):
-        out, _ = sh([BENCH, model, str(context), "absorbed", "64"], threads)
-        best = max(best, float(dict(f.split("=") for f in out.split())["decode_tok_s"]))
-    return best
+    return max(speed.decode_at(model, context, "absorbed", 64, threads, 3)[0])
 
 
 def main():
@@ -81,7 +67,7 @@ def main():
         info = json.loads(sh([RUN, path, "--info"], 1)[0])
         out, _ = sh([RUN, path, "--ppl", a.text], a.threads)
         ppl = dict(kv.split("=") for kv in out.split()[1:])
-        prefill, decode = speed(path, a.threads)
+        prefill, decode = best_speed(path, a.threads)
         text, _ = sh([RUN, path, "-p", PROMPT, "-n", "40", "-t", "0"], a.threads)
         kv = info["kv_bytes_per_token"]
         rows.append((name, layout(info), info["n_params"], kv, kv * 2048 / 2**20, kv * 8192 / 2**20,

@@ -873,14 +873,21 @@ def tokenizer_files(hf_dir, cfg):
     """What the .bin embeds: (kind, tokenizer bytes, tokenizer-config records).
 
     tokenizer.model (SentencePiece) when the folder has one, else the raw tokenizer.json
-    (the runtime parses it, docs/TOKENIZER.md). The records (docs/FORMAT.md) hold
+    (the runtime parses it, docs/TOKENIZER.md); tokenizer.json first for a model with a
+    chat template. The records (docs/FORMAT.md) hold
     "config.json": a digest of tokenizer_config.json (bos_token, eos_token, add_bos_token,
     add_eos_token) with eos_token_id = every end id of generation_config.json and
     config.json, and the compiled chat template (scripts/chat_template.py)."""
     spm = os.path.join(hf_dir, "tokenizer.model")
     tj_path = os.path.join(hf_dir, "tokenizer.json")
+    tc_path = os.path.join(hf_dir, "tokenizer_config.json")
+    tc = _read_json(tc_path, "tokenizer_config.json")[1] if os.path.isfile(tc_path) else {}
     tj = None
-    if os.path.isfile(spm):
+    # A chat template writes special tokens as text (</s>, <|im_end|>): transformers'
+    # tokenizer matches them, the SentencePiece library would split them, so a chat
+    # model is embedded with its tokenizer.json when it has one (docs/CHAT.md).
+    chat = isinstance(tc, dict) and tc.get("chat_template") is not None
+    if os.path.isfile(spm) and not (chat and os.path.isfile(tj_path)):
         kind = "sentencepiece"
         with open(spm, "rb") as f:
             tok = f.read()
@@ -891,8 +898,6 @@ def tokenizer_files(hf_dir, cfg):
             raise ConvertError("tokenizer.json: no 'model' object")
     else:
         return "none", b"", None
-    tc_path = os.path.join(hf_dir, "tokenizer_config.json")
-    tc = _read_json(tc_path, "tokenizer_config.json")[1] if os.path.isfile(tc_path) else {}
     if not isinstance(tc, dict):
         raise ConvertError("tokenizer_config.json: not an object")
     gc_path = os.path.join(hf_dir, "generation_config.json")

@@ -43,11 +43,11 @@ keeps the activation scale of the 64-wide fixtures (in the same simulation:
 logits up to |2.5|, a pairing mistake 0.4..1.9, bf16 rounding 0.012..0.023).
 
 The tokenizers (SentencePiece 0.1.97, the Debian spm_train), both trained on the
-first 2000 stories of /work/shared/data/tinystories/train.txt with the
+first 2000 stories of ../shared/data/tinystories/train.txt with the
 <|endoftext|> lines filtered out, in a temp folder (nothing of the data is kept):
 
     awk '$0=="<|endoftext|>"{if(++n>=2000)exit;next}{print}' \
-        /work/shared/data/tinystories/train.txt > train.txt
+        ../shared/data/tinystories/train.txt > train.txt
     spm_train --input=train.txt --model_prefix=tiny_spm128 --model_type=bpe \
         --vocab_size=128 --normalization_rule_name=identity \
         --input_sentence_size=100000000 --shuffle_input_sentence=false \
@@ -677,7 +677,7 @@ def rope_width(spec):
 
 
 def doc_inv_freq(spec):
-    """inv_freq from the spec alone, by /work/shared/docs/hf-architectures.md 1.3.
+    """inv_freq from the spec alone, by docs/HF-SEMANTICS.md §1.3.
 
     Returns (list, info): info names the llama3 branch of every frequency, or the
     yarn ramp, so the report shows which cases a fixture exercises."""

@@ -452,13 +452,18 @@ CHUNK_VALUES = 1 << 22  # values encoded at once: bounds a writer's memory for h
 
 def encode_chunks(t, dtype, shape):
     """Encode tensor `t` (an array, a StoredTensor or any array-like) in pieces of at
-    most ~CHUNK_VALUES values along its first axis; yields bytes."""
+    most ~CHUNK_VALUES values along its first axis; yields bytes. An object with an
+    `encoded(lo, hi, dtype)` method supplies the stored bytes of rows [lo, hi) itself."""
     if hasattr(t, "iter_rows"):  # stacked experts, one at a time (bounded memory)
         for part in t.iter_rows():
             yield encode(part, dtype)
         return
     per_row = int(np.prod(shape[1:])) if len(shape) > 1 else 1
     step = max(1, CHUNK_VALUES // max(per_row, 1))
+    if hasattr(t, "encoded"):  # a generator that makes the stored bytes itself (bench/)
+        for lo in range(0, shape[0], step):
+            yield t.encoded(lo, min(shape[0], lo + step), dtype)
+        return
     if len(shape) == 1 or shape[0] <= step:
         yield encode(np.asarray(t), dtype)
         return

@@ -64,8 +64,11 @@ def quantize(src, dst, dtype, keep=None, plain=False, log=None):
     for pattern, dt in overrides.items():  # refuse impossible overrides before writing
         for name, shape in expected.items():
             mixformat.storage_dtype(name, shape, dtype, {pattern: dt})
-    mixformat.write_model(dst, cfg, layers, tensors, tokenizer_bytes=tok, dtype=dtype,
-                          overrides=overrides)
+    # the tokenizer travels unchanged: its kind, bytes and config blob
+    tok_kind, tok_bytes, tok_config = mixformat.read_tokenizer(src)
+    mixformat.write_model(dst, cfg, layers, tensors, tokenizer_bytes=tok_bytes, dtype=dtype,
+                          overrides=overrides, tokenizer_kind=tok_kind,
+                          tokenizer_config=tok_config or None)
     if log:
         kinds = {}
         for name, t in mixformat.open_model(dst)[2].items():

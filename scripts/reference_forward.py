@@ -2,7 +2,7 @@
 """Independent float64 numpy forward pass over a mixattn .bin (docs/FORMAT.md).
 
 Written from the team notes on the Hugging Face architectures
-(hf-architectures.md, sections 0-4 and 8; 4.5 for the mixture-of-experts
+(docs/HF-SEMANTICS.md, sections 0, 1, 4 and 8; 4.5 for the mixture-of-experts
 routers), not from the C code, so the two can check each other. Plain
 full-sequence recomputation, no KV cache; MLA in the naive form (per-head K and
 V decompressed from the latent); every token's experts evaluated one by one.
@@ -26,7 +26,7 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import mixformat  # noqa: E402
 
-MLA_NORM_EPS = 1e-6  # q_a_norm / kv_a_norm, always (FORMAT.md, notes section 0)
+MLA_NORM_EPS = 1e-6  # q_a_norm / kv_a_norm, always (docs/HF-SEMANTICS.md §0)
 
 
 class Model:
@@ -68,7 +68,7 @@ def _yarn_factor(cfg):
 
 
 def rope_inv_freq(cfg, r):
-    """inv_freq[j], j < r/2, and the cos/sin multiplier (notes section 1.3)."""
+    """inv_freq[j], j < r/2, and the cos/sin multiplier (docs/HF-SEMANTICS.md §1.3)."""
     theta = float(cfg["rope_theta"])
     rs = cfg["rope_scaling"]
     kind = rs["type"]

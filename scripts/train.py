@@ -177,7 +177,7 @@ class GQAAttention(nn.Module):
 
 
 class MLAAttention(nn.Module):
-    """DeepSeek MLA, naive form, q_lora_rank 0 (docs/FORMAT.md, hf-architectures.md §4.3)."""
+    """DeepSeek MLA, naive form, q_lora_rank 0 (docs/FORMAT.md, docs/HF-SEMANTICS.md §4.3)."""
 
     def __init__(self, D, l):
         super().__init__()

@@ -1,7 +1,7 @@
 /* Plain double-precision reference implementations for the tests.
  *
  * Written from the formulas in docs/FORMAT.md and the team notes
- * (hf-architectures.md §0, §1, §4.3, §8), not from the C kernels: simple loops,
+ * (docs/HF-SEMANTICS.md §0, §1, §4.3, §8), not from the C kernels: simple loops,
  * double accumulators, no blocking, no OpenMP. Tests compare the runtime's fp32
  * results against these within float tolerances.
  *
@@ -80,7 +80,7 @@ static inline double ref_silu(double z) {
 
 static inline double ref_swiglu1(double gate, double up) { return ref_silu(gate) * up; }
 
-/* --- RoPE (notes §1) --------------------------------------------------------------- */
+/* --- RoPE (docs/HF-SEMANTICS.md §1) --------------------------------------------------------------- */
 
 /* transformers' yarn get_mscale(s, m): 1 if s <= 1, else 0.1 m ln(s) + 1 */
 static inline double ref_yarn_get_mscale(double s, double m) {
@@ -105,7 +105,7 @@ static inline void ref_yarn_low_high(const RopeConfig *c, int r, double *low, do
     *high = hi;
 }
 
-/* inv_freq[j] for j < r/2, by rope type (notes §1.3) */
+/* inv_freq[j] for j < r/2, by rope type (docs/HF-SEMANTICS.md §1.3) */
 static inline double ref_inv_freq(const RopeConfig *c, int j, int r) {
     const double theta = c->theta;
     const double plain = 1.0 / pow(theta, (2.0 * j) / r);

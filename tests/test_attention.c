@@ -5,14 +5,16 @@
  * format bytes), loads it with model_load_buffer and allocates the real run state
  * with state_create, then calls the attention routine directly on random inputs.
  * Expected values come from naive double-precision attention written here from
- * the notes (explicit per-head loops; query head h reads KV head h / (H/Hkv); MLA
- * decompresses K = [W_UK c ; k_pe] and V = W_UV c per head), never from the
- * runtime's own output. */
+ * docs/HF-SEMANTICS.md §0 and §4.3 (explicit per-head loops; query head h reads KV
+ * head h / (H/Hkv); MLA decompresses K = [W_UK c ; k_pe] and V = W_UV c per head),
+ * never from the runtime's own output. */
 #define _DEFAULT_SOURCE
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+
+#include <omp.h>
 
 #include <cmocka.h>
 
@@ -310,7 +312,7 @@ static void check_replicated(int H, int Hkv, int d, int bias, uint64_t seed) {
     TU_CHECK_CLOSE(og, om, T * DIM, 1e-6, 1e-5, what);
     // and a non-replicated MHA (fresh wk) really is different: the check can fail
     float *wk = tu_layer_data(&m.tm, 0, "wk");
-    ((float *)m.m.layers[0].gqa.wk)[0] = wk[0] + 1.0f; // the loaded f32 tensor points into m.buf
+    ((float *)m.m.layers[0].gqa.wk)[0] = wk[0] + 1.0f; // the loader's copy, in the model's arena
     run_attn(&m, &m.s, x, T, 1, 0, om);
     assert_true(tu_rel_err(og, om, T * DIM) > 1e-4);
     free(x);
@@ -324,6 +326,48 @@ static void test_gqa_mqa_equal_replicated_mha(void **state) {
     check_replicated(6, 3, 4, 15, 3010); // GQA with biases
     check_replicated(6, 1, 8, 6, 3020);  // MQA with k, v biases
     check_replicated(4, 1, 6, 0, 3030);  // MQA
+}
+
+/* The fast attend loop (one task per KV head and its group, split over threads) equals
+ * the plain loop beside it in gqa.c (each query head h on its own, reading KV head
+ * h / group), for every family, chunk size and thread count, including more threads
+ * than the run state was sized for (the loops must cap themselves: run under make asan). */
+static void test_gqa_fast_equals_plain_loop(void **state) {
+    (void)state;
+    enum { T = 9 };
+    const int shapes[][3] = {{6, 6, 8}, {6, 3, 8}, {6, 2, 4}, {6, 1, 8}, {5, 1, 6}};
+    const int saved = omp_get_max_threads();
+    for (size_t i = 0; i < sizeof shapes / sizeof *shapes; i++) {
+        for (int threads = 1; threads <= 7; threads += 2) {
+            for (int chunk = 1; chunk <= T; chunk += T - 1) {
+                omp_set_num_threads(threads);
+                Fx f;
+                fx_init(&f, 16);
+                tu_add_gqa(&f.tm, shapes[i][0], shapes[i][1], shapes[i][2], shapes[i][2], 0);
+                fx_open(&f, 3500 + i, 12, 12, MLA_ABSORBED);
+                omp_set_num_threads(threads + 3); // more than the scratch was sized for
+                const Layer *l = &f.m.layers[0];
+                const int q_dim = l->gqa.n_heads * l->gqa.head_dim;
+                float *x = tu_rand_array((size_t)T * DIM, 1.0f, 3600 + i), out[T * DIM];
+                float *plain = malloc(sizeof(float) * (size_t)T * q_dim), att[12];
+                assert_non_null(plain);
+                for (int p = 0; p < T; p += chunk) {
+                    const int n = T - p < chunk ? T - p : chunk;
+                    gqa_attention(&l->gqa, &f.s.cache[0].gqa, l->rope, DIM, n, p, 0,
+                                  x + (size_t)p * DIM, out + (size_t)p * DIM, &f.s.scratch);
+                    gqa_attend_reference(&l->gqa, &f.s.cache[0].gqa, n, p, 0, f.s.scratch.q, plain, att);
+                    char what[96];
+                    snprintf(what, sizeof what, "H=%d Hkv=%d threads=%d chunk=%d: fast vs plain loop",
+                             shapes[i][0], shapes[i][1], threads, chunk);
+                    TU_CHECK_CLOSE(f.s.scratch.heads, plain, (size_t)n * q_dim, 1e-6, 1e-6, what);
+                }
+                free(plain);
+                free(x);
+                fx_close(&f);
+            }
+        }
+    }
+    omp_set_num_threads(saved);
 }
 
 /* Decoding token by token = one chunk of n tokens = chunks of 3 (and 4). */
@@ -556,6 +600,7 @@ int main(void) {
         cmocka_unit_test(test_gqa_family_vs_reference),
         cmocka_unit_test(test_gqa_sliding_window),
         cmocka_unit_test(test_gqa_mqa_equal_replicated_mha),
+        cmocka_unit_test(test_gqa_fast_equals_plain_loop),
         cmocka_unit_test(test_gqa_chunked_equals_decode),
         cmocka_unit_test(test_mla_naive_and_absorbed_vs_reference),
         cmocka_unit_test(test_mla_window_vs_reference),

@@ -457,8 +457,8 @@ static void test_fuzz_flipped_bytes(void **state) {
         RunState s;
         if (state_create(&s, &m, 4, 2, (it & 1) ? MLA_NAIVE : MLA_ABSORBED, err, sizeof err) == 0) {
             const int toks[2] = {0, 1};
-            forward(&m, &s, toks, 2, 0, 1);
-            forward(&m, &s, toks, 1, 2, 0);
+            forward(&m, &s, toks, 2, 0, 2);
+            forward(&m, &s, toks, 1, 2, 1);
             state_free(&s);
         }
         model_free(&m);

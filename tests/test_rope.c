@@ -1,6 +1,6 @@
 /* Tests for attention/rope.c: the inv_freq tables of every scaling type against
- * closed-form double values computed here from the formulas of the notes
- * (hf-architectures.md §1.3), yarn's attention factor, yarn_get_mscale and the
+ * closed-form double values computed here from the formulas of docs/HF-SEMANTICS.md
+ * §1.3, yarn's attention factor, yarn_get_mscale and the
  * DeepSeek worked example (§1.3, §4.3), and the rotation itself in both
  * pairings, including partial RoPE. */
 #define _DEFAULT_SOURCE
@@ -166,7 +166,7 @@ static void test_inv_freq_yarn_generic(void **state) {
     }
 }
 
-/* The worked example of the notes: r = 64, theta = 1e4, orig = 4096, beta 32/1
+/* The worked example of docs/HF-SEMANTICS.md §1.3: r = 64, theta = 1e4, orig = 4096, beta 32/1
  * gives low = 10 and high = 23; j <= 10 keeps its frequency, j >= 23 is divided
  * by the factor 40, and the ramp (j - 10) / 13 blends the dims between. */
 static void test_yarn_deepseek_worked_example(void **state) {
@@ -281,7 +281,7 @@ static void test_yarn_attention_factor(void **state) {
     assert_true(fabs(attn_factor_of(4.0f, 0, 0, 1.25f) - 1.25) < 1e-7);
 }
 
-/* yarn_get_mscale and the MLA softmax scale of the notes (§4.3) */
+/* yarn_get_mscale and the MLA softmax scale of docs/HF-SEMANTICS.md §4.3 */
 static void test_yarn_get_mscale_values(void **state) {
     (void)state;
     assert_true(yarn_get_mscale(1.0f, 5.0f) == 1.0f);

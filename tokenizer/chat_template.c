@@ -4,8 +4,9 @@
 #define _POSIX_C_SOURCE 200809L
 #include "tokenizer/chat_template.h"
 
+#include "common/error.h"
+
 #include <cjson/cJSON.h>
-#include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -32,14 +33,6 @@ struct ChatTemplate {
     int alternate, last_user;
     ContentRule content[N_KEYS];
 };
-
-static void set_err(char *err, size_t errlen, const char *fmt, ...) {
-    if (!err || !errlen) return;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-}
 
 // --- a growing byte buffer ---------------------------------------------------------
 
@@ -125,27 +118,27 @@ static void py_strip(const char *s, size_t *start, size_t *end) {
 static char *dup_string(const cJSON *obj, const char *key, const char *where, char *err, size_t errlen) {
     const cJSON *v = cJSON_GetObjectItemCaseSensitive(obj, key);
     if (!cJSON_IsString(v)) {
-        set_err(err, errlen, "chat template: %s%s is missing or not a string", where, key);
+        fail(err, errlen, "chat template: %s%s is missing or not a string", where, key);
         return NULL;
     }
     // every date field must close: U+E000 fmt U+E001, not nested
     for (const char *s = v->valuestring; (s = strstr(s, DATE_OPEN));) {
         const char *close = strstr(s + 3, DATE_CLOSE), *next = strstr(s + 3, DATE_OPEN);
         if (!close || (next && next < close) || close - s - 3 > 120) {
-            set_err(err, errlen, "chat template: %s%s holds a malformed date field", where, key);
+            fail(err, errlen, "chat template: %s%s holds a malformed date field", where, key);
             return NULL;
         }
         s = close + 3;
     }
     char *d = strdup(v->valuestring);
-    if (!d) set_err(err, errlen, "chat template: out of memory");
+    if (!d) fail(err, errlen, "chat template: out of memory");
     return d;
 }
 
 static int get_bool(const cJSON *obj, const char *key, int *out, const char *where, char *err, size_t errlen) {
     const cJSON *v = cJSON_GetObjectItemCaseSensitive(obj, key);
     if (!cJSON_IsBool(v)) {
-        set_err(err, errlen, "chat template: %s%s is missing or not a boolean", where, key);
+        fail(err, errlen, "chat template: %s%s is missing or not a boolean", where, key);
         return -1;
     }
     *out = cJSON_IsTrue(v);
@@ -155,7 +148,7 @@ static int get_bool(const cJSON *obj, const char *key, int *out, const char *whe
 static int parse_part(Part *p, const cJSON *v, const char *name, char *err, size_t errlen) {
     if (!v || cJSON_IsNull(v)) return 0; // absent: not accepted
     if (!cJSON_IsObject(v)) {
-        set_err(err, errlen, "chat template: %s is not an object", name);
+        fail(err, errlen, "chat template: %s is not an object", name);
         return -1;
     }
     char where[64];
@@ -167,18 +160,18 @@ static int parse_part(Part *p, const cJSON *v, const char *name, char *err, size
 }
 
 ChatTemplate *chat_template_parse(const char *json, size_t len, char *err, size_t errlen) {
-    set_err(err, errlen, "");
+    error_clear(err, errlen);
     cJSON *root = cJSON_ParseWithLength(json, len);
     if (!root || !cJSON_IsObject(root)) {
         cJSON_Delete(root);
-        set_err(err, errlen, "chat template: the compiled structure is not a JSON object");
+        fail(err, errlen, "chat template: the compiled structure is not a JSON object");
         return NULL;
     }
     ChatTemplate *t = calloc(1, sizeof *t);
-    if (!t) { cJSON_Delete(root); set_err(err, errlen, "chat template: out of memory"); return NULL; }
+    if (!t) { cJSON_Delete(root); fail(err, errlen, "chat template: out of memory"); return NULL; }
     const cJSON *ver = cJSON_GetObjectItemCaseSensitive(root, "version");
     if (!cJSON_IsNumber(ver) || ver->valuedouble != 1) {
-        set_err(err, errlen, "chat template: unknown structure version (this runtime reads version 1)");
+        fail(err, errlen, "chat template: unknown structure version (this runtime reads version 1)");
         goto fail;
     }
     if (!(t->no_system = dup_string(root, "no_system", "", err, errlen))) goto fail;
@@ -188,7 +181,7 @@ ChatTemplate *chat_template_parse(const char *json, size_t len, char *err, size_
                    "system_first", err, errlen))
         goto fail;
     const cJSON *roles = cJSON_GetObjectItemCaseSensitive(root, "roles");
-    if (!cJSON_IsObject(roles)) { set_err(err, errlen, "chat template: roles is missing"); goto fail; }
+    if (!cJSON_IsObject(roles)) { fail(err, errlen, "chat template: roles is missing"); goto fail; }
     for (int k = KEY_SYSTEM; k < N_KEYS; k++) {
         char name[32];
         snprintf(name, sizeof name, "roles.%s", key_names[k]);
@@ -196,11 +189,11 @@ ChatTemplate *chat_template_parse(const char *json, size_t len, char *err, size_
             goto fail;
     }
     if (!t->part[KEY_USER].present || !t->part[KEY_ASSISTANT].present) {
-        set_err(err, errlen, "chat template: roles.user and roles.assistant are required");
+        fail(err, errlen, "chat template: roles.user and roles.assistant are required");
         goto fail;
     }
     const cJSON *rules = cJSON_GetObjectItemCaseSensitive(root, "rules");
-    if (!cJSON_IsObject(rules)) { set_err(err, errlen, "chat template: rules is missing"); goto fail; }
+    if (!cJSON_IsObject(rules)) { fail(err, errlen, "chat template: rules is missing"); goto fail; }
     if (get_bool(rules, "alternate", &t->alternate, "rules.", err, errlen) ||
         get_bool(rules, "last_user", &t->last_user, "rules.", err, errlen))
         goto fail;
@@ -210,22 +203,22 @@ ChatTemplate *chat_template_parse(const char *json, size_t len, char *err, size_
         char where[48];
         snprintf(where, sizeof where, "content.%s.", key_names[k]);
         ContentRule *r = &t->content[k];
-        if (!cJSON_IsObject(c)) { set_err(err, errlen, "chat template: content.%s is missing", key_names[k]); goto fail; }
+        if (!cJSON_IsObject(c)) { fail(err, errlen, "chat template: content.%s is missing", key_names[k]); goto fail; }
         if (get_bool(c, "strip", &r->strip, where, err, errlen) ||
             get_bool(c, "refuse_empty", &r->refuse_empty, where, err, errlen) ||
             get_bool(c, "refuse_padded", &r->refuse_padded, where, err, errlen))
             goto fail;
         const cJSON *subs = cJSON_GetObjectItemCaseSensitive(c, "refuse_substrings");
-        if (!cJSON_IsArray(subs)) { set_err(err, errlen, "chat template: %srefuse_substrings is not a list", where); goto fail; }
+        if (!cJSON_IsArray(subs)) { fail(err, errlen, "chat template: %srefuse_substrings is not a list", where); goto fail; }
         const int n = cJSON_GetArraySize(subs);
-        if (n > 0 && !(r->substrings = calloc((size_t)n, sizeof(char *)))) { set_err(err, errlen, "chat template: out of memory"); goto fail; }
+        if (n > 0 && !(r->substrings = calloc((size_t)n, sizeof(char *)))) { fail(err, errlen, "chat template: out of memory"); goto fail; }
         for (int i = 0; i < n; i++) {
             const cJSON *s = cJSON_GetArrayItem(subs, i);
             if (!cJSON_IsString(s) || !s->valuestring[0]) {
-                set_err(err, errlen, "chat template: %srefuse_substrings holds a non-string", where);
+                fail(err, errlen, "chat template: %srefuse_substrings holds a non-string", where);
                 goto fail;
             }
-            if (!(r->substrings[i] = strdup(s->valuestring))) { set_err(err, errlen, "chat template: out of memory"); goto fail; }
+            if (!(r->substrings[i] = strdup(s->valuestring))) { fail(err, errlen, "chat template: out of memory"); goto fail; }
             r->n_substrings = i + 1;
         }
     }
@@ -268,17 +261,17 @@ static int check_content(const ChatTemplate *t, int key, const char *content, in
     size_t a, z;
     py_strip(content, &a, &z);
     if (r->refuse_empty && !content[0]) {
-        set_err(err, errlen, "message %d: this chat template treats empty %s content specially", index, role);
+        fail(err, errlen, "message %d: this chat template treats empty %s content specially", index, role);
         return -1;
     }
     if (r->refuse_padded && (a != 0 || z != strlen(content))) {
-        set_err(err, errlen, "message %d: this chat template treats %s content with leading or trailing "
+        fail(err, errlen, "message %d: this chat template treats %s content with leading or trailing "
                 "whitespace specially", index, role);
         return -1;
     }
     for (int i = 0; i < r->n_substrings; i++)
         if (strstr(content, r->substrings[i])) {
-            set_err(err, errlen, "message %d: this chat template treats %s content holding '%s' specially",
+            fail(err, errlen, "message %d: this chat template treats %s content holding '%s' specially",
                     index, role, r->substrings[i]);
             return -1;
         }
@@ -293,15 +286,15 @@ static void add_content(Buf *b, const ChatTemplate *t, int key, const char *cont
 
 // the reason the structure does not render m[0..n), or 0 (mirrors _refusal)
 static int refuse(const ChatTemplate *t, const ChatMessage *m, int n, char *err, size_t errlen) {
-    if (n <= 0) { set_err(err, errlen, "the conversation is empty"); return -1; }
+    if (n <= 0) { fail(err, errlen, "the conversation is empty"); return -1; }
     for (int i = 0; i < n; i++) {
         if (m[i].role == CHAT_SYSTEM) {
             if (!t->part[KEY_SYSTEM_FIRST].present) {
-                set_err(err, errlen, "this chat template does not accept a system message");
+                fail(err, errlen, "this chat template does not accept a system message");
                 return -1;
             }
             if (i > 0 && !t->part[KEY_SYSTEM].present) {
-                set_err(err, errlen, "this chat template accepts a system message only as the first message");
+                fail(err, errlen, "this chat template accepts a system message only as the first message");
                 return -1;
             }
         }
@@ -311,11 +304,11 @@ static int refuse(const ChatTemplate *t, const ChatMessage *m, int n, char *err,
     if (t->alternate)
         for (int j = first; j < n; j++)
             if (m[j].role != ((j - first) % 2 == 0 ? CHAT_USER : CHAT_ASSISTANT)) {
-                set_err(err, errlen, "this chat template needs the roles to alternate user/assistant/user/...");
+                fail(err, errlen, "this chat template needs the roles to alternate user/assistant/user/...");
                 return -1;
             }
     if (t->last_user && m[n - 1].role != CHAT_USER) {
-        set_err(err, errlen, "this chat template needs the conversation to end with a user message");
+        fail(err, errlen, "this chat template needs the conversation to end with a user message");
         return -1;
     }
     return 0;
@@ -324,7 +317,7 @@ static int refuse(const ChatTemplate *t, const ChatMessage *m, int n, char *err,
 static char *finish(Buf *b, size_t *len, char *err, size_t errlen) {
     if (b->failed || !b->p) {
         free(b->p);
-        set_err(err, errlen, "chat template: out of memory");
+        fail(err, errlen, "chat template: out of memory");
         return NULL;
     }
     if (len) *len = b->n;
@@ -333,7 +326,7 @@ static char *finish(Buf *b, size_t *len, char *err, size_t errlen) {
 
 char *chat_template_render(const ChatTemplate *t, const ChatMessage *m, int n, const struct tm *today,
                            size_t *len, char *err, size_t errlen) {
-    set_err(err, errlen, "");
+    error_clear(err, errlen);
     if (refuse(t, m, n, err, errlen)) return NULL;
     Buf b = {0};
     buf_add(&b, "", 0);
@@ -359,7 +352,7 @@ char *chat_template_render(const ChatTemplate *t, const ChatMessage *m, int n, c
 
 char *chat_template_next_turn(const ChatTemplate *t, const char *user_content, int n_history,
                               const struct tm *today, size_t *len, char *err, size_t errlen) {
-    set_err(err, errlen, "");
+    error_clear(err, errlen);
     if (check_content(t, KEY_USER, user_content, n_history, err, errlen)) return NULL;
     Buf b = {0};
     buf_add(&b, "", 0);
@@ -374,48 +367,48 @@ char *chat_template_next_turn(const ChatTemplate *t, const char *user_content, i
 // --- messages files -----------------------------------------------------------------
 
 int chat_messages_parse(const char *json, size_t len, ChatMessage **out, int *n_out, char *err, size_t errlen) {
-    set_err(err, errlen, "");
+    error_clear(err, errlen);
     *out = NULL, *n_out = 0;
     cJSON *root = cJSON_ParseWithLength(json, len);
     if (!root) {
-        set_err(err, errlen, "messages: not valid JSON");
+        fail(err, errlen, "messages: not valid JSON");
         return -1;
     }
     if (!cJSON_IsArray(root) || cJSON_GetArraySize(root) == 0) {
         cJSON_Delete(root);
-        set_err(err, errlen, "messages: expected a non-empty JSON list of {\"role\", \"content\"} objects");
+        fail(err, errlen, "messages: expected a non-empty JSON list of {\"role\", \"content\"} objects");
         return -1;
     }
     const int n = cJSON_GetArraySize(root);
     ChatMessage *m = calloc((size_t)n, sizeof *m);
-    if (!m) { cJSON_Delete(root); set_err(err, errlen, "messages: out of memory"); return -1; }
+    if (!m) { cJSON_Delete(root); fail(err, errlen, "messages: out of memory"); return -1; }
     int i = 0;
     for (const cJSON *e = root->child; e; e = e->next, i++) {
         if (!cJSON_IsObject(e)) {
-            set_err(err, errlen, "messages: item %d is not a {\"role\", \"content\"} object", i);
+            fail(err, errlen, "messages: item %d is not a {\"role\", \"content\"} object", i);
             goto fail;
         }
         for (const cJSON *k = e->child; k; k = k->next)
             if (strcmp(k->string, "role") && strcmp(k->string, "content")) {
-                set_err(err, errlen, "messages: item %d has the key '%s' (only role and content are supported)",
+                fail(err, errlen, "messages: item %d has the key '%s' (only role and content are supported)",
                         i, k->string);
                 goto fail;
             }
         const cJSON *role = cJSON_GetObjectItemCaseSensitive(e, "role");
         const cJSON *content = cJSON_GetObjectItemCaseSensitive(e, "content");
         if (!cJSON_IsString(role) || !cJSON_IsString(content)) {
-            set_err(err, errlen, "messages: item %d needs a string \"role\" and a string \"content\"", i);
+            fail(err, errlen, "messages: item %d needs a string \"role\" and a string \"content\"", i);
             goto fail;
         }
         int r = -1;
         for (int k = 0; k < 3; k++) if (!strcmp(role->valuestring, role_names[k])) r = k;
         if (r < 0) {
-            set_err(err, errlen, "messages: item %d has the role '%s' (system, user or assistant)", i,
+            fail(err, errlen, "messages: item %d has the role '%s' (system, user or assistant)", i,
                     role->valuestring);
             goto fail;
         }
         m[i].role = (ChatRole)r;
-        if (!(m[i].content = strdup(content->valuestring))) { set_err(err, errlen, "messages: out of memory"); goto fail; }
+        if (!(m[i].content = strdup(content->valuestring))) { fail(err, errlen, "messages: out of memory"); goto fail; }
     }
     cJSON_Delete(root);
     *out = m, *n_out = n;

@@ -10,9 +10,10 @@
 #define PCRE2_CODE_UNIT_WIDTH 8
 #include "tokenizer/hf_tokenizer.h"
 
+#include "common/error.h"
+
 #include <cjson/cJSON.h>
 #include <pcre2.h>
-#include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -62,16 +63,6 @@ static uint64_t hash_bytes(const char *s, size_t n) { // FNV-1a, then a final mi
     for (size_t i = 0; i < n; i++) h = (h ^ (unsigned char)s[i]) * 1099511628211ull;
     h ^= h >> 33;
     return h * 0xff51afd7ed558ccdull;
-}
-
-static int set_err(char *err, size_t errlen, const char *fmt, ...) {
-    if (err && errlen) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(err, errlen, fmt, ap);
-        va_end(ap);
-    }
-    return -1;
 }
 
 // --- UTF-8 -------------------------------------------------------------------------
@@ -128,7 +119,7 @@ static void build_byte_map(char enc[256][4], unsigned char enc_len[256], int16_t
 // --- the tokenizer -------------------------------------------------------------------
 
 enum { NM_NFC, NM_NFD, NM_NFKC, NM_NFKD, NM_LOWER, NM_PREPEND, NM_REPLACE };
-enum { PT_SPLIT, PT_BYTELEVEL };
+enum { PT_SPLIT, PT_BYTELEVEL, PT_METASPACE };
 enum { B_ISOLATED, B_REMOVED, B_MERGED_PREV, B_MERGED_NEXT, B_CONTIGUOUS };
 enum { DC_BYTELEVEL, DC_REPLACE, DC_BYTEFALLBACK, DC_FUSE, DC_STRIP, DC_METASPACE };
 
@@ -139,8 +130,9 @@ typedef struct {
 } Normalizer;
 
 typedef struct {
-    int kind, behavior, invert, add_prefix_space;
+    int kind, behavior, invert, add_prefix_space; // Metaspace: add_prefix_space 0 never, 1 first, 2 always
     pcre2_code *re;                      // Split pattern; ByteLevel's GPT-2 regex if use_regex
+    char rep[8]; size_t rep_len;         // Metaspace replacement character; behavior = split
 } PreTok;
 
 typedef struct {
@@ -170,6 +162,7 @@ struct HfTokenizer {
     // merges: (left id, right id) -> rank, merged id
     MergeSlot *merges; uint64_t merge_mask;
     int ignore_merges, byte_fallback, fuse_unk, unk_id;
+    int space_cut;                       // long pieces may be cut before "▁" (see bpe_word)
     int byte_ids[256];                   // <0xNN> ids for byte_fallback (-1: missing)
     // pipeline
     Normalizer *norm; int n_norm;
@@ -184,6 +177,7 @@ struct HfTokenizer {
     // byte-level map
     char enc[256][4]; unsigned char enc_len[256]; int16_t inv[512];
     // scratch (encode is single-threaded per tokenizer)
+    int seg_at_start;                    // the segment being encoded starts the text
     pcre2_match_data *md;
     Buf work, norm_a, norm_b;
     Spans sp_a, sp_b;
@@ -246,7 +240,7 @@ static pcre2_code *compile_re(const char *pat, size_t len, uint32_t extra, char 
     if (!re) {
         PCRE2_UCHAR msg[160];
         pcre2_get_error_message(code, msg, sizeof msg);
-        set_err(err, errlen, "tokenizer.json: regex rejected by PCRE2 at offset %zu: %s (pattern %.80s)",
+        fail(err, errlen, "tokenizer.json: regex rejected by PCRE2 at offset %zu: %s (pattern %.80s)",
                 (size_t)at, (const char *)msg, pat);
         return NULL;
     }
@@ -260,7 +254,7 @@ static pcre2_code *compile_pattern(const cJSON *pat, char *err, size_t errlen) {
     const cJSON *s = cJSON_GetObjectItemCaseSensitive(pat, "String");
     if (cJSON_IsString(r)) return compile_re(r->valuestring, strlen(r->valuestring), 0, err, errlen);
     if (cJSON_IsString(s)) return compile_re(s->valuestring, strlen(s->valuestring), PCRE2_LITERAL, err, errlen);
-    set_err(err, errlen, "tokenizer.json: pattern must be {\"Regex\": ...} or {\"String\": ...}");
+    fail(err, errlen, "tokenizer.json: pattern must be {\"Regex\": ...} or {\"String\": ...}");
     return NULL;
 }
 
@@ -333,16 +327,16 @@ static int set_token(HfTokenizer *t, int id, const char *s, size_t n) {
 static int load_model(HfTokenizer *t, const cJSON *model, const cJSON *added, char *err, size_t errlen) {
     const char *ty = type_of(model);
     if (!ty || strcmp(ty, "BPE"))
-        return set_err(err, errlen, "tokenizer.json: unsupported model type '%s' (only BPE)", ty ? ty : "(none)");
+        return fail(err, errlen, "tokenizer.json: unsupported model type '%s' (only BPE)", ty ? ty : "(none)");
     if (nonempty_string(model, "continuing_subword_prefix") || nonempty_string(model, "end_of_word_suffix"))
-        return set_err(err, errlen, "tokenizer.json: BPE continuing_subword_prefix/end_of_word_suffix are not supported");
+        return fail(err, errlen, "tokenizer.json: BPE continuing_subword_prefix/end_of_word_suffix are not supported");
     const cJSON *drop = cJSON_GetObjectItemCaseSensitive(model, "dropout");
     if (cJSON_IsNumber(drop) && drop->valuedouble > 0)
-        return set_err(err, errlen, "tokenizer.json: BPE dropout is not supported");
+        return fail(err, errlen, "tokenizer.json: BPE dropout is not supported");
     const cJSON *vocab = cJSON_GetObjectItemCaseSensitive(model, "vocab");
     const cJSON *merges = cJSON_GetObjectItemCaseSensitive(model, "merges");
-    if (!cJSON_IsObject(vocab)) return set_err(err, errlen, "tokenizer.json: model.vocab is not an object");
-    if (merges && !cJSON_IsArray(merges)) return set_err(err, errlen, "tokenizer.json: model.merges is not a list");
+    if (!cJSON_IsObject(vocab)) return fail(err, errlen, "tokenizer.json: model.vocab is not an object");
+    if (merges && !cJSON_IsArray(merges)) return fail(err, errlen, "tokenizer.json: model.merges is not a list");
     t->ignore_merges = flag(model, "ignore_merges", 0);
     t->byte_fallback = flag(model, "byte_fallback", 0);
     t->fuse_unk = flag(model, "fuse_unk", 0);
@@ -351,37 +345,47 @@ static int load_model(HfTokenizer *t, const cJSON *model, const cJSON *added, ch
     long max_id = -1;
     for (const cJSON *e = vocab->child; e; e = e->next) {
         if (!cJSON_IsNumber(e) || e->valuedouble < 0 || e->valuedouble > 0x7ffffffe || e->valuedouble != (int)e->valuedouble)
-            return set_err(err, errlen, "tokenizer.json: vocab entry '%.40s' has no valid id", e->string);
+            return fail(err, errlen, "tokenizer.json: vocab entry '%.40s' has no valid id", e->string);
         if (e->valueint > max_id) max_id = e->valueint;
     }
     for (const cJSON *a = added ? added->child : NULL; a; a = a->next) {
         const cJSON *id = cJSON_GetObjectItemCaseSensitive(a, "id");
         const cJSON *c = cJSON_GetObjectItemCaseSensitive(a, "content");
         if (!cJSON_IsNumber(id) || id->valuedouble < 0 || id->valuedouble > 0x7ffffffe || !cJSON_IsString(c) || !c->valuestring[0])
-            return set_err(err, errlen, "tokenizer.json: an added token lacks a valid id or content");
+            return fail(err, errlen, "tokenizer.json: an added token lacks a valid id or content");
         if (id->valueint > max_id) max_id = id->valueint;
     }
-    if (max_id < 0) return set_err(err, errlen, "tokenizer.json: empty vocabulary");
-    if (max_id >= (1 << 24)) return set_err(err, errlen, "tokenizer.json: token id %ld is too large", max_id);
+    if (max_id < 0) return fail(err, errlen, "tokenizer.json: empty vocabulary");
+    if (max_id >= (1 << 24)) return fail(err, errlen, "tokenizer.json: token id %ld is too large", max_id);
     t->n_ids = (int)max_id + 1;
     t->tok_off = malloc(sizeof(int64_t) * (size_t)t->n_ids);
     t->tok_len = calloc((size_t)t->n_ids, sizeof(uint32_t));
     t->is_special = calloc((size_t)t->n_ids, 1);
-    if (!t->tok_off || !t->tok_len || !t->is_special) return set_err(err, errlen, "tokenizer: out of memory");
+    if (!t->tok_off || !t->tok_len || !t->is_special) return fail(err, errlen, "tokenizer: out of memory");
     for (int i = 0; i < t->n_ids; i++) t->tok_off[i] = -1;
     for (const cJSON *e = vocab->child; e; e = e->next)
-        if (set_token(t, e->valueint, e->string, strlen(e->string))) return set_err(err, errlen, "tokenizer: out of memory");
+        if (set_token(t, e->valueint, e->string, strlen(e->string))) return fail(err, errlen, "tokenizer: out of memory");
     for (const cJSON *a = added ? added->child : NULL; a; a = a->next) {
         const int id = cJSON_GetObjectItemCaseSensitive(a, "id")->valueint;
         const char *c = cJSON_GetObjectItemCaseSensitive(a, "content")->valuestring;
-        if (t->tok_off[id] < 0 && set_token(t, id, c, strlen(c))) return set_err(err, errlen, "tokenizer: out of memory");
+        if (t->tok_off[id] < 0 && set_token(t, id, c, strlen(c))) return fail(err, errlen, "tokenizer: out of memory");
     }
-    if (vocab_build_index(t)) return set_err(err, errlen, "tokenizer: out of memory");
+    if (vocab_build_index(t)) return fail(err, errlen, "tokenizer: out of memory");
+
+    // No token has "▁" right after another character (but "▁"): then no merge can span a
+    // boundary just before a "▁" that follows such a character
+    t->space_cut = !t->ignore_merges;
+    for (int id = 0; id < t->n_ids && t->space_cut; id++) {
+        const char *p = t->pool.p + (t->tok_off[id] < 0 ? 0 : t->tok_off[id]);
+        const size_t n = t->tok_off[id] < 0 ? 0 : t->tok_len[id];
+        for (size_t k = 1; k + 3 <= n && t->space_cut; k++)
+            if (!memcmp(p + k, "\xe2\x96\x81", 3) && (k < 3 || memcmp(p + k - 3, "\xe2\x96\x81", 3))) t->space_cut = 0;
+    }
 
     const cJSON *unk = cJSON_GetObjectItemCaseSensitive(model, "unk_token");
     t->unk_id = -1;
     if (cJSON_IsString(unk) && (t->unk_id = vocab_find(t, unk->valuestring, strlen(unk->valuestring))) < 0)
-        return set_err(err, errlen, "tokenizer.json: unk_token '%.40s' is not in the vocabulary", unk->valuestring);
+        return fail(err, errlen, "tokenizer.json: unk_token '%.40s' is not in the vocabulary", unk->valuestring);
     for (int b = 0; b < 256; b++) {
         char piece[8];
         snprintf(piece, sizeof piece, "<0x%02X>", b);
@@ -392,7 +396,7 @@ static int load_model(HfTokenizer *t, const cJSON *model, const cJSON *added, ch
     const int nm = merges ? cJSON_GetArraySize(merges) : 0;
     uint64_t cap = 16;
     while (cap < 2 * (uint64_t)nm + 2) cap *= 2;
-    if (!(t->merges = malloc(cap * sizeof *t->merges))) return set_err(err, errlen, "tokenizer: out of memory");
+    if (!(t->merges = malloc(cap * sizeof *t->merges))) return fail(err, errlen, "tokenizer: out of memory");
     for (uint64_t i = 0; i < cap; i++) t->merges[i].key = UINT64_MAX;
     t->merge_mask = cap - 1;
     Buf tmp = {0};
@@ -403,19 +407,19 @@ static int load_model(HfTokenizer *t, const cJSON *model, const cJSON *added, ch
         if (cJSON_IsString(m)) {
             a = m->valuestring;
             const char *sp = strchr(a, ' ');
-            if (!sp || strchr(sp + 1, ' ')) { rc = set_err(err, errlen, "tokenizer.json: merge %d '%.60s' is not 'a b'", rank, a); break; }
+            if (!sp || strchr(sp + 1, ' ')) { rc = fail(err, errlen, "tokenizer.json: merge %d '%.60s' is not 'a b'", rank, a); break; }
             na = (size_t)(sp - a), b = sp + 1, nb = strlen(b);
         } else if (cJSON_IsArray(m) && cJSON_GetArraySize(m) == 2 && cJSON_IsString(m->child) &&
                    cJSON_IsString(m->child->next)) {
             a = m->child->valuestring, na = strlen(a);
             b = m->child->next->valuestring, nb = strlen(b);
-        } else { rc = set_err(err, errlen, "tokenizer.json: merge %d is neither 'a b' nor [a, b]", rank); break; }
+        } else { rc = fail(err, errlen, "tokenizer.json: merge %d is neither 'a b' nor [a, b]", rank); break; }
         const int ia = vocab_find(t, a, na), ib = vocab_find(t, b, nb);
         tmp.len = 0;
-        if (buf_add(&tmp, a, na) || buf_add(&tmp, b, nb)) { rc = set_err(err, errlen, "tokenizer: out of memory"); break; }
+        if (buf_add(&tmp, a, na) || buf_add(&tmp, b, nb)) { rc = fail(err, errlen, "tokenizer: out of memory"); break; }
         const int iab = vocab_find(t, tmp.p, tmp.len);
         if (ia < 0 || ib < 0 || iab < 0) {
-            rc = set_err(err, errlen, "tokenizer.json: merge %d names a token not in the vocabulary ('%.*s' + '%.*s')",
+            rc = fail(err, errlen, "tokenizer.json: merge %d names a token not in the vocabulary ('%.*s' + '%.*s')",
                          rank, (int)(na > 40 ? 40 : na), a, (int)(nb > 40 ? 40 : nb), b);
             break;
         }
@@ -433,10 +437,10 @@ static int load_model(HfTokenizer *t, const cJSON *model, const cJSON *added, ch
 static int add_normalizer(HfTokenizer *t, const cJSON *n, char *err, size_t errlen) {
     if (!n || cJSON_IsNull(n)) return 0;
     const char *ty = type_of(n);
-    if (!ty) return set_err(err, errlen, "tokenizer.json: normalizer without a type");
+    if (!ty) return fail(err, errlen, "tokenizer.json: normalizer without a type");
     if (!strcmp(ty, "Sequence")) {
         const cJSON *list = cJSON_GetObjectItemCaseSensitive(n, "normalizers");
-        if (!cJSON_IsArray(list)) return set_err(err, errlen, "tokenizer.json: Sequence normalizer without a list");
+        if (!cJSON_IsArray(list)) return fail(err, errlen, "tokenizer.json: Sequence normalizer without a list");
         for (const cJSON *c = list->child; c; c = c->next)
             if (add_normalizer(t, c, err, errlen)) return -1;
         return 0;
@@ -449,18 +453,18 @@ static int add_normalizer(HfTokenizer *t, const cJSON *n, char *err, size_t errl
     else if (!strcmp(ty, "Lowercase")) nm.kind = NM_LOWER;
     else if (!strcmp(ty, "Prepend")) {
         const cJSON *p = cJSON_GetObjectItemCaseSensitive(n, "prepend");
-        if (!cJSON_IsString(p)) return set_err(err, errlen, "tokenizer.json: Prepend normalizer without 'prepend'");
+        if (!cJSON_IsString(p)) return fail(err, errlen, "tokenizer.json: Prepend normalizer without 'prepend'");
         nm.kind = NM_PREPEND;
-        if (!(nm.text = dup_str(p->valuestring, &nm.text_len))) return set_err(err, errlen, "tokenizer: out of memory");
+        if (!(nm.text = dup_str(p->valuestring, &nm.text_len))) return fail(err, errlen, "tokenizer: out of memory");
     } else if (!strcmp(ty, "Replace")) {
         const cJSON *c = cJSON_GetObjectItemCaseSensitive(n, "content");
-        if (!cJSON_IsString(c)) return set_err(err, errlen, "tokenizer.json: Replace normalizer without 'content'");
+        if (!cJSON_IsString(c)) return fail(err, errlen, "tokenizer.json: Replace normalizer without 'content'");
         nm.kind = NM_REPLACE;
         if (!(nm.re = compile_pattern(cJSON_GetObjectItemCaseSensitive(n, "pattern"), err, errlen))) return -1;
-        if (!(nm.text = dup_str(c->valuestring, &nm.text_len))) { pcre2_code_free(nm.re); return set_err(err, errlen, "tokenizer: out of memory"); }
-    } else return set_err(err, errlen, "tokenizer.json: unsupported normalizer type '%s'", ty);
+        if (!(nm.text = dup_str(c->valuestring, &nm.text_len))) { pcre2_code_free(nm.re); return fail(err, errlen, "tokenizer: out of memory"); }
+    } else return fail(err, errlen, "tokenizer.json: unsupported normalizer type '%s'", ty);
     Normalizer *v = realloc(t->norm, sizeof *v * (size_t)(t->n_norm + 1));
-    if (!v) { free(nm.text); pcre2_code_free(nm.re); return set_err(err, errlen, "tokenizer: out of memory"); }
+    if (!v) { free(nm.text); pcre2_code_free(nm.re); return fail(err, errlen, "tokenizer: out of memory"); }
     t->norm = v;
     t->norm[t->n_norm++] = nm;
     return 0;
@@ -472,10 +476,10 @@ static const char GPT2_REGEX[] =
 static int add_pretok(HfTokenizer *t, const cJSON *p, char *err, size_t errlen) {
     if (!p || cJSON_IsNull(p)) return 0;
     const char *ty = type_of(p);
-    if (!ty) return set_err(err, errlen, "tokenizer.json: pre_tokenizer without a type");
+    if (!ty) return fail(err, errlen, "tokenizer.json: pre_tokenizer without a type");
     if (!strcmp(ty, "Sequence")) {
         const cJSON *list = cJSON_GetObjectItemCaseSensitive(p, "pretokenizers");
-        if (!cJSON_IsArray(list)) return set_err(err, errlen, "tokenizer.json: Sequence pre_tokenizer without a list");
+        if (!cJSON_IsArray(list)) return fail(err, errlen, "tokenizer.json: Sequence pre_tokenizer without a list");
         for (const cJSON *c = list->child; c; c = c->next)
             if (add_pretok(t, c, err, errlen)) return -1;
         return 0;
@@ -487,7 +491,7 @@ static int add_pretok(HfTokenizer *t, const cJSON *p, char *err, size_t errlen) 
         pt.kind = PT_SPLIT, pt.behavior = -1;
         for (int i = 0; i < 5 && cJSON_IsString(b); i++)
             if (!strcmp(b->valuestring, names[i])) pt.behavior = i;
-        if (pt.behavior < 0) return set_err(err, errlen, "tokenizer.json: unknown Split behavior '%s'",
+        if (pt.behavior < 0) return fail(err, errlen, "tokenizer.json: unknown Split behavior '%s'",
                                             cJSON_IsString(b) ? b->valuestring : "(none)");
         pt.invert = flag(p, "invert", 0);
         if (!(pt.re = compile_pattern(cJSON_GetObjectItemCaseSensitive(p, "pattern"), err, errlen))) return -1;
@@ -499,9 +503,23 @@ static int add_pretok(HfTokenizer *t, const cJSON *p, char *err, size_t errlen) 
         pt.kind = PT_BYTELEVEL;
         pt.add_prefix_space = flag(p, "add_prefix_space", 1);
         if (flag(p, "use_regex", 1) && !(pt.re = compile_re(GPT2_REGEX, sizeof GPT2_REGEX - 1, 0, err, errlen))) return -1;
-    } else return set_err(err, errlen, "tokenizer.json: unsupported pre_tokenizer type '%s'", ty);
+    } else if (!strcmp(ty, "Metaspace")) {
+        const cJSON *r = cJSON_GetObjectItemCaseSensitive(p, "replacement");
+        const cJSON *ps = cJSON_GetObjectItemCaseSensitive(p, "prepend_scheme");
+        const char *rep = cJSON_IsString(r) ? r->valuestring : "\xe2\x96\x81";
+        if (!rep[0] || strlen(rep) > 4) return fail(err, errlen, "tokenizer.json: Metaspace replacement must be one character");
+        pt.kind = PT_METASPACE;
+        pt.rep_len = strlen(rep);
+        memcpy(pt.rep, rep, pt.rep_len + 1);
+        pt.behavior = flag(p, "split", 1);
+        if (cJSON_IsString(ps)) {
+            const char *v = ps->valuestring;
+            pt.add_prefix_space = !strcmp(v, "always") ? 2 : !strcmp(v, "first") ? 1 : !strcmp(v, "never") ? 0 : -1;
+            if (pt.add_prefix_space < 0) return fail(err, errlen, "tokenizer.json: unknown Metaspace prepend_scheme '%s'", v);
+        } else pt.add_prefix_space = flag(p, "add_prefix_space", 1) ? 2 : 0;
+    } else return fail(err, errlen, "tokenizer.json: unsupported pre_tokenizer type '%s'", ty);
     PreTok *v = realloc(t->pre, sizeof *v * (size_t)(t->n_pre + 1));
-    if (!v) { pcre2_code_free(pt.re); return set_err(err, errlen, "tokenizer: out of memory"); }
+    if (!v) { pcre2_code_free(pt.re); return fail(err, errlen, "tokenizer: out of memory"); }
     t->pre = v;
     t->pre[t->n_pre++] = pt;
     return 0;
@@ -539,7 +557,7 @@ static int build_set(HfTokenizer *t, AddedSet *set, int normalized) {
 
 static int load_added(HfTokenizer *t, const cJSON *added, char *err, size_t errlen) {
     const int n = added ? cJSON_GetArraySize(added) : 0;
-    if (!(t->added = calloc((size_t)n + 1, sizeof *t->added))) return set_err(err, errlen, "tokenizer: out of memory");
+    if (!(t->added = calloc((size_t)n + 1, sizeof *t->added))) return fail(err, errlen, "tokenizer: out of memory");
     Buf tmp = {0};
     for (const cJSON *a = added ? added->child : NULL; a; a = a->next) {
         Added *x = &t->added[t->n_added++];
@@ -551,14 +569,14 @@ static int load_added(HfTokenizer *t, const cJSON *added, char *err, size_t errl
         x->normalized = flag(a, "normalized", !x->special) && t->n_norm > 0;
         if (x->special) t->is_special[x->id] = 1;
         if (x->normalized) { // matched in normalized text: normalize the content too
-            if (normalize(t, c, strlen(c), &tmp)) { free(tmp.p); return set_err(err, errlen, "tokenizer: cannot normalize added token '%.40s'", c); }
+            if (normalize(t, c, strlen(c), &tmp)) { free(tmp.p); return fail(err, errlen, "tokenizer: cannot normalize added token '%.40s'", c); }
             x->content = malloc(tmp.len + 1);
             if (x->content) memcpy(x->content, tmp.p, tmp.len + 1), x->len = tmp.len;
         } else x->content = dup_str(c, &x->len);
-        if (!x->content) { free(tmp.p); return set_err(err, errlen, "tokenizer: out of memory"); }
+        if (!x->content) { free(tmp.p); return fail(err, errlen, "tokenizer: out of memory"); }
     }
     free(tmp.p);
-    if (build_set(t, &t->raw_set, 0) || build_set(t, &t->norm_set, 1)) return set_err(err, errlen, "tokenizer: out of memory");
+    if (build_set(t, &t->raw_set, 0) || build_set(t, &t->norm_set, 1)) return fail(err, errlen, "tokenizer: out of memory");
     return 0;
 }
 
@@ -567,8 +585,8 @@ static int pp_push(HfTokenizer *t, int **v, int *n, const cJSON *ids, char *err,
     int cap = *n;
     for (const cJSON *i = ids ? ids->child : NULL; i; i = i->next) {
         if (!cJSON_IsNumber(i) || i->valueint < 0 || i->valueint >= t->n_ids)
-            return set_err(err, errlen, "tokenizer.json: post_processor names an unknown token id");
-        if (ints_add(v, n, &cap, i->valueint)) return set_err(err, errlen, "tokenizer: out of memory");
+            return fail(err, errlen, "tokenizer.json: post_processor names an unknown token id");
+        if (ints_add(v, n, &cap, i->valueint)) return fail(err, errlen, "tokenizer: out of memory");
     }
     return 0;
 }
@@ -576,11 +594,11 @@ static int pp_push(HfTokenizer *t, int **v, int *n, const cJSON *ids, char *err,
 static int load_post(HfTokenizer *t, const cJSON *p, char *err, size_t errlen) {
     if (!p || cJSON_IsNull(p)) return 0;
     const char *ty = type_of(p);
-    if (!ty) return set_err(err, errlen, "tokenizer.json: post_processor without a type");
+    if (!ty) return fail(err, errlen, "tokenizer.json: post_processor without a type");
     if (!strcmp(ty, "ByteLevel")) return 0; // only fixes offsets
     if (!strcmp(ty, "Sequence")) {
         const cJSON *list = cJSON_GetObjectItemCaseSensitive(p, "processors");
-        if (!cJSON_IsArray(list)) return set_err(err, errlen, "tokenizer.json: Sequence post_processor without a list");
+        if (!cJSON_IsArray(list)) return fail(err, errlen, "tokenizer.json: Sequence post_processor without a list");
         for (const cJSON *c = list->child; c; c = c->next)
             if (load_post(t, c, err, errlen)) return -1;
         return 0;
@@ -588,17 +606,17 @@ static int load_post(HfTokenizer *t, const cJSON *p, char *err, size_t errlen) {
     if (!strcmp(ty, "TemplateProcessing")) {
         const cJSON *single = cJSON_GetObjectItemCaseSensitive(p, "single");
         const cJSON *specials = cJSON_GetObjectItemCaseSensitive(p, "special_tokens");
-        if (!cJSON_IsArray(single)) return set_err(err, errlen, "tokenizer.json: TemplateProcessing without 'single'");
+        if (!cJSON_IsArray(single)) return fail(err, errlen, "tokenizer.json: TemplateProcessing without 'single'");
         int seen_a = 0;
         for (const cJSON *it = single->child; it; it = it->next) {
             const cJSON *st = cJSON_GetObjectItemCaseSensitive(it, "SpecialToken");
             if (cJSON_GetObjectItemCaseSensitive(it, "Sequence")) { seen_a = 1; continue; }
             const cJSON *name = cJSON_GetObjectItemCaseSensitive(st, "id");
-            if (!cJSON_IsString(name)) return set_err(err, errlen, "tokenizer.json: bad TemplateProcessing item");
+            if (!cJSON_IsString(name)) return fail(err, errlen, "tokenizer.json: bad TemplateProcessing item");
             const cJSON *entry = cJSON_GetObjectItemCaseSensitive(specials, name->valuestring);
             const cJSON *ids = cJSON_GetObjectItemCaseSensitive(entry, "ids");
             if (!cJSON_IsArray(ids))
-                return set_err(err, errlen, "tokenizer.json: TemplateProcessing token '%.40s' has no ids", name->valuestring);
+                return fail(err, errlen, "tokenizer.json: TemplateProcessing token '%.40s' has no ids", name->valuestring);
             if (seen_a ? pp_push(t, &t->pp_suffix, &t->n_pp_suffix, ids, err, errlen)
                        : pp_push(t, &t->pp_prefix, &t->n_pp_prefix, ids, err, errlen)) return -1;
         }
@@ -608,18 +626,18 @@ static int load_post(HfTokenizer *t, const cJSON *p, char *err, size_t errlen) {
         const cJSON *cls = cJSON_GetObjectItemCaseSensitive(p, "cls");
         const cJSON *sep = cJSON_GetObjectItemCaseSensitive(p, "sep");
         if (!cJSON_IsArray(cls) || !cJSON_IsArray(sep) || cJSON_GetArraySize(cls) != 2 || cJSON_GetArraySize(sep) != 2)
-            return set_err(err, errlen, "tokenizer.json: %s without cls/sep", ty);
+            return fail(err, errlen, "tokenizer.json: %s without cls/sep", ty);
         const cJSON *ic = cls->child->next, *is = sep->child->next;
         int cp = t->n_pp_prefix, cs = t->n_pp_suffix;
         if (!cJSON_IsNumber(ic) || !cJSON_IsNumber(is) || ic->valueint < 0 || ic->valueint >= t->n_ids ||
             is->valueint < 0 || is->valueint >= t->n_ids)
-            return set_err(err, errlen, "tokenizer.json: %s names an unknown token id", ty);
+            return fail(err, errlen, "tokenizer.json: %s names an unknown token id", ty);
         if (ints_add(&t->pp_prefix, &t->n_pp_prefix, &cp, ic->valueint) ||
             ints_add(&t->pp_suffix, &t->n_pp_suffix, &cs, is->valueint))
-            return set_err(err, errlen, "tokenizer: out of memory");
+            return fail(err, errlen, "tokenizer: out of memory");
         return 0;
     }
-    return set_err(err, errlen, "tokenizer.json: unsupported post_processor type '%s'", ty);
+    return fail(err, errlen, "tokenizer.json: unsupported post_processor type '%s'", ty);
 }
 
 // Decoder steps, flattened out of Sequence.
@@ -627,22 +645,22 @@ typedef struct { int kind; pcre2_code *re; const char *content; int start, stop;
 
 static int collect_decoder(const cJSON *d, DecStep *steps, int *n, char *err, size_t errlen) {
     const char *ty = type_of(d);
-    if (!ty) return set_err(err, errlen, "tokenizer.json: decoder without a type");
+    if (!ty) return fail(err, errlen, "tokenizer.json: decoder without a type");
     if (!strcmp(ty, "Sequence")) {
         const cJSON *list = cJSON_GetObjectItemCaseSensitive(d, "decoders");
-        if (!cJSON_IsArray(list)) return set_err(err, errlen, "tokenizer.json: Sequence decoder without a list");
+        if (!cJSON_IsArray(list)) return fail(err, errlen, "tokenizer.json: Sequence decoder without a list");
         for (const cJSON *c = list->child; c; c = c->next)
             if (collect_decoder(c, steps, n, err, errlen)) return -1;
         return 0;
     }
-    if (*n >= 32) return set_err(err, errlen, "tokenizer.json: decoder too long");
+    if (*n >= 32) return fail(err, errlen, "tokenizer.json: decoder too long");
     DecStep s = {0};
     if (!strcmp(ty, "ByteLevel")) s.kind = DC_BYTELEVEL;
     else if (!strcmp(ty, "ByteFallback")) s.kind = DC_BYTEFALLBACK;
     else if (!strcmp(ty, "Fuse")) s.kind = DC_FUSE;
     else if (!strcmp(ty, "Replace")) {
         const cJSON *c = cJSON_GetObjectItemCaseSensitive(d, "content");
-        if (!cJSON_IsString(c)) return set_err(err, errlen, "tokenizer.json: Replace decoder without 'content'");
+        if (!cJSON_IsString(c)) return fail(err, errlen, "tokenizer.json: Replace decoder without 'content'");
         s.kind = DC_REPLACE, s.content = c->valuestring;
         if (!(s.re = compile_pattern(cJSON_GetObjectItemCaseSensitive(d, "pattern"), err, errlen))) return -1;
     } else if (!strcmp(ty, "Strip")) {
@@ -650,7 +668,7 @@ static int collect_decoder(const cJSON *d, DecStep *steps, int *n, char *err, si
         const cJSON *a = cJSON_GetObjectItemCaseSensitive(d, "start"), *b = cJSON_GetObjectItemCaseSensitive(d, "stop");
         if (!cJSON_IsString(c) || !cJSON_IsNumber(a) || !cJSON_IsNumber(b) || a->valueint < 0 || b->valueint < 0 ||
             !c->valuestring[0] || strlen(c->valuestring) > 4)
-            return set_err(err, errlen, "tokenizer.json: Strip decoder needs content (one character), start, stop");
+            return fail(err, errlen, "tokenizer.json: Strip decoder needs content (one character), start, stop");
         s.kind = DC_STRIP, s.content = c->valuestring, s.start = a->valueint, s.stop = b->valueint;
     } else if (!strcmp(ty, "Metaspace")) {
         const cJSON *r = cJSON_GetObjectItemCaseSensitive(d, "replacement");
@@ -659,7 +677,7 @@ static int collect_decoder(const cJSON *d, DecStep *steps, int *n, char *err, si
         s.kind = DC_METASPACE, s.content = " ";
         s.start = cJSON_IsString(ps) ? strcmp(ps->valuestring, "never") != 0 : flag(d, "add_prefix_space", 1);
         if (!(s.re = compile_re(rep, strlen(rep), PCRE2_LITERAL, err, errlen))) return -1;
-    } else return set_err(err, errlen, "tokenizer.json: unsupported decoder type '%s'", ty);
+    } else return fail(err, errlen, "tokenizer.json: unsupported decoder type '%s'", ty);
     steps[(*n)++] = s;
     return 0;
 }
@@ -682,9 +700,9 @@ static int load_decoder(HfTokenizer *t, const cJSON *d, char *err, size_t errlen
     int ns = 0, rc = 0;
     if (!d || cJSON_IsNull(d)) t->join_space = 1;
     else if (collect_decoder(d, steps, &ns, err, errlen)) { for (int i = 0; i < ns; i++) pcre2_code_free(steps[i].re); return -1; }
-    if (!(t->dec_off = malloc(sizeof(uint32_t) * ((size_t)t->n_ids + 1)))) rc = set_err(err, errlen, "tokenizer: out of memory");
+    if (!(t->dec_off = malloc(sizeof(uint32_t) * ((size_t)t->n_ids + 1)))) rc = fail(err, errlen, "tokenizer: out of memory");
     char *is_added = rc ? NULL : calloc((size_t)t->n_ids, 1);
-    if (!rc && !is_added) rc = set_err(err, errlen, "tokenizer: out of memory");
+    if (!rc && !is_added) rc = fail(err, errlen, "tokenizer: out of memory");
     for (int i = 0; !rc && i < t->n_added; i++) is_added[t->added[i].id] = 1;
     // the whole-text steps (after a Fuse or ByteLevel, which join the tokens)
     int fused = 0;
@@ -736,10 +754,10 @@ static int load_decoder(HfTokenizer *t, const cJSON *d, char *err, size_t errlen
                 a.len = hi - lo;
             }
         }
-        if (rc || t->dec.len + a.len > UINT32_MAX - 1 || buf_add(&t->dec, a.p, a.len)) rc = set_err(err, errlen, "tokenizer: out of memory");
+        if (rc || t->dec.len + a.len > UINT32_MAX - 1 || buf_add(&t->dec, a.p, a.len)) rc = fail(err, errlen, "tokenizer: out of memory");
     }
     if (!rc) t->dec_off[t->n_ids] = (uint32_t)t->dec.len;
-    if (!rc && !t->dec.p && buf_reserve(&t->dec, 0)) rc = set_err(err, errlen, "tokenizer: out of memory");
+    if (!rc && !t->dec.p && buf_reserve(&t->dec, 0)) rc = fail(err, errlen, "tokenizer: out of memory");
     free(a.p), free(b.p), free(is_added);
     for (int i = 0; i < ns; i++) pcre2_code_free(steps[i].re);
     return rc;
@@ -761,27 +779,27 @@ void hf_tokenizer_free(HfTokenizer *t) {
 }
 
 HfTokenizer *hf_tokenizer_load(const char *json, size_t len, char *err, size_t errlen) {
-    set_err(err, errlen, "");
+    error_clear(err, errlen);
     cJSON *root = cJSON_ParseWithLength(json, len);
     if (!root) {
         const char *at = cJSON_GetErrorPtr();
         const size_t off = at && at >= json && at <= json + len ? (size_t)(at - json) : 0;
-        set_err(err, errlen, "tokenizer.json: malformed JSON near byte %zu", off);
+        fail(err, errlen, "tokenizer.json: malformed JSON near byte %zu", off);
         return NULL;
     }
     HfTokenizer *t = calloc(1, sizeof *t);
-    int rc = t ? 0 : set_err(err, errlen, "tokenizer: out of memory");
-    if (!rc && !cJSON_IsObject(root)) rc = set_err(err, errlen, "tokenizer.json: the top level is not an object");
+    int rc = t ? 0 : fail(err, errlen, "tokenizer: out of memory");
+    if (!rc && !cJSON_IsObject(root)) rc = fail(err, errlen, "tokenizer.json: the top level is not an object");
     const cJSON *added = cJSON_GetObjectItemCaseSensitive(root, "added_tokens");
     if (!rc && added && !cJSON_IsArray(added) && !cJSON_IsNull(added))
-        rc = set_err(err, errlen, "tokenizer.json: added_tokens is not a list");
+        rc = fail(err, errlen, "tokenizer.json: added_tokens is not a list");
     if (added && !cJSON_IsArray(added)) added = NULL;
     if (!rc) {
         build_byte_map(t->enc, t->enc_len, t->inv);
-        if (!(t->md = pcre2_match_data_create(1, NULL))) rc = set_err(err, errlen, "tokenizer: out of memory");
+        if (!(t->md = pcre2_match_data_create(1, NULL))) rc = fail(err, errlen, "tokenizer: out of memory");
     }
     const cJSON *model = cJSON_GetObjectItemCaseSensitive(root, "model");
-    if (!rc && !cJSON_IsObject(model)) rc = set_err(err, errlen, "tokenizer.json: no 'model' object");
+    if (!rc && !cJSON_IsObject(model)) rc = fail(err, errlen, "tokenizer.json: no 'model' object");
     if (!rc) rc = load_model(t, model, added, err, errlen);
     if (!rc) rc = add_normalizer(t, cJSON_GetObjectItemCaseSensitive(root, "normalizer"), err, errlen);
     if (!rc) rc = add_pretok(t, cJSON_GetObjectItemCaseSensitive(root, "pre_tokenizer"), err, errlen);
@@ -791,7 +809,7 @@ HfTokenizer *hf_tokenizer_load(const char *json, size_t len, char *err, size_t e
     if (!rc) {
         t->cache_slots = calloc(CACHE_SLOTS, sizeof *t->cache_slots);
         t->cache = malloc(sizeof *t->cache * CACHE_MAX_ENTRIES);
-        if (!t->cache_slots || !t->cache) rc = set_err(err, errlen, "tokenizer: out of memory");
+        if (!t->cache_slots || !t->cache) rc = fail(err, errlen, "tokenizer: out of memory");
     }
     cJSON_Delete(root);
     if (rc) { hf_tokenizer_free(t); return NULL; }
@@ -901,7 +919,7 @@ static int bytelevel_piece(HfTokenizer *t, const PreTok *pt, Buf *w, Span in, Sp
     Spans parts = {0};
     int rc = 0;
     if (pt->re) {
-        PreTok iso = {PT_SPLIT, B_ISOLATED, 0, 0, pt->re};
+        PreTok iso = {.kind = PT_SPLIT, .behavior = B_ISOLATED, .re = pt->re};
         rc = split_piece(t, &iso, w, src, &parts);
     } else rc = spans_add(&parts, src.off, src.len);
     for (size_t i = 0; !rc && i < parts.n; i++) {
@@ -917,6 +935,32 @@ static int bytelevel_piece(HfTokenizer *t, const PreTok *pt, Buf *w, Span in, Sp
     }
     free(parts.v);
     return rc;
+}
+
+// Metaspace: ' ' -> the replacement, which is also prepended (always, or only to the
+// piece that starts the text); with split, cut before every replacement character.
+static int metaspace_piece(const PreTok *pt, Buf *w, Span in, int first, Spans *out) {
+    if (buf_reserve(w, in.len * pt->rep_len + pt->rep_len)) return -1;
+    const size_t off = w->len;
+    const int starts = in.len >= pt->rep_len && !memcmp(w->p + in.off, pt->rep, pt->rep_len);
+    if (!starts && (pt->add_prefix_space == 2 || (pt->add_prefix_space == 1 && first)) &&
+        !(in.len && w->p[in.off] == ' ')) {
+        memcpy(w->p + w->len, pt->rep, pt->rep_len);
+        w->len += pt->rep_len;
+    }
+    for (size_t k = 0; k < in.len; k++) {
+        const char c = w->p[in.off + k];
+        if (c == ' ') memcpy(w->p + w->len, pt->rep, pt->rep_len), w->len += pt->rep_len;
+        else w->p[w->len++] = c;
+    }
+    if (!pt->behavior) return spans_add(out, off, w->len - off);
+    size_t start = off; // MergedWithNext on the replacement: each one begins a piece
+    for (size_t k = off + 1; k + pt->rep_len <= w->len; k++)
+        if (!memcmp(w->p + k, pt->rep, pt->rep_len)) {
+            if (spans_add(out, start, k - start)) return -1;
+            start = k;
+        }
+    return w->len > start ? spans_add(out, start, w->len - start) : 0;
 }
 
 // --- encode: BPE ---------------------------------------------------------------------
@@ -1050,6 +1094,21 @@ static int bpe_piece(HfTokenizer *t, const char *s, size_t n, int **ids, int *cn
     return 0;
 }
 
+// A piece, possibly long (SentencePiece-style files have no pre-tokenizer: the whole text
+// is one piece). With space_cut, BPE of the piece equals BPE of its parts cut before every
+// "▁" that follows another character: merges are local, and no token (so no merge result)
+// can span such a cut. The parts are short and cacheable, and the heap stays small.
+static int bpe_word(HfTokenizer *t, const char *s, size_t n, int **ids, int *cnt, int *cap) {
+    if (!t->space_cut || n <= CACHE_MAX_PIECE) return bpe_piece(t, s, n, ids, cnt, cap);
+    size_t start = 0;
+    for (size_t k = 1; k + 3 <= n; k++) // (E2 is a lead byte: k is a character boundary)
+        if (!memcmp(s + k, "\xe2\x96\x81", 3) && !(k >= 3 && !memcmp(s + k - 3, "\xe2\x96\x81", 3))) {
+            if (bpe_piece(t, s + start, k - start, ids, cnt, cap)) return -1;
+            start = k;
+        }
+    return bpe_piece(t, s + start, n - start, ids, cnt, cap);
+}
+
 // normalized text s[0..n) (no added tokens in it) -> pre-tokenizer -> BPE
 static int encode_plain(HfTokenizer *t, const char *s, size_t n, int **ids, int *cnt, int *cap) {
     if (n == 0) return 0;
@@ -1062,14 +1121,17 @@ static int encode_plain(HfTokenizer *t, const char *s, size_t n, int **ids, int 
     for (int i = 0; i < t->n_pre; i++) {
         nxt->n = 0;
         for (size_t k = 0; k < cur->n; k++) {
-            const int r = t->pre[i].kind == PT_SPLIT ? split_piece(t, &t->pre[i], w, cur->v[k], nxt)
-                                                     : bytelevel_piece(t, &t->pre[i], w, cur->v[k], nxt);
+            const PreTok *pt = &t->pre[i];
+            const int first = t->seg_at_start && k == 0 && cur->v[k].off == 0;
+            const int r = pt->kind == PT_SPLIT       ? split_piece(t, pt, w, cur->v[k], nxt)
+                          : pt->kind == PT_BYTELEVEL ? bytelevel_piece(t, pt, w, cur->v[k], nxt)
+                                                     : metaspace_piece(pt, w, cur->v[k], first, nxt);
             if (r) return -1;
         }
         Spans *x = cur; cur = nxt; nxt = x;
     }
     for (size_t k = 0; k < cur->n; k++)
-        if (bpe_piece(t, w->p + cur->v[k].off, cur->v[k].len, ids, cnt, cap)) return -1;
+        if (bpe_word(t, w->p + cur->v[k].off, cur->v[k].len, ids, cnt, cap)) return -1;
     return 0;
 }
 
@@ -1112,11 +1174,17 @@ static int split_added(HfTokenizer *t, const AddedSet *set, const char *s, size_
                 if (!is_white(utf8_cp(s + stop, n - stop, &k))) break;
                 stop += k;
             }
+        const int at_start = t->seg_at_start;
+        t->seg_at_start = at_start && done == 0;
         if (start > done && fn(t, s + done, start - done, ids, cnt, cap)) return -1;
+        t->seg_at_start = at_start;
         if (ints_add(ids, cnt, cap, hit->id)) return -1;
         done = i = stop;
     }
+    const int at_start = t->seg_at_start;
+    t->seg_at_start = at_start && done == 0;
     if (n > done && fn(t, s + done, n - done, ids, cnt, cap)) return -1;
+    t->seg_at_start = at_start;
     return 0;
 }
 
@@ -1134,9 +1202,10 @@ static int encode_raw_segment(HfTokenizer *t, const char *s, size_t n, int **ids
 }
 
 int hf_encode(HfTokenizer *t, const char *text, size_t len, int **ids, int *n, int *cap, char *err, size_t errlen) {
-    if (!t || (!text && len)) return set_err(err, errlen, "tokenizer: NULL argument");
+    if (!t || (!text && len)) return fail(err, errlen, "tokenizer: NULL argument");
+    t->seg_at_start = 1;
     if (split_added(t, &t->raw_set, text, len, encode_raw_segment, ids, n, cap))
-        return set_err(err, errlen, "tokenizer: out of memory (or a regex failed) while encoding");
+        return fail(err, errlen, "tokenizer: out of memory (or a regex failed) while encoding");
     return 0;
 }
 

@@ -5,10 +5,11 @@
 
 #include "tokenizer/spm_tokenizer.h"
 
+#include "common/error.h"
+
 #include <sentencepiece_processor.h>
 
 #include <cerrno>
-#include <cstdarg>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -32,14 +33,6 @@ struct SpmTokenizer {
     bool strip_all;    // keeps dropping while no text was produced yet
                        // (models trained with remove_extra_whitespaces)
 };
-
-static void set_err(char *err, size_t errlen, const char *fmt, ...) {
-    if (!err || errlen == 0) return;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-}
 
 // "<0x41>" -> 0x41, anything else -> -1.
 static int parse_byte_piece(const std::string &p) {
@@ -90,8 +83,8 @@ static void build_tables(SpmTokenizer *t) {
 extern "C" {
 
 SpmTokenizer *spm_from_bytes(const void *data, size_t nbytes, char *err, size_t errlen) {
-    set_err(err, errlen, "");
-    if (!data && nbytes) { set_err(err, errlen, "tokenizer: NULL data"); return NULL; }
+    error_clear(err, errlen);
+    if (!data && nbytes) { fail(err, errlen, "tokenizer: NULL data"); return NULL; }
     SpmTokenizer *t = NULL;
     try {
         t = new SpmTokenizer();
@@ -101,14 +94,14 @@ SpmTokenizer *spm_from_bytes(const void *data, size_t nbytes, char *err, size_t 
             // Collapse the status message to one line.
             std::string msg = st.ToString();
             for (char &c : msg) if (c == '\n' || c == '\r') c = ' ';
-            set_err(err, errlen, "tokenizer: not a valid SentencePiece model (%zu bytes): %s",
+            fail(err, errlen, "tokenizer: not a valid SentencePiece model (%zu bytes): %s",
                     nbytes, msg.c_str());
             delete t;
             return NULL;
         }
         t->vocab_size = t->sp.GetPieceSize();
         if (t->vocab_size <= 0) {
-            set_err(err, errlen, "tokenizer: model has no pieces");
+            fail(err, errlen, "tokenizer: model has no pieces");
             delete t;
             return NULL;
         }
@@ -118,11 +111,11 @@ SpmTokenizer *spm_from_bytes(const void *data, size_t nbytes, char *err, size_t 
         build_tables(t);
         return t;
     } catch (const std::bad_alloc &) {
-        set_err(err, errlen, "tokenizer: out of memory");
+        fail(err, errlen, "tokenizer: out of memory");
     } catch (const std::exception &e) {
-        set_err(err, errlen, "tokenizer: SentencePiece failed: %s", e.what());
+        fail(err, errlen, "tokenizer: SentencePiece failed: %s", e.what());
     } catch (...) {
-        set_err(err, errlen, "tokenizer: SentencePiece failed");
+        fail(err, errlen, "tokenizer: SentencePiece failed");
     }
     delete t;
     return NULL;
@@ -131,10 +124,10 @@ SpmTokenizer *spm_from_bytes(const void *data, size_t nbytes, char *err, size_t 
 // Reads the file ourselves: SentencePiece's own loader throws
 // std::ios_base::failure when given a directory.
 SpmTokenizer *spm_from_file(const char *path, char *err, size_t errlen) {
-    set_err(err, errlen, "");
-    if (!path) { set_err(err, errlen, "tokenizer: NULL path"); return NULL; }
+    error_clear(err, errlen);
+    if (!path) { fail(err, errlen, "tokenizer: NULL path"); return NULL; }
     FILE *f = fopen(path, "rb");
-    if (!f) { set_err(err, errlen, "tokenizer: cannot open %s: %s", path, strerror(errno)); return NULL; }
+    if (!f) { fail(err, errlen, "tokenizer: cannot open %s: %s", path, strerror(errno)); return NULL; }
     std::string buf;
     char chunk[65536];
     size_t got;
@@ -147,12 +140,12 @@ SpmTokenizer *spm_from_file(const char *path, char *err, size_t errlen) {
     const bool bad = ferror(f) != 0;
     const int e = errno;
     fclose(f);
-    if (oom) { set_err(err, errlen, "tokenizer: out of memory reading %s", path); return NULL; }
-    if (bad) { set_err(err, errlen, "tokenizer: cannot read %s: %s", path, strerror(e)); return NULL; }
+    if (oom) { fail(err, errlen, "tokenizer: out of memory reading %s", path); return NULL; }
+    if (bad) { fail(err, errlen, "tokenizer: cannot read %s: %s", path, strerror(e)); return NULL; }
     SpmTokenizer *t = spm_from_bytes(buf.data(), buf.size(), err, errlen);
     if (!t && err && errlen) {  // name the file in the message
         char *msg = strdup(err);
-        if (msg) set_err(err, errlen, "%s: %s", path, msg);
+        if (msg) fail(err, errlen, "%s: %s", path, msg);
         free(msg);
     }
     return t;
@@ -176,31 +169,31 @@ const char *spm_piece(const SpmTokenizer *t, int id) {
 
 int spm_encode(const SpmTokenizer *t, const char *text, size_t len, int add_bos, int **ids,
                int *n_ids, char *err, size_t errlen) {
-    set_err(err, errlen, "");
+    error_clear(err, errlen);
     if (ids) *ids = NULL;
     if (n_ids) *n_ids = 0;
-    if (!t || !text || !ids || !n_ids) { set_err(err, errlen, "tokenizer: NULL argument"); return -1; }
+    if (!t || !text || !ids || !n_ids) { fail(err, errlen, "tokenizer: NULL argument"); return -1; }
     try {
         std::vector<int> v;
         const auto st = t->sp.Encode(std::string(text, len), &v);
         if (!st.ok()) {
-            set_err(err, errlen, "tokenizer: %s", st.ToString().c_str());
+            fail(err, errlen, "tokenizer: %s", st.ToString().c_str());
             return -1;
         }
         const size_t extra = (add_bos && t->bos >= 0) ? 1 : 0;
         const size_t n = v.size() + extra;
-        if (n > (size_t)0x7fffffff) { set_err(err, errlen, "tokenizer: text too long"); return -1; }
+        if (n > (size_t)0x7fffffff) { fail(err, errlen, "tokenizer: text too long"); return -1; }
         int *out = (int *)malloc((n ? n : 1) * sizeof(int));
-        if (!out) { set_err(err, errlen, "tokenizer: out of memory"); return -1; }
+        if (!out) { fail(err, errlen, "tokenizer: out of memory"); return -1; }
         if (extra) out[0] = t->bos;
         if (!v.empty()) memcpy(out + extra, v.data(), v.size() * sizeof(int));
         *ids = out;
         *n_ids = (int)n;
         return 0;
     } catch (const std::bad_alloc &) {
-        set_err(err, errlen, "tokenizer: out of memory");
+        fail(err, errlen, "tokenizer: out of memory");
     } catch (...) {
-        set_err(err, errlen, "tokenizer: SentencePiece failed");
+        fail(err, errlen, "tokenizer: SentencePiece failed");
     }
     return -1;
 }

@@ -5,9 +5,10 @@
 #define _POSIX_C_SOURCE 200809L
 #include "tokenizer/tokenizer.h"
 
+#include "common/error.h"
+
 #include <cjson/cJSON.h>
 #include <errno.h>
-#include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -30,23 +31,13 @@ struct Tokenizer {
     size_t config_bytes;
 };
 
-static int set_err(char *err, size_t errlen, const char *fmt, ...) {
-    if (err && errlen) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(err, errlen, fmt, ap);
-        va_end(ap);
-    }
-    return -1;
-}
-
 // --- files ---------------------------------------------------------------------------
 
 // Whole file, NUL-terminated; NULL (err set) on failure, or quietly if missing_ok and absent.
 static char *read_file(const char *path, size_t *n, int missing_ok, char *err, size_t errlen) {
     FILE *f = fopen(path, "rb");
     if (!f) {
-        if (!(missing_ok && errno == ENOENT)) set_err(err, errlen, "tokenizer: cannot open %s: %s", path, strerror(errno));
+        if (!(missing_ok && errno == ENOENT)) fail(err, errlen, "tokenizer: cannot open %s: %s", path, strerror(errno));
         return NULL;
     }
     char *buf = NULL;
@@ -55,7 +46,7 @@ static char *read_file(const char *path, size_t *n, int missing_ok, char *err, s
         if (len + 1 >= cap) {
             const size_t nc = cap ? 2 * cap : 1 << 16;
             char *nb = realloc(buf, nc);
-            if (!nb) { free(buf); fclose(f); set_err(err, errlen, "tokenizer: out of memory reading %s", path); return NULL; }
+            if (!nb) { free(buf); fclose(f); fail(err, errlen, "tokenizer: out of memory reading %s", path); return NULL; }
             buf = nb, cap = nc;
         }
         got = fread(buf + len, 1, cap - len - 1, f);
@@ -64,7 +55,7 @@ static char *read_file(const char *path, size_t *n, int missing_ok, char *err, s
     }
     const int bad = ferror(f);
     fclose(f);
-    if (bad) { free(buf); set_err(err, errlen, "tokenizer: cannot read %s (is it a directory?)", path); return NULL; }
+    if (bad) { free(buf); fail(err, errlen, "tokenizer: cannot read %s (is it a directory?)", path); return NULL; }
     buf[len] = '\0';
     *n = len;
     return buf;
@@ -80,8 +71,8 @@ static uint32_t rd32(const unsigned char *p) { return (uint32_t)p[0] | (uint32_t
 static int blob_find(const unsigned char *b, size_t n, const char *key, const void **val, size_t *len,
                      char *err, size_t errlen) {
     *val = NULL, *len = 0;
-    if (n < 12 || memcmp(b, "TKCF", 4)) return set_err(err, errlen, "tokenizer config blob: bad magic");
-    if (rd32(b + 4) != 1) return set_err(err, errlen, "tokenizer config blob: unknown version %u", rd32(b + 4));
+    if (n < 12 || memcmp(b, "TKCF", 4)) return fail(err, errlen, "tokenizer config blob: bad magic");
+    if (rd32(b + 4) != 1) return fail(err, errlen, "tokenizer config blob: unknown version %u", rd32(b + 4));
     const uint32_t count = rd32(b + 8);
     size_t at = 12;
     for (uint32_t i = 0; i < count; i++) {
@@ -91,7 +82,7 @@ static int blob_find(const unsigned char *b, size_t n, const char *key, const vo
         if (key && !*val && kl == strlen(key) && !memcmp(b + at + 4, key, kl)) *val = b + at + 8 + kl, *len = vl;
         at += 8 + (size_t)kl + vl;
     }
-    if (at != n) { *val = NULL; return set_err(err, errlen, "tokenizer config blob: truncated or malformed records"); }
+    if (at != n) { *val = NULL; return fail(err, errlen, "tokenizer config blob: truncated or malformed records"); }
     return 0;
 }
 
@@ -114,13 +105,13 @@ static void add_end(Tokenizer *t, int id) {
 // stored in a checkpoint, which uses the same key names).
 static int apply_config(Tokenizer *t, const char *json, size_t len, const char *what, char *err, size_t errlen) {
     cJSON *c = cJSON_ParseWithLength(json, len);
-    if (!c || !cJSON_IsObject(c)) { cJSON_Delete(c); return set_err(err, errlen, "%s: malformed JSON", what); }
+    if (!c || !cJSON_IsObject(c)) { cJSON_Delete(c); return fail(err, errlen, "%s: malformed JSON", what); }
     const cJSON *v;
     const char *name;
     if ((v = cJSON_GetObjectItemCaseSensitive(c, "bos_token"))) {
         if (cJSON_IsNull(v)) t->bos = -1;
         else if ((name = token_name(v)) && (t->bos = tokenizer_piece_to_id(t, name)) < 0) {
-            set_err(err, errlen, "%s: bos_token '%.60s' is not a token", what, name);
+            fail(err, errlen, "%s: bos_token '%.60s' is not a token", what, name);
             cJSON_Delete(c);
             return -1;
         }
@@ -128,7 +119,7 @@ static int apply_config(Tokenizer *t, const char *json, size_t len, const char *
     if ((v = cJSON_GetObjectItemCaseSensitive(c, "eos_token"))) {
         if (cJSON_IsNull(v)) t->eos = -1;
         else if ((name = token_name(v)) && (t->eos = tokenizer_piece_to_id(t, name)) < 0) {
-            set_err(err, errlen, "%s: eos_token '%.60s' is not a token", what, name);
+            fail(err, errlen, "%s: eos_token '%.60s' is not a token", what, name);
             cJSON_Delete(c);
             return -1;
         }
@@ -181,10 +172,10 @@ static int init_hf(Tokenizer *t) {
 
 Tokenizer *tokenizer_from_blob(int kind, const void *data, size_t nbytes, const void *config, size_t config_bytes,
                                char *err, size_t errlen) {
-    set_err(err, errlen, "");
-    if (kind != TOKENIZER_SPM && kind != TOKENIZER_HF) { set_err(err, errlen, "tokenizer: unknown kind %d", kind); return NULL; }
+    error_clear(err, errlen);
+    if (kind != TOKENIZER_SPM && kind != TOKENIZER_HF) { fail(err, errlen, "tokenizer: unknown kind %d", kind); return NULL; }
     Tokenizer *t = new_tok(kind);
-    if (!t) { set_err(err, errlen, "tokenizer: out of memory"); return NULL; }
+    if (!t) { fail(err, errlen, "tokenizer: out of memory"); return NULL; }
     if (kind == TOKENIZER_SPM) {
         if (!(t->spm = spm_from_bytes(data, nbytes, err, errlen))) goto fail;
         init_spm(t);
@@ -196,7 +187,7 @@ Tokenizer *tokenizer_from_blob(int kind, const void *data, size_t nbytes, const 
         size_t len = 0;
         const void *val;
         if (blob_find(config, config_bytes, NULL, &val, &len, err, errlen)) goto fail;
-        if (!(t->config = malloc(config_bytes))) { set_err(err, errlen, "tokenizer: out of memory"); goto fail; }
+        if (!(t->config = malloc(config_bytes))) { fail(err, errlen, "tokenizer: out of memory"); goto fail; }
         memcpy(t->config, config, config_bytes);
         t->config_bytes = config_bytes;
         const char *digest = tokenizer_config_record(t, "config.json", &len);
@@ -219,8 +210,8 @@ static int ends_with(const char *s, const char *suffix) {
 }
 
 Tokenizer *tokenizer_from_file(const char *path, char *err, size_t errlen) {
-    set_err(err, errlen, "");
-    if (!path) { set_err(err, errlen, "tokenizer: NULL path"); return NULL; }
+    error_clear(err, errlen);
+    if (!path) { fail(err, errlen, "tokenizer: NULL path"); return NULL; }
     size_t n = 0;
     char *data = read_file(path, &n, 0, err, errlen);
     if (!data) return NULL;
@@ -233,7 +224,7 @@ Tokenizer *tokenizer_from_file(const char *path, char *err, size_t errlen) {
         t = tokenizer_from_blob(TOKENIZER_SPM, data, n, NULL, 0, err, errlen);
         if (!t && err && errlen) {
             char *msg = strdup(err);
-            if (msg) set_err(err, errlen, "%s: %s", path, msg);
+            if (msg) fail(err, errlen, "%s: %s", path, msg);
             free(msg);
         }
         free(data);
@@ -243,7 +234,7 @@ Tokenizer *tokenizer_from_file(const char *path, char *err, size_t errlen) {
     free(data);
     if (!t) {
         char *msg = err ? strdup(err) : NULL;
-        if (msg) set_err(err, errlen, "%s: %s", path, msg);
+        if (msg) fail(err, errlen, "%s: %s", path, msg);
         free(msg);
         return NULL;
     }
@@ -253,7 +244,7 @@ Tokenizer *tokenizer_from_file(const char *path, char *err, size_t errlen) {
     const size_t dir = slash ? (size_t)(slash - path) + 1 : 0;
     for (int i = 0; i < 2; i++) {
         char *p = malloc(dir + strlen(side[i]) + 1);
-        if (!p) { tokenizer_free(t); set_err(err, errlen, "tokenizer: out of memory"); return NULL; }
+        if (!p) { tokenizer_free(t); fail(err, errlen, "tokenizer: out of memory"); return NULL; }
         memcpy(p, path, dir);
         strcpy(p + dir, side[i]);
         size_t cn = 0;
@@ -322,7 +313,7 @@ static int check_utf8(const char *s, size_t n, char *err, size_t errlen) {
     for (size_t i = 0; i < n;) {
         utf8proc_int32_t cp;
         const utf8proc_ssize_t k = utf8proc_iterate((const utf8proc_uint8_t *)s + i, (utf8proc_ssize_t)(n - i), &cp);
-        if (k <= 0) return set_err(err, errlen, "tokenizer: the text is not valid UTF-8 (at byte %zu)", i);
+        if (k <= 0) return fail(err, errlen, "tokenizer: the text is not valid UTF-8 (at byte %zu)", i);
         i += (size_t)k;
     }
     return 0;
@@ -340,25 +331,25 @@ static int push_id(int **v, int *n, int *cap, int id) {
 
 int tokenizer_encode_len(const Tokenizer *t, const char *text, size_t len, int add_special, int **ids, int *n_ids,
                          char *err, size_t errlen) {
-    set_err(err, errlen, "");
+    error_clear(err, errlen);
     if (ids) *ids = NULL;
     if (n_ids) *n_ids = 0;
-    if (!t || (!text && len) || !ids || !n_ids) return set_err(err, errlen, "tokenizer_encode: NULL argument");
-    if (len > 0x7fffffff) return set_err(err, errlen, "tokenizer: text too long");
+    if (!t || (!text && len) || !ids || !n_ids) return fail(err, errlen, "tokenizer_encode: NULL argument");
+    if (len > 0x7fffffff) return fail(err, errlen, "tokenizer: text too long");
     if (check_utf8(text, len, err, errlen)) return -1;
     const int bos = add_special && tokenizer_adds_bos(t);
     if (t->kind == TOKENIZER_SPM) {
         if (spm_encode(t->spm, text ? text : "", len, bos, ids, n_ids, err, errlen)) return -1;
         if (add_special && t->add_eos > 0) {
             int *v = realloc(*ids, sizeof(int) * (size_t)(*n_ids + 1));
-            if (!v) { free(*ids); *ids = NULL; *n_ids = 0; return set_err(err, errlen, "tokenizer: out of memory"); }
+            if (!v) { free(*ids); *ids = NULL; *n_ids = 0; return fail(err, errlen, "tokenizer: out of memory"); }
             *ids = v;
             (*ids)[(*n_ids)++] = t->eos;
         }
         return 0;
     }
     int *v = malloc(sizeof(int) * 16), n = 0, cap = 16;
-    if (!v) return set_err(err, errlen, "tokenizer: out of memory");
+    if (!v) return fail(err, errlen, "tokenizer: out of memory");
     const int *pre, *suf;
     int np, ns;
     hf_post_processor(t->hf, &pre, &np, &suf, &ns);
@@ -373,7 +364,7 @@ int tokenizer_encode_len(const Tokenizer *t, const char *text, size_t len, int a
     if (add_special && !cfg)
         for (int i = 0; i < ns && !rc; i++) rc = push_id(&v, &n, &cap, suf[i]);
     if (!rc && add_special && cfg && t->add_eos > 0) rc = push_id(&v, &n, &cap, t->eos);
-    if (rc) { free(v); if (err && !err[0]) set_err(err, errlen, "tokenizer: encode failed"); return -1; }
+    if (rc) { free(v); if (err && !err[0]) fail(err, errlen, "tokenizer: encode failed"); return -1; }
     *ids = v, *n_ids = n;
     return 0;
 }
@@ -383,7 +374,7 @@ int tokenizer_encode(const Tokenizer *t, const char *text, int add_special, int 
     if (!text) {
         if (ids) *ids = NULL;
         if (n_ids) *n_ids = 0;
-        return set_err(err, errlen, "tokenizer_encode: NULL text");
+        return fail(err, errlen, "tokenizer_encode: NULL text");
     }
     return tokenizer_encode_len(t, text, strlen(text), add_special, ids, n_ids, err, errlen);
 }

@@ -4,7 +4,7 @@ Each test writes a tiny synthetic Hugging Face folder (config.json + safetensors
 with numpy, runs the converter as a subprocess, reads the result back with
 mixformat.read_model and compares against the arrays the test itself wrote.
 
-    cd /work/main && /usr/bin/python3 -m unittest discover -s tests/python -t . -v
+    /usr/bin/python3 -m unittest discover -s tests/python -t . -v
 """
 import json
 import os

@@ -196,6 +196,19 @@ class QuantizeScript(unittest.TestCase):
         self.assertEqual(dts["layers.0.w2"], "f16")
         self.assertEqual(dts["output"], "q8_0")
 
+    def test_tokenizer_travels(self):
+        # kind, bytes and config blob of the embedded tokenizer are copied unchanged
+        src = os.path.join(self.d, "tok.bin")
+        cfg, layers, tensors, _ = mixformat.read_model(self.src)
+        blob = b'{"model": {"type": "BPE"}}'
+        config = {"bos": b"1", "template": b"{{ x }}"}
+        mixformat.write_model(src, cfg, layers, tensors, tokenizer_bytes=blob,
+                              tokenizer_kind="hf", tokenizer_config=config)
+        out = os.path.join(self.d, "tok_q8.bin")
+        quantize(src, out, "q8_0")
+        self.assertEqual(mixformat.read_tokenizer(out), mixformat.read_tokenizer(src))
+        self.assertEqual(mixformat.read_tokenizer(out)[0], "hf")
+
     def test_requantize_is_stable(self):
         # q8_0 -> q8_0 re-encodes the dequantized values: the same blocks again
         a, b = os.path.join(self.d, "a.bin"), os.path.join(self.d, "b.bin")
