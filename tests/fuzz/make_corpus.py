@@ -112,13 +112,50 @@ def chat(d):
             f.write(b"\x01" + json.dumps(m).encode())
 
 
+def hf_tokenizer(d):
+    """The real tokenizer.json files of ../shared cut down to their first 400 ids (and
+    the merges among them), so that one execution stays cheap; prompt texts."""
+    import json
+    shared = os.path.join(ROOT, "..", "shared", "data", "tokenizers")
+    for name in ("llama3", "mistral"):
+        path = os.path.join(shared, name, "tokenizer.json")
+        if not os.path.isfile(path):
+            print("hf_tokenizer: %s is absent; seeds not rewritten" % path)
+            return False
+        with open(path, encoding="utf-8") as f:
+            tj = json.load(f)
+        keep = {k: v for k, v in tj["model"]["vocab"].items() if v < 400}
+        merges = [m for m in tj["model"]["merges"]
+                  if (lambda a, b: a in keep and b in keep and a + b in keep)(
+                      *(m.split(" ", 1) if isinstance(m, str) else m))]
+        tj["model"] = dict(tj["model"], vocab=keep, merges=merges)
+        tj["added_tokens"] = [t for t in tj.get("added_tokens", []) if t["id"] < 400]
+        with open(os.path.join(d, "json_" + name), "wb") as f:
+            f.write(b"\x00" + json.dumps(tj, ensure_ascii=False).encode())
+    for i, t in enumerate([b"Once upon a time, there was a cat.",
+                           b"caf\xc3\xa9 \xf0\x9f\x98\x80 \xff\xfe 12345 <|begin_of_text|>\n\t  x"]):
+        with open(os.path.join(d, "text%d" % i), "wb") as f:
+            f.write(b"\x01" + t)
+    return True
+
+
 def main():
     for name, fn in (("loader", loader), ("tokenizer", tokenizer), ("stories", stories),
-                     ("chat", chat)):
+                     ("chat", chat), ("hf_tokenizer", hf_tokenizer)):
         d = os.path.join(OUT, name)
-        shutil.rmtree(d, ignore_errors=True)
+        keep = d + ".old"
+        shutil.rmtree(keep, ignore_errors=True)
+        if os.path.isdir(d):
+            os.rename(d, keep)
         os.makedirs(d)
-        fn(d)
+        if fn(d) is False:  # inputs absent: keep the committed seeds
+            shutil.rmtree(d)
+            os.rename(keep, d)
+        elif os.path.isdir(keep):  # inputs that once crashed a target stay, under their names
+            for f in os.listdir(keep):
+                if f.startswith("regression_"):
+                    shutil.copy(os.path.join(keep, f), os.path.join(d, f))
+        shutil.rmtree(keep, ignore_errors=True)
         total = sum(os.path.getsize(os.path.join(d, f)) for f in os.listdir(d))
         print("%s: %d files, %d bytes" % (d, len(os.listdir(d)), total))
 
