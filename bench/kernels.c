@@ -5,6 +5,7 @@
 // and the cost of an OpenMP fork/join. Not a test: numbers only.
 //
 //   build/bench_kernels [stories15M|stories110M|all] [threads...]     (default: all 1 2)
+//   BENCH_TYPES=q8_0,f32 limits the weight types
 //   prints one line per (shape, type, isa, threads, op): ms per step, GB/s of weights, GFLOP/s,
 //   and the CPU time per step (GFLOP per CPU-second for matmul: the kernels' own speed even
 //   when other jobs share the cores)
@@ -164,6 +165,8 @@ int main(int argc, char **argv) {
         const Shape *sh = &shapes[si];
         if (strcmp(which, "all") && strcmp(which, sh->name)) continue;
         for (int t = 0; t < DTYPE_COUNT; t++) {
+            const char *only = getenv("BENCH_TYPES"); // e.g. BENCH_TYPES=q8_0,f32
+            if (only && !strstr(only, dtype_name(t))) continue;
             Step s;
             build_step(&s, sh, (DType)t);
             for (int isa = ISA_SCALAR; isa <= (int)best; isa++) {

@@ -27,6 +27,19 @@ INLINE __m512 load16_tail(DType t, const void *row, int c, __mmask16 m) {
     return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
 }
 
+// The sums of a0..a3 (16 lanes each) stored to y[0..3]: one reduction for the four (folding
+// halves, then quarters, then within 128-bit lanes) instead of four separate ones.
+INLINE void store_sums4(float *y, __m512 a0, __m512 a1, __m512 a2, __m512 a3) {
+    const __m512 s01 = _mm512_add_ps(_mm512_shuffle_f32x4(a0, a1, 0x44), _mm512_shuffle_f32x4(a0, a1, 0xEE));
+    const __m512 s23 = _mm512_add_ps(_mm512_shuffle_f32x4(a2, a3, 0x44), _mm512_shuffle_f32x4(a2, a3, 0xEE));
+    // 128-bit lane i now holds 4 partial sums of a_i
+    __m512 t = _mm512_add_ps(_mm512_shuffle_f32x4(s01, s23, 0x88), _mm512_shuffle_f32x4(s01, s23, 0xDD));
+    t = _mm512_add_ps(t, _mm512_permute_ps(t, 0x4E));
+    t = _mm512_add_ps(t, _mm512_permute_ps(t, 0xB1));
+    const __m512 r = _mm512_permutexvar_ps(_mm512_setr_epi32(0, 4, 8, 12, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0), t);
+    _mm_storeu_ps(y, _mm512_castps512_ps128(r));
+}
+
 // --- float dtypes: one row . x (decode) ----------------------------------------------------------
 
 // Four accumulators over 64 columns at a time, then 16 at a time, then a masked tail.
@@ -74,8 +87,13 @@ INLINE void tile_float(DType t, int R, int T, float *Y, size_t ldy, const char *
             for (int r = 0; r < R; r++) acc[r][k] = _mm512_fmadd_ps(w[r], x, acc[r][k]);
         }
     }
-    for (int k = 0; k < T; k++)
+    for (int k = 0; k < T; k++) {
+        if (R == 4) {
+            store_sums4(Y + (size_t)k * ldy, acc[0][k], acc[1][k], acc[2][k], acc[3][k]);
+            continue;
+        }
         for (int r = 0; r < R; r++) Y[(size_t)k * ldy + r] = _mm512_reduce_add_ps(acc[r][k]);
+    }
 }
 
 // --- block dtypes ---------------------------------------------------------------------------------
@@ -97,14 +115,6 @@ INLINE __m256i block_bytes(DType t, const void *blk) {
 #define BLOCK_BYTES(t) ((t) == DTYPE_Q8_0 ? sizeof(BlockQ8_0) : sizeof(BlockQ4_0))
 
 INLINE float block_scale(const void *blk) { return _cvtsh_ss(*(const uint16_t *)blk); }
-
-// lane i of the result: the exact dot of columns 4i..4i+3 of the block (the unsigned offset
-// taken back out with -off * (sum of those 4 activation quants), which lsum holds negated)
-INLINE __m256i block_dot(DType t, __m256i u, const int8_t *q, const int32_t *lsum) {
-    const __m256i init = _mm256_slli_epi32(_mm256_loadu_si256((const __m256i *)lsum), OFFSET_SHIFT(t));
-    return _mm256_dpbusd_epi32(init, u, _mm256_loadu_si256((const __m256i *)q));
-}
-
 
 // --- two blocks per 512-bit vector --------------------------------------------------------------
 
@@ -191,8 +201,13 @@ INLINE void tile_block(DType t, int R, int T, float *Y, size_t ldy, const char *
     int b = 0;
     for (; b + 2 <= nb; b += 2) tile_block_step(t, R, T, acc, W, rb, a, b, 1);
     if (b < nb) tile_block_step(t, R, T, acc, W, rb, a, b, 0);
-    for (int k = 0; k < T; k++)
+    for (int k = 0; k < T; k++) {
+        if (R == 4) {
+            store_sums4(Y + (size_t)k * ldy, acc[0][k], acc[1][k], acc[2][k], acc[3][k]);
+            continue;
+        }
         for (int r = 0; r < R; r++) Y[(size_t)k * ldy + r] = _mm512_reduce_add_ps(acc[r][k]);
+    }
 }
 
 // --- entry points ------------------------------------------------------------------------------

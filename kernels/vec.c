@@ -1,13 +1,14 @@
 // The attention's vector helpers (kernels/vec.h): a plain reference and AVX2 / AVX-512
 // versions of each, the one in use picked by kernels_isa() at every call (one predictable
-// branch). Rows of a half or block dtype are widened to f32 in a small buffer once, then used
-// by every query of a group.
+// branch). rows_dot / rows_axpy: AVX-512 reads f32/f16/bf16/q8_0 rows in place, converting in
+// registers; otherwise a row of a half or block dtype is widened to f32 in a small buffer once,
+// then used by every query of a group.
 #include "kernels/vec.h"
 
 #include <math.h>
 #include <string.h>
 
-#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__)) && !defined(KERNELS_NO_SIMD)
 #define VEC_X86 1
 #include <immintrin.h>
 #endif
@@ -276,6 +277,118 @@ AVX512 static void avx512_widen(DType t, float *dst, const void *row, int n) {
         ref_widen(t, dst, row, n);
     }
 }
+
+// Rows of f32/f16/bf16/q8_0 used in place (no widening buffer): the conversion happens in
+// registers, once per query (the row stays in L1 for the group's queries).
+static inline AVX512 __m512 load_t16(DType t, const void *row, int i, __mmask16 m) {
+    if (t == DTYPE_F32) return _mm512_maskz_loadu_ps(m, (const float *)row + i);
+    const __m256i h = _mm256_maskz_loadu_epi16(m, (const uint16_t *)row + i);
+    if (t == DTYPE_F16) return _mm512_cvtph_ps(h);
+    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
+}
+
+static inline __attribute__((always_inline)) AVX512 float dot_t(DType t, const void *row, const float *q, int n) {
+    __m512 s0 = _mm512_setzero_ps(), s1 = s0;
+    int i = 0;
+    if (t == DTYPE_Q8_0) {
+        for (const BlockQ8_0 *b = row; i < n; i += QK, b++) {
+            const __m512 v0 = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)b->qs)));
+            const __m512 v1 = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(b->qs + 16))));
+            const __m512 p = _mm512_fmadd_ps(v0, _mm512_loadu_ps(q + i), _mm512_mul_ps(v1, _mm512_loadu_ps(q + i + 16)));
+            s0 = _mm512_fmadd_ps(p, _mm512_set1_ps(_cvtsh_ss(b->d)), s0);
+        }
+        return _mm512_reduce_add_ps(s0);
+    }
+    for (; i + 32 <= n; i += 32) {
+        s0 = _mm512_fmadd_ps(load_t16(t, row, i, 0xffff), _mm512_loadu_ps(q + i), s0);
+        s1 = _mm512_fmadd_ps(load_t16(t, row, i + 16, 0xffff), _mm512_loadu_ps(q + i + 16), s1);
+    }
+    for (; i < n; i += 16) {
+        const __mmask16 m = n - i >= 16 ? (__mmask16)0xffff : tail_mask(n - i);
+        s0 = _mm512_fmadd_ps(load_t16(t, row, i, m), _mm512_maskz_loadu_ps(m, q + i), s0);
+    }
+    return _mm512_reduce_add_ps(_mm512_add_ps(s0, s1));
+}
+
+// the sums of a0..a3 to y[0..3] with one shuffle tree (as kernels/tensor_avx512.c does)
+static inline AVX512 void store_sums4(float *y, __m512 a0, __m512 a1, __m512 a2, __m512 a3) {
+    const __m512 s01 = _mm512_add_ps(_mm512_shuffle_f32x4(a0, a1, 0x44), _mm512_shuffle_f32x4(a0, a1, 0xEE));
+    const __m512 s23 = _mm512_add_ps(_mm512_shuffle_f32x4(a2, a3, 0x44), _mm512_shuffle_f32x4(a2, a3, 0xEE));
+    __m512 t = _mm512_add_ps(_mm512_shuffle_f32x4(s01, s23, 0x88), _mm512_shuffle_f32x4(s01, s23, 0xDD));
+    t = _mm512_add_ps(t, _mm512_permute_ps(t, 0x4E));
+    t = _mm512_add_ps(t, _mm512_permute_ps(t, 0xB1));
+    const __m512 r = _mm512_permutexvar_ps(_mm512_setr_epi32(0, 4, 8, 12, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0), t);
+    _mm_storeu_ps(y, _mm512_castps512_ps128(r));
+}
+
+// 4 consecutive short rows (n <= 128) . q into out[0..3]: their 4 sums reduced together
+static inline __attribute__((always_inline)) AVX512 void dot4_t(DType t, float *out, const char *row,
+                                                                size_t stride, const float *q, int n) {
+    __m512 s[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps()};
+    for (int i = 0; i < n; i += 16) {
+        const __mmask16 m = n - i >= 16 ? (__mmask16)0xffff : tail_mask(n - i);
+        const __m512 x = _mm512_maskz_loadu_ps(m, q + i);
+        for (int k = 0; k < 4; k++) s[k] = _mm512_fmadd_ps(load_t16(t, row + k * stride, i, m), x, s[k]);
+    }
+    store_sums4(out, s[0], s[1], s[2], s[3]);
+}
+
+static inline __attribute__((always_inline)) AVX512 void axpy_t(DType t, float *y, float a, const void *row, int n) {
+    int i = 0;
+    if (t == DTYPE_Q8_0) {
+        for (const BlockQ8_0 *b = row; i < n; i += QK, b++) {
+            const __m512 s = _mm512_set1_ps(a * _cvtsh_ss(b->d));
+            const __m512 v0 = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)b->qs)));
+            const __m512 v1 = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(b->qs + 16))));
+            _mm512_storeu_ps(y + i, _mm512_fmadd_ps(s, v0, _mm512_loadu_ps(y + i)));
+            _mm512_storeu_ps(y + i + 16, _mm512_fmadd_ps(s, v1, _mm512_loadu_ps(y + i + 16)));
+        }
+        return;
+    }
+    const __m512 va = _mm512_set1_ps(a);
+    for (; i < n; i += 16) {
+        const __mmask16 m = n - i >= 16 ? (__mmask16)0xffff : tail_mask(n - i);
+        _mm512_mask_storeu_ps(y + i, m, _mm512_fmadd_ps(va, load_t16(t, row, i, m), _mm512_maskz_loadu_ps(m, y + i)));
+    }
+}
+
+#define FUSED_CASES(BODY)                                                                      \
+    switch (t) {                                                                               \
+    case DTYPE_F32: { BODY(DTYPE_F32) } break;                                                     \
+    case DTYPE_F16: { BODY(DTYPE_F16) } break;                                                     \
+    case DTYPE_BF16: { BODY(DTYPE_BF16) } break;                                                   \
+    case DTYPE_Q8_0: { BODY(DTYPE_Q8_0) } break;                                                   \
+    default: return 0;                                                                         \
+    }
+
+// 1 if done, 0 for a dtype without a fused path (q4_0: the widening path)
+AVX512 static int avx512_rows_dot(float *out, size_t out_stride, const float *q, size_t q_stride, int nq,
+                                  DType t, const void *rows, size_t row_stride, int nrows, int n) {
+#define DOT_BODY(T)                                                                            \
+    int k = 0;                                                                                 \
+    if (T != DTYPE_Q8_0 && n <= 128)                                                           \
+        for (; k + 4 <= nrows; k += 4)                                                         \
+            for (int i = 0; i < nq; i++)                                                       \
+                dot4_t(T, out + (size_t)i * out_stride + k, (const char *)rows + (size_t)k * row_stride, \
+                       row_stride, q + (size_t)i * q_stride, n);                               \
+    for (; k < nrows; k++)                                                                     \
+        for (int i = 0; i < nq; i++)                                                           \
+            out[(size_t)i * out_stride + k] =                                                  \
+                dot_t(T, (const char *)rows + (size_t)k * row_stride, q + (size_t)i * q_stride, n);
+    FUSED_CASES(DOT_BODY)
+    return 1;
+}
+
+AVX512 static int avx512_rows_axpy(float *y, size_t y_stride, const float *a, size_t a_stride, int nq,
+                                   DType t, const void *rows, size_t row_stride, int nrows, int n) {
+#define AXPY_BODY(T)                                                                           \
+    for (int k = 0; k < nrows; k++)                                                            \
+        for (int i = 0; i < nq; i++)                                                           \
+            axpy_t(T, y + (size_t)i * y_stride, a[(size_t)i * a_stride + k],                   \
+                   (const char *)rows + (size_t)k * row_stride, n);
+    FUSED_CASES(AXPY_BODY)
+    return 1;
+}
 #endif
 
 // --- dispatch ------------------------------------------------------------------------------------
@@ -313,6 +426,11 @@ void vec_softmax(float *x, int n) {
 
 void rows_dot(float *out, size_t out_stride, const float *q, size_t q_stride, int nq, DType t,
               const void *rows, size_t row_stride, int nrows, int n) {
+#ifdef VEC_X86
+    if (kernels_isa() == ISA_AVX512 &&
+        avx512_rows_dot(out, out_stride, q, q_stride, nq, t, rows, row_stride, nrows, n))
+        return;
+#endif
     float buf[CHUNK];
     for (int k = 0; k < nrows; k++) {
         const char *row = (const char *)rows + (size_t)k * row_stride;
@@ -331,6 +449,11 @@ void rows_dot(float *out, size_t out_stride, const float *q, size_t q_stride, in
 
 void rows_axpy(float *y, size_t y_stride, const float *a, size_t a_stride, int nq, DType t,
                const void *rows, size_t row_stride, int nrows, int n) {
+#ifdef VEC_X86
+    if (kernels_isa() == ISA_AVX512 &&
+        avx512_rows_axpy(y, y_stride, a, a_stride, nq, t, rows, row_stride, nrows, n))
+        return;
+#endif
     float buf[CHUNK];
     for (int k = 0; k < nrows; k++) {
         const char *row = (const char *)rows + (size_t)k * row_stride;

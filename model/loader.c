@@ -17,13 +17,13 @@
 #include "model/model.h"
 
 #define HEADER_BYTES 256
-#define LAYER_BYTES 64
+#define LAYER_BYTES 128   // version 2: attention (bytes 0..63) + feed-forward (64..127)
+#define LAYER_BYTES_V1 64 // version 1: attention only, every FFN dense of hidden_dim
 #define ENTRY_BYTES 128
 #define FORMAT_VERSION 2 // version 1 files (no block types) are read too
 #define MAX_SIZE (1u << 24) // no single dimension of a sane model is larger
 #define HUGE_PAGE ((uint64_t)2 << 20)
 
-enum { DTYPE_F32 = 0, DTYPE_F16 = 1, DTYPE_BF16 = 2, DTYPE_Q8_0 = 3, DTYPE_Q4_0 = 4 };
 #define QK 32 // values per block of the block types (ggml's q8_0 and q4_0)
 static const char *const dtype_names[] = {"f32", "f16", "bf16", "q8_0", "q4_0"};
 
@@ -83,6 +83,7 @@ static int parse_header(Config *c, const unsigned char *h, size_t nbytes, uint32
     if (rd_u32(h + 8) != FORMAT_VERSION && rd_u32(h + 8) != 1)
         return fail(err, errlen, "unsupported format version %u (this build reads 1 and %d)", rd_u32(h + 8),
                     FORMAT_VERSION);
+    c->format_version = (int)rd_u32(h + 8);
     if (rd_u32(h + 12) != HEADER_BYTES) return fail(err, errlen, "bad header size %u", rd_u32(h + 12));
     const uint32_t dim = rd_u32(h + 16), n_layers = rd_u32(h + 20), vocab = rd_u32(h + 24),
                    max_seq = rd_u32(h + 28), hidden = rd_u32(h + 32), act = rd_u32(h + 36),
@@ -145,6 +146,44 @@ static int parse_header(Config *c, const unsigned char *h, size_t nbytes, uint32
 
 static int size_ok(uint32_t v) { return v >= 1 && v <= 65536; }
 
+// Bytes 64..127 of a version-2 layer descriptor: the feed-forward (docs/FORMAT.md).
+static int parse_ffn(Layer *l, int n, const unsigned char *p, int hidden, char *err, size_t errlen) {
+    const uint32_t kind = rd_u32(p), I = rd_u32(p + 4), E = rd_u32(p + 8), K = rd_u32(p + 12),
+                   Ie = rd_u32(p + 16), Is = rd_u32(p + 20), scoring = rd_u32(p + 24),
+                   method = rd_u32(p + 28), G = rd_u32(p + 32), TG = rd_u32(p + 36),
+                   flags = rd_u32(p + 40);
+    const float scale = rd_f32(p + 44);
+    const uint32_t H = (uint32_t)hidden;
+    if (kind == FFN_DENSE) {
+        if (I == 0 || I > H) return fail(err, errlen, "layer %d: dense hidden_dim %u not in [1, %u]", n, I, H);
+        l->ffn = FFN_DENSE;
+        l->ffn_hidden = (int)I;
+        return 0;
+    }
+    if (kind != FFN_MOE) return fail(err, errlen, "layer %d: unknown feed-forward kind %u", n, kind);
+    if (E == 0 || E > 65536) return fail(err, errlen, "layer %d: bad n_experts %u", n, E);
+    if (K == 0 || K > E) return fail(err, errlen, "layer %d: top_k %u not in [1, n_experts %u]", n, K, E);
+    if (Ie == 0 || Ie > H) return fail(err, errlen, "layer %d: expert_hidden %u not in [1, %u]", n, Ie, H);
+    if (Is > H) return fail(err, errlen, "layer %d: shared_hidden %u > hidden_dim %u", n, Is, H);
+    if (scoring > MOE_SIGMOID) return fail(err, errlen, "layer %d: unknown router scoring %u", n, scoring);
+    if (method > MOE_NOAUX_TC) return fail(err, errlen, "layer %d: unknown routing method %u", n, method);
+    if (G == 0 || E % G) return fail(err, errlen, "layer %d: n_experts %u not divisible by n_group %u", n, E, G);
+    if (TG == 0 || TG > G) return fail(err, errlen, "layer %d: topk_group %u not in [1, n_group %u]", n, TG, G);
+    if (method == MOE_GREEDY && G != 1) return fail(err, errlen, "layer %d: greedy routing with n_group %u", n, G);
+    if ((uint64_t)K > (uint64_t)TG * (E / G))
+        return fail(err, errlen, "layer %d: top_k %u > the %u experts of the kept groups", n, K, TG * (E / G));
+    if (method == MOE_NOAUX_TC && E / G < 2) return fail(err, errlen, "layer %d: noaux_tc needs 2 experts per group", n);
+    if (flags & ~1u) return fail(err, errlen, "layer %d: unknown MoE flags 0x%x", n, flags);
+    if (!finite_pos(scale)) return fail(err, errlen, "layer %d: bad routed_scaling_factor", n);
+    l->ffn = FFN_MOE;
+    MoEWeights *w = &l->moe;
+    w->n_experts = (int)E; w->top_k = (int)K; w->expert_hidden = (int)Ie; w->shared_hidden = (int)Is;
+    w->scoring = (MoEScoring)scoring; w->topk_method = (MoETopk)method;
+    w->n_group = (int)G; w->topk_group = (int)TG; w->norm_topk_prob = (int)(flags & 1);
+    w->routed_scaling_factor = scale;
+    return 0;
+}
+
 // Fills the layer's kind and sizes; returns its bias flags (>= 0) and stores its rotary
 // width in *rope_dim_out (the Rope table built later keeps it), or -1 with err set.
 static int parse_layer(Layer *l, int n, const unsigned char *p, int *rope_dim_out, char *err,
@@ -154,7 +193,8 @@ static int parse_layer(Layer *l, int n, const unsigned char *p, int *rope_dim_ou
                    dc = rd_u32(p + 28), dn = rd_u32(p + 32), dr = rd_u32(p + 36), dv = rd_u32(p + 40);
     memset(l, 0, sizeof(*l));
     if (!size_ok(H)) return fail(err, errlen, "layer %d: bad n_heads %u", n, H);
-    if (bias & ~0xfu) return fail(err, errlen, "layer %d: unknown bias flags 0x%x", n, bias);
+    // GQA bit 4: per-head q/k RMSNorm (Qwen3)
+    if (bias & ~(kind == ATTN_GQA ? 0x1fu : 0xfu)) return fail(err, errlen, "layer %d: unknown bias flags 0x%x", n, bias);
     if (kind == ATTN_GQA) {
         if (!size_ok(Hkv) || H % Hkv != 0)
             return fail(err, errlen, "layer %d: n_kv_heads %u does not divide n_heads %u", n, Hkv, H);
@@ -180,6 +220,46 @@ static int parse_layer(Layer *l, int n, const unsigned char *p, int *rope_dim_ou
     return (int)bias;
 }
 
+// --- layout: where the data may lie ------------------------------------------------------
+
+typedef struct { uint64_t off, bytes; const char *what; } Span; // what: "tensor X", "the tokenizer blob"
+
+static int by_offset(const void *a, const void *b) {
+    const Span *x = a, *y = b;
+    return (x->off > y->off) - (x->off < y->off);
+}
+
+// The tokenizer blob, the tokenizer-config blob and every tensor's bytes must lie after
+// the header, the layer descriptors and the directory (from data_start on), and no two
+// may share a byte: a tensor "stored" over the header or over another tensor would
+// alias bytes that mean something else (docs/FORMAT.md, Validation). Offsets and
+// sizes were checked against the file size before, so no sum overflows.
+static int check_layout(const Entry *entries, uint32_t n, uint64_t data_start, uint64_t tok_off,
+                        uint64_t tok_bytes, uint64_t cfg_off, uint64_t cfg_bytes, char *err, size_t errlen) {
+    Span *s = malloc(sizeof(Span) * ((size_t)n + 2));
+    if (!s) return fail(err, errlen, "out of memory checking the tensor layout");
+    size_t k = 0;
+    if (tok_bytes) s[k++] = (Span){tok_off, tok_bytes, "the tokenizer blob"};
+    if (cfg_bytes) s[k++] = (Span){cfg_off, cfg_bytes, "the tokenizer-config blob"};
+    for (uint32_t i = 0; i < n; i++) s[k++] = (Span){entries[i].offset, entries[i].nbytes, entries[i].name};
+    qsort(s, k, sizeof(*s), by_offset);
+    int rc = 0;
+    for (size_t i = 0; i < k && !rc; i++) {
+        char a[80], b[80];
+        const int blob = !strncmp(s[i].what, "the ", 4);
+        snprintf(a, sizeof a, "%s%s", blob ? "" : "tensor ", s[i].what);
+        if (s[i].off < data_start) {
+            rc = fail(err, errlen, "%s: data at offset %llu overlaps the header or directory (data starts at %llu)",
+                      a, (unsigned long long)s[i].off, (unsigned long long)data_start);
+        } else if (i > 0 && s[i].off < s[i - 1].off + s[i - 1].bytes) {
+            snprintf(b, sizeof b, "%s%s", !strncmp(s[i - 1].what, "the ", 4) ? "" : "tensor ", s[i - 1].what);
+            rc = fail(err, errlen, "%s: data at offset %llu overlaps %s", a, (unsigned long long)s[i].off, b);
+        }
+    }
+    free(s);
+    return rc;
+}
+
 // --- tensors --------------------------------------------------------------------------
 
 // What loading needs besides the Model; freed when model_load_buffer returns.
@@ -198,6 +278,12 @@ typedef struct {
     char *err;
     size_t errlen;
 } Ctx;
+
+static int check_data_layout(Ctx *c) {
+    const uint64_t data_start = (c->dir_off + (uint64_t)c->n_entries * ENTRY_BYTES + 63) / 64 * 64;
+    return check_layout(c->entries, c->n_entries, data_start, c->tok_off, c->tok_bytes, c->cfg_off,
+                        c->cfg_bytes, c->err, c->errlen);
+}
 
 // Finds `name` with exactly the given shape, converts it to f32 if needed, returns
 // its data. NULL (with err set) if it is missing, duplicated or misshapen.
@@ -254,6 +340,13 @@ static const float *take(Ctx *c, const char *name, int ndim, uint64_t d0, uint64
     return dst;
 }
 
+// dtype of the entry called name: -1 if absent (take() then reports it)
+static int stored_dtype(const Ctx *c, const char *name) {
+    for (uint32_t i = 0; i < c->n_entries; i++)
+        if (strcmp(c->entries[i].name, name) == 0) return (int)c->entries[i].dtype;
+    return -1;
+}
+
 static const float *take_opt(Ctx *c, int present, const char *name, uint64_t d0, int *bad) {
     if (!present) return NULL;
     const float *p = take(c, name, 1, d0, 0, 0);
@@ -265,17 +358,49 @@ static const float *take_opt(Ctx *c, int present, const char *name, uint64_t d0,
 
 static int bind_layer(Ctx *c, Layer *l, int n, int bias, const Config *cfg) {
     char nm[64];
-    const uint64_t D = (uint64_t)cfg->dim, I = (uint64_t)cfg->hidden_dim;
+    const uint64_t D = (uint64_t)cfg->dim;
     int bad = 0;
 #define NAME(s) (snprintf(nm, sizeof nm, "layers.%d.%s", n, s), nm)
     TAKE(l->attn_norm, NAME("attn_norm"), 1, D, 0, 0);
     TAKE(l->ffn_norm, NAME("ffn_norm"), 1, D, 0, 0);
-    TAKE(l->w1, NAME("w1"), 2, I, D, 0);
-    TAKE(l->w3, NAME("w3"), 2, I, D, 0);
-    TAKE(l->w2, NAME("w2"), 2, D, I, 0);
-    l->b1 = take_opt(c, cfg->mlp_bias, NAME("b1"), I, &bad);
-    l->b3 = take_opt(c, cfg->mlp_bias, NAME("b3"), I, &bad);
-    l->b2 = take_opt(c, cfg->mlp_bias, NAME("b2"), D, &bad);
+    if (l->ffn == FFN_DENSE) {
+        const uint64_t I = (uint64_t)l->ffn_hidden;
+        TAKE(l->w1, NAME("w1"), 2, I, D, 0);
+        TAKE(l->w3, NAME("w3"), 2, I, D, 0);
+        TAKE(l->w2, NAME("w2"), 2, D, I, 0);
+        l->b1 = take_opt(c, cfg->mlp_bias, NAME("b1"), I, &bad);
+        l->b3 = take_opt(c, cfg->mlp_bias, NAME("b3"), I, &bad);
+        l->b2 = take_opt(c, cfg->mlp_bias, NAME("b2"), D, &bad);
+    } else {
+        MoEWeights *w = &l->moe;
+        const uint64_t E = (uint64_t)w->n_experts, Ie = (uint64_t)w->expert_hidden,
+                       Is = (uint64_t)w->shared_hidden;
+        const float *p;
+        // the router is f32 in the file (docs/FORMAT.md): routing decisions are discrete
+        if (stored_dtype(c, NAME("router")) > 0)
+            return fail(c->err, c->errlen, "tensor %s must be f32", nm);
+        TAKE(w->router, nm, 2, E, D, 0);
+        if (w->topk_method == MOE_NOAUX_TC) {
+            if (stored_dtype(c, NAME("router_bias")) > 0)
+                return fail(c->err, c->errlen, "tensor %s must be f32", nm);
+            TAKE(w->router_bias, nm, 1, E, 0, 0);
+        }
+        // stacked experts as typed matrices over all E experts' rows (held as f32 here)
+        TAKE(p, NAME("experts.w1"), 3, E, Ie, D);
+        w->w1 = (Matrix){p, DTYPE_F32, (int)(E * Ie), (int)D};
+        TAKE(p, NAME("experts.w3"), 3, E, Ie, D);
+        w->w3 = (Matrix){p, DTYPE_F32, (int)(E * Ie), (int)D};
+        TAKE(p, NAME("experts.w2"), 3, E, D, Ie);
+        w->w2 = (Matrix){p, DTYPE_F32, (int)(E * D), (int)Ie};
+        if (Is) {
+            TAKE(p, NAME("shared.w1"), 2, Is, D, 0);
+            w->sw1 = (Matrix){p, DTYPE_F32, (int)Is, (int)D};
+            TAKE(p, NAME("shared.w3"), 2, Is, D, 0);
+            w->sw3 = (Matrix){p, DTYPE_F32, (int)Is, (int)D};
+            TAKE(p, NAME("shared.w2"), 2, D, Is, 0);
+            w->sw2 = (Matrix){p, DTYPE_F32, (int)D, (int)Is};
+        }
+    }
     if (l->kind == ATTN_GQA) {
         GQAWeights *g = &l->gqa;
         const uint64_t q = (uint64_t)g->n_heads * g->head_dim, kv = (uint64_t)g->n_kv_heads * g->head_dim;
@@ -288,6 +413,11 @@ static int bind_layer(Ctx *c, Layer *l, int n, int bias, const Config *cfg) {
         g->bk = take_opt(c, bias & 2, NAME("bk"), kv, &bad);
         g->bv = take_opt(c, bias & 4, NAME("bv"), kv, &bad);
         g->bo = take_opt(c, bias & 8, NAME("bo"), D, &bad);
+        if (bias & 16) {
+            TAKE(g->q_norm, NAME("q_norm"), 1, (uint64_t)g->head_dim, 0, 0);
+            TAKE(g->k_norm, NAME("k_norm"), 1, (uint64_t)g->head_dim, 0, 0);
+            g->qk_norm_eps = cfg->norm_eps;
+        }
     } else {
         MLAWeights *a = &l->mla;
         const uint64_t H = (uint64_t)a->n_heads, dq = (uint64_t)a->q_lora_rank, dc = (uint64_t)a->kv_lora_rank,
@@ -323,7 +453,7 @@ static int bind_layer(Ctx *c, Layer *l, int n, int bias, const Config *cfg) {
 static int check_sections(Ctx *c) {
     const Config *cfg = &c->m->cfg;
     uint64_t dir_bytes;
-    c->dir_off = HEADER_BYTES + (uint64_t)LAYER_BYTES * cfg->n_layers;
+    c->dir_off = HEADER_BYTES + (uint64_t)(cfg->format_version == 1 ? LAYER_BYTES_V1 : LAYER_BYTES) * cfg->n_layers;
     if (c->dir_off > c->nbytes)
         return fail(c->err, c->errlen, "file truncated: layer descriptors run past the end");
     if (c->n_entries == 0 || !mul_ok(c->n_entries, ENTRY_BYTES, &dir_bytes) ||
@@ -365,10 +495,19 @@ static int read_layers(Ctx *c) {
     c->rope_dim = calloc((size_t)L, sizeof(int));
     if (!c->m->layers || !c->bias || !c->rope_dim)
         return fail(c->err, c->errlen, "out of memory reading the tensor directory");
+    const Config *cfg = &c->m->cfg;
+    const size_t layer_bytes = cfg->format_version == 1 ? LAYER_BYTES_V1 : LAYER_BYTES;
     for (int n = 0; n < L; n++) {
-        c->bias[n] = parse_layer(&c->m->layers[n], n, c->base + HEADER_BYTES + (size_t)n * LAYER_BYTES,
-                                 &c->rope_dim[n], c->err, c->errlen);
+        const unsigned char *p = c->base + HEADER_BYTES + (size_t)n * layer_bytes;
+        Layer *l = &c->m->layers[n];
+        c->bias[n] = parse_layer(l, n, p, &c->rope_dim[n], c->err, c->errlen);
         if (c->bias[n] < 0) return -1;
+        if (cfg->format_version == 1) { // every feed-forward dense, of the header's width
+            l->ffn = FFN_DENSE;
+            l->ffn_hidden = cfg->hidden_dim;
+        } else if (parse_ffn(l, n, p + 64, cfg->hidden_dim, c->err, c->errlen)) {
+            return -1;
+        }
     }
     return 0;
 }
@@ -486,7 +625,8 @@ int model_load_buffer(Model *m, const void *data, size_t nbytes, char *err, size
     Ctx c = {.base = data, .nbytes = nbytes, .m = m, .err = err, .errlen = errlen};
     const int rc = parse_header(&m->cfg, c.base, nbytes, &c.n_entries, &c.tok_off, &c.tok_bytes,
                                 err, errlen) ||
-                   check_sections(&c) || read_layers(&c) || read_directory(&c) || alloc_arena(&c) ||
+                   check_sections(&c) || read_layers(&c) || read_directory(&c) || check_data_layout(&c) ||
+                   alloc_arena(&c) ||
                    bind_tensors(&c) || build_ropes(&c);
     free(c.entries);
     free(c.bias);
@@ -497,9 +637,13 @@ int model_load_buffer(Model *m, const void *data, size_t nbytes, char *err, size
 
 int model_load(Model *m, const char *path, char *err, size_t errlen) {
     memset(m, 0, sizeof(*m));
-    int fd = open(path, O_RDONLY);
-    if (fd < 0) return fail(err, errlen, "cannot open %s: %s", path, strerror(errno));
+    // a FIFO or device would block open() or read forever: refuse it before opening,
+    // and open without blocking in case one was swapped in since
     struct stat st;
+    if (stat(path, &st) != 0) return fail(err, errlen, "cannot open %s: %s", path, strerror(errno));
+    if (!S_ISREG(st.st_mode)) return fail(err, errlen, "%s is not a regular file", path);
+    int fd = open(path, O_RDONLY | O_NONBLOCK);
+    if (fd < 0) return fail(err, errlen, "cannot open %s: %s", path, strerror(errno));
     if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
         close(fd);
         return fail(err, errlen, "%s is not a regular file", path);
@@ -539,8 +683,98 @@ size_t layer_kv_floats_per_token(const Layer *l) {
     return 2 * (size_t)l->gqa.n_kv_heads * (size_t)l->gqa.head_dim;
 }
 
+size_t model_active_params(const Model *m) {
+    size_t skipped = 0; // parameters of the experts a token's router leaves out
+    for (int n = 0; n < m->cfg.n_layers; n++) {
+        const Layer *l = &m->layers[n];
+        if (l->ffn == FFN_MOE)
+            skipped += (size_t)(l->moe.n_experts - l->moe.top_k) * 3 * (size_t)l->moe.expert_hidden *
+                       (size_t)m->cfg.dim;
+    }
+    return m->n_params - skipped;
+}
+
 size_t model_kv_bytes_per_token(const Model *m) {
     size_t total = 0;
     for (int n = 0; n < m->cfg.n_layers; n++) total += layer_kv_floats_per_token(&m->layers[n]) * sizeof(float);
     return total;
+}
+
+// --- --check-tensors: every stored weight finite ------------------------------------------
+
+// Bytes of one checked unit of dtype: an element, or a block of the block types
+// (whose only float is its f16 scale d, the first 2 bytes).
+static uint64_t unit_bytes(uint32_t dtype) {
+    return dtype == DTYPE_F32 ? 4 : dtype == DTYPE_Q8_0 ? 2 + QK : dtype == DTYPE_Q4_0 ? 2 + QK / 2 : 2;
+}
+
+// Non-finite values among count units of dtype at p; *first gets the first one's index.
+static uint64_t count_nonfinite(const unsigned char *p, uint32_t dtype, uint64_t count, uint64_t *first) {
+    const uint64_t unit = unit_bytes(dtype);
+    uint64_t bad = 0;
+    for (uint64_t i = 0; i < count; i++) {
+        int nf;
+        if (dtype == DTYPE_F32) { uint32_t v; memcpy(&v, p + 4 * i, 4); nf = (v & 0x7f800000u) == 0x7f800000u; }
+        else {
+            uint16_t v;
+            memcpy(&v, p + unit * i, 2);
+            nf = dtype == DTYPE_BF16 ? (v & 0x7f80u) == 0x7f80u : (v & 0x7c00u) == 0x7c00u; // f16 or a scale
+        }
+        if (nf && bad++ == 0) *first = i;
+    }
+    return bad;
+}
+
+int model_check_tensors(const char *path, char *err, size_t errlen) {
+    int fd = open(path, O_RDONLY | O_NONBLOCK);
+    if (fd < 0) return fail(err, errlen, "cannot open %s: %s", path, strerror(errno));
+    struct stat st;
+    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) { close(fd); return fail(err, errlen, "%s is not a regular file", path); }
+    // the directory, read with pread (a file that shrinks gives a short read, never SIGBUS)
+    unsigned char h[HEADER_BYTES];
+    int rc = -1;
+    unsigned char *dir = NULL, *buf = NULL;
+    if (pread(fd, h, sizeof h, 0) != (ssize_t)sizeof h) { fail(err, errlen, "%s: cannot read the header", path); goto out; }
+    const uint64_t dir_off = HEADER_BYTES + (uint64_t)LAYER_BYTES * rd_u32(h + 20), n = rd_u32(h + 120);
+    if (!(dir = malloc(n * ENTRY_BYTES)) || pread(fd, dir, n * ENTRY_BYTES, (off_t)dir_off) != (ssize_t)(n * ENTRY_BYTES)) {
+        fail(err, errlen, "%s: cannot read the tensor directory", path);
+        goto out;
+    }
+    if (!(buf = malloc((size_t)1 << 20))) { fail(err, errlen, "out of memory"); goto out; }
+    for (uint64_t i = 0; i < n; i++) {
+        const unsigned char *e = dir + i * ENTRY_BYTES;
+        const uint32_t dtype = rd_u32(e + 64);
+        const uint64_t off = rd_u64(e + 104), nbytes = rd_u64(e + 112), esize = unit_bytes(dtype);
+        if (dtype > DTYPE_Q4_0) { fail(err, errlen, "%s: --check-tensors: unknown dtype %u", path, dtype); goto out; }
+        const size_t chunk = (size_t)(((uint64_t)1 << 20) / esize * esize); // whole units
+        uint64_t bad = 0, first = 0;
+        for (uint64_t done = 0; done < nbytes;) {
+            const size_t want = nbytes - done < chunk ? (size_t)(nbytes - done) : chunk;
+            if (pread(fd, buf, want, (off_t)(off + done)) != (ssize_t)want) {
+                fail(err, errlen, "%s: cannot read tensor %u's data (the file shrank?)", path, (unsigned)i);
+                goto out;
+            }
+            uint64_t f = 0;
+            const uint64_t b = count_nonfinite(buf, dtype, want / esize, &f);
+            if (b && !bad) first = done / esize + f;
+            bad += b;
+            done += want;
+        }
+        if (bad) {
+            char name[64];
+            memcpy(name, e, 64);
+            name[63] = 0;
+            for (char *q = name; *q; q++) if ((unsigned char)*q < 0x20 || *q == 0x7f) *q = '?';
+            fail(err, errlen, "%s: tensor %s holds %llu non-finite values (NaN or Inf; the first at %s %llu)",
+                 path, name, (unsigned long long)bad, dtype >= DTYPE_Q8_0 ? "the scale of block" : "element",
+                 (unsigned long long)first);
+            goto out;
+        }
+    }
+    rc = 0;
+out:
+    free(dir);
+    free(buf);
+    close(fd);
+    return rc;
 }

@@ -246,7 +246,7 @@ static void test_layer_errors(void **state) {
         {0, 3, 0, -1, 0, "head_dim", "head_dim 0"},
         {0, 4, 3, -1, 0, "rope_dim", "odd rope_dim"},
         {0, 4, 6, -1, 0, "rope_dim", "rope_dim > head_dim"},
-        {0, 5, 16, -1, 0, "bias", "unknown bias bit"},
+        {0, 5, 32, -1, 0, "bias", "unknown bias bit (bit 4 is qk_norm)"},
         {1, 4, 4, -1, 0, "rope_dim", "MLA rope_dim != qk_rope_head_dim"},
         {1, 9, 3, 4, 3, "qk_rope_head_dim", "MLA odd qk_rope_head_dim"},
         {1, 7, 0, -1, 0, "kv_lora_rank", "MLA kv_lora_rank 0"},
@@ -300,6 +300,17 @@ static void test_directory_errors(void **state) {
     PATCH(tu_put_u32(x + e + 64, 0xFFFFFFFFu), "dtype", "dtype 2^32-1");
     PATCH(memset(x + e, 'a', 64), "NUL", "name without NUL");
     PATCH(memcpy(x + e, "layers.0.wz", 12), "missing tensor layers.0.wq", "renamed tensor");
+    // layout (issue 12): data over the header or directory, over another tensor, over
+    // the tokenizer blob; a tokenizer blob over the directory
+    const size_t e0 = tu_entry_off(&tm, 0), e1 = tu_entry_off(&tm, 1);
+    const uint64_t tok_off = tu_get_u64(b + 128);
+    PATCH(tu_put_u64(x + e + 104, 0), "overlaps the header", "tensor data at offset 0");
+    PATCH(tu_put_u64(x + e + 104, 256), "overlaps the header", "tensor data over the layer descriptors");
+    PATCH(tu_put_u64(x + e + 104, tu_get_u64(b + e0 + 104)), "overlaps tensor", "two tensors, same offset");
+    PATCH(tu_put_u64(x + e1 + 104, tu_get_u64(b + e0 + 104) + 64), "overlaps tensor",
+          "tensor 1 inside tensor 0");
+    PATCH(tu_put_u64(x + e + 104, tok_off), "tokenizer blob", "tensor data over the tokenizer");
+    PATCH(tu_put_u64(x + 128, 256), "tokenizer blob: data at offset 256 overlaps the header", "tokenizer over the directory");
 #undef PATCH
     free(x);
     free(b);

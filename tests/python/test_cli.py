@@ -143,7 +143,8 @@ class CliTest(unittest.TestCase):
         with open(self.notok, "rb") as f:
             buf = bytearray(f.read())
         n_layers = int.from_bytes(buf[20:24], "little")
-        e = 256 + 64 * n_layers  # the first directory entry
+        version = int.from_bytes(buf[8:12], "little")
+        e = 256 + (64 if version == 1 else 128) * n_layers  # the first directory entry
         buf[e:e + 64] = b"evil\nname".ljust(64, b"\0")
         buf[e + 64:e + 68] = (7).to_bytes(4, "little")
         path = os.path.join(self.tmp, "hostile_name.bin")
@@ -182,7 +183,7 @@ class CliTest(unittest.TestCase):
     def test_tokens_empty(self):
         for ids in ["", "   "]:
             with self.subTest(ids=ids):
-                self.assert_error([self.notok, "--tokens", ids, "--print-ids", "-n", "1"], "empty")
+                self.assert_error([self.notok, "--tokens", ids, "--print-ids", "-n", "1"], "no token ids")
 
     def test_generation_stops_at_context(self):
         # 3 prompt tokens, context 4: one more position to fill, so at most 2 samples

@@ -141,6 +141,30 @@ def tiny_tokenizer(**over):
     return tj
 
 
+class TestSentencePieceCli(unittest.TestCase):
+    """--encode-file / --decode-ids with a SentencePiece .model and with a .bin embedding it
+    (expected ids from SentencePiece's own spm_encode)."""
+
+    def test_encode_decode(self):
+        if not shutil.which("spm_encode"):
+            self.skipTest("spm_encode (Debian package sentencepiece) is not installed")
+        model = os.path.join(util.ROOT, "weights", "tokenizer.model")
+        text = "Once upon a time, there was a little girl named Lily. She was 3."
+        with tempfile.TemporaryDirectory() as d:
+            path = os.path.join(d, "t.txt")
+            with open(path, "w") as f:
+                f.write(text)
+            want = subprocess.run(["spm_encode", "--model=" + model, "--output_format=id"],
+                                  input=text, capture_output=True, text=True, check=True).stdout.split()
+            for tok in (model, os.path.join(util.ROOT, "weights", "mha.bin")):
+                with self.subTest(tokenizer=tok):
+                    p = run(["-z", tok, "--encode-file", path])
+                    self.assertEqual(p.returncode, 0, p.stderr)
+                    self.assertEqual(p.stdout.decode().split(), want)
+                    p = run(["-z", tok, "--decode-ids", " ".join(want)])
+                    self.assertEqual(p.stdout.decode(), text)
+
+
 class TestHfTokenizerErrors(unittest.TestCase):
     """Bad tokenizer.json files and inputs: one clear error line, non-zero exit."""
 
