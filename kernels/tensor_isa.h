@@ -14,7 +14,6 @@
 // lane holds the exact partial dot of its 4 columns. Token t's blocks start at q + t*cols,
 // d + t*cols/32 and lsum + t*cols/4.
 typedef struct { int8_t *q; float *d; int32_t *lsum; int cols; } ActQ8;
-#define ACT_BYTES_PER_COL (1 + 4 + 4.0 / QK) // q, lsum (cols / 4 int32), d (cols / 32 f32)
 
 // Every ISA provides (NAME = ref, avx2, avx512):
 //   NAME_quantize_act(a, t, x): token t of a = x quantized (cols of a)
