@@ -5,6 +5,9 @@
 
 #include <omp.h>
 #include <stdlib.h>
+#ifdef KERNELS_X86
+#include <cpuid.h>
+#endif
 #include <string.h>
 
 // --- instruction set ------------------------------------------------------------------------
@@ -30,12 +33,9 @@ static KernelIsa isa_in_use = ISA_SCALAR;
 KernelIsa kernels_best_isa(void) {
 #ifdef KERNELS_X86
     __builtin_cpu_init();
-#if defined(__clang__) && __clang_major__ < 15 // clang 14 (Debian 12's, for make fuzz) lacks "f16c" here;
-    const int avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"); // every AVX2 CPU has it
-#else
-    const int avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
-                     __builtin_cpu_supports("f16c");
-#endif
+    unsigned a, b, c, d; // F16C from cpuid leaf 1 (clang's __builtin_cpu_supports lacks "f16c")
+    const int f16c = __get_cpuid(1, &a, &b, &c, &d) && (c & bit_F16C);
+    const int avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && f16c;
     if (avx2 && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
         __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512vnni"))
         return ISA_AVX512;
