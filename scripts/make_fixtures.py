@@ -352,7 +352,8 @@ def moe_fixtures(T):
         expect=dict(v3_expect, num_hidden_layers=2), rope=ROPE_DEFAULT,
         shapes={"model.layers.1.mlp.experts.7.gate_proj.weight": (EXPERT_I, 32)},
         absent=["self_attn.q_proj", "proj.bias", "layers.2."], mla=True, moe_layers=[1],
-        score_bias=(-0.7, 0.3), fill_must_matter=True, fp8=dict(name="deepseek_v3_fp8", block=FP8_BLOCK)))
+        score_bias=(-0.7, 0.3), fill_must_matter=True,
+        fp8=dict(name="deepseek_v3_fp8", block=FP8_BLOCK)))
     # Router edge cases: one group (n_group 1), top_k = n_experts = 4, every layer MoE,
     # no normalisation; Moonlight-style plain q_proj; one shared expert
     fx.append(dict(
