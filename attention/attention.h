@@ -43,6 +43,8 @@ typedef struct {
     Matrix wv;       // [Hkv*d, dim]
     Matrix wo;       // [dim, H*d]
     const float *bq, *bk, *bv, *bo; // [H*d], [Hkv*d], [Hkv*d], [dim]; NULL if absent
+    const float *q_norm, *k_norm;   // [d] per-head RMSNorm of q and k before RoPE (Qwen3),
+    float qk_norm_eps;              //     NULL if absent; its epsilon
 } GQAWeights;
 
 typedef struct {

@@ -5,6 +5,9 @@
 
 #include <omp.h>
 #include <stdlib.h>
+#ifdef KERNELS_X86
+#include <cpuid.h>
+#endif
 #include <string.h>
 
 // --- instruction set ------------------------------------------------------------------------
@@ -30,12 +33,9 @@ static KernelIsa isa_in_use = ISA_SCALAR;
 KernelIsa kernels_best_isa(void) {
 #ifdef KERNELS_X86
     __builtin_cpu_init();
-#if defined(__clang__) && __clang_major__ < 15 // clang 14 (Debian 12's, for make fuzz) lacks "f16c" here;
-    const int avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"); // every AVX2 CPU has it
-#else
-    const int avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
-                     __builtin_cpu_supports("f16c");
-#endif
+    unsigned a, b, c, d; // F16C from cpuid leaf 1 (clang's __builtin_cpu_supports lacks "f16c")
+    const int f16c = __get_cpuid(1, &a, &b, &c, &d) && (c & bit_F16C);
+    const int avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && f16c;
     if (avx2 && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
         __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512vnni"))
         return ISA_AVX512;
@@ -207,9 +207,15 @@ void matmul(float *Y, const Matrix *W, const float *X, const float *bias, int n)
         split_range(rows, omp_get_num_threads(), omp_get_thread_num(), &r0, &r1);
         for (int t0 = 0; t0 < n && r1 > r0; t0 += tile) {
             const int nt = n - t0 < tile ? n - t0 : tile;
-            ActQ8 part = {act.q + (size_t)t0 * cols, act.d + (size_t)t0 * nb,
-                          act.lsum + (size_t)t0 * cols / 4, cols};
-            const void *xt = block ? (const void *)&part : (const void *)(X + (size_t)t0 * cols);
+            // block types: this tile's quantised activations; otherwise act.q is NULL and
+            // no arithmetic may touch it (UBSan, via tests/fuzz/fuzz_loader.c)
+            ActQ8 part;
+            const void *xt = X + (size_t)t0 * cols;
+            if (block) {
+                part = (ActQ8){act.q + (size_t)t0 * cols, act.d + (size_t)t0 * nb, act.lsum + (size_t)t0 * cols / 4,
+                               cols};
+                xt = &part;
+            }
             k->gemm(Y + (size_t)t0 * rows + r0, (size_t)rows, W, r0, r1, xt, nt);
         }
     }

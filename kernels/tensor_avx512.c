@@ -116,14 +116,6 @@ INLINE __m256i block_bytes(DType t, const void *blk) {
 
 INLINE float block_scale(const void *blk) { return _cvtsh_ss(*(const uint16_t *)blk); }
 
-// lane i of the result: the exact dot of columns 4i..4i+3 of the block (the unsigned offset
-// taken back out with -off * (sum of those 4 activation quants), which lsum holds negated)
-INLINE __m256i block_dot(DType t, __m256i u, const int8_t *q, const int32_t *lsum) {
-    const __m256i init = _mm256_slli_epi32(_mm256_loadu_si256((const __m256i *)lsum), OFFSET_SHIFT(t));
-    return _mm256_dpbusd_epi32(init, u, _mm256_loadu_si256((const __m256i *)q));
-}
-
-
 // --- two blocks per 512-bit vector --------------------------------------------------------------
 
 // two consecutive blocks of a row as 64 unsigned bytes (the second in the upper half); `two` = 0:

@@ -27,7 +27,7 @@ typedef struct { int8_t *q; float *d; int32_t *lsum; int cols; } ActQ8;
     void NAME##_gemm(float *Y, size_t ldy, const Matrix *W, int r0, int r1, const void *X, int n);
 
 DECLARE_ISA(ref)
-#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__)) && !defined(KERNELS_NO_SIMD)
 #define KERNELS_X86 1
 DECLARE_ISA(avx2)
 DECLARE_ISA(avx512)

@@ -8,15 +8,17 @@
 
 #include "attention/attention.h"
 #include "kernels/tensor.h"
+#include "model/moe.h"
 
 // --- configuration (from the file header, docs/FORMAT.md) -------------------------
 
 typedef struct {
+    int format_version;  // 1 or 2 (docs/FORMAT.md)
     int dim;             // D, model width
     int n_layers;        // L
     int vocab_size;      // V
     int max_seq_len;     // context the model was built for
-    int hidden_dim;      // I, SwiGLU width
+    int hidden_dim;      // the widest feed-forward of any layer (dense, expert or shared)
     int tied_embeddings; // output head = tok_embeddings
     int mlp_bias;        // FFN has biases
     int bos_id, eos_id;  // -1 if none
@@ -26,7 +28,10 @@ typedef struct {
     float embed_scale, residual_scale, logit_scale; // 1 for every family loaded today
 } Config;
 
-// One decoder layer: its attention kind and sizes, and pointers to its weights.
+typedef enum { FFN_DENSE = 0, FFN_MOE = 1 } FfnKind;
+
+// One decoder layer: its attention kind and sizes, its feed-forward, and pointers to
+// its weights.
 typedef struct {
     AttnKind kind;             // which member of the union below is live
     union {
@@ -36,9 +41,12 @@ typedef struct {
     Rope *rope;                // inv_freq table; rope->rope_dim is the layer's rotary width
     const float *attn_norm;    // [D] (vectors are f32 whatever the file stores)
     const float *ffn_norm;     // [D]
-    Matrix w1, w3;             // [I, D] gate, up (matrices: in their stored dtype)
-    Matrix w2;                 // [D, I] down
-    const float *b1, *b3, *b2; // [I], [I], [D] or NULL
+    FfnKind ffn;               // dense SwiGLU or mixture of experts
+    int ffn_hidden;            // I of a dense layer
+    Matrix w1, w3;             // [I, D] gate, up (dense; matrices in their stored dtype)
+    Matrix w2;                 // [D, I] down (dense)
+    const float *b1, *b3, *b2; // [I], [I], [D] or NULL (dense)
+    MoEWeights moe;            // ffn == FFN_MOE
 } Layer;
 
 // One tensor of the file, for --info.
@@ -95,6 +103,8 @@ size_t model_kv_bytes_per_token(const Model *m, DType kv_type);
 static inline int kv_type_ok(DType t) {
     return t == DTYPE_F32 || t == DTYPE_BF16 || t == DTYPE_F16 || t == DTYPE_Q8_0;
 }
+// Weights one token reads: everything except the experts its router leaves out
+size_t model_active_params(const Model *m);
 
 // --- run state ---------------------------------------------------------------------
 
@@ -114,6 +124,7 @@ typedef struct {
     float *hb, *hb2; // [max_tokens, I] FFN gate and up
     float *logits;   // [max_tokens, V]
     AttnScratch scratch;
+    MoEScratch moe;     // for the largest MoE layer (unused if none)
     LayerCache *cache;  // [L], slices of kv_memory
     DType kv_type;      // the cache's dtype (--kv-type)
     unsigned char *kv_memory; // one allocation for every layer's cache
