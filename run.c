@@ -1,6 +1,7 @@
 // run: the command line. Parses flags, loads the model and tokenizer, and owns the
-// loop: prompt -> prefill -> sample -> decode -> print. Also --info, --ppl and
-// --dump-logits. All the math is in model/ and attention/.
+// loop, generate(): prompt -> prefill -> sample -> decode -> print. Also --chat, --info,
+// --ppl, --dump-logits and the tokenizer tools. All the math is in model/ (forward()),
+// attention/ and kernels/; docs/ATTENTION.md walks one token through them.
 #define _POSIX_C_SOURCE 200809L
 #include <errno.h>
 #include <math.h>
@@ -228,22 +229,27 @@ static int *parse_id_list(const char *flag, const char *s, int vocab_size, int *
 
 // --- --encode-file / --decode-ids: the tokenizer alone ------------------------------
 
-static char *read_whole_file(const char *path, size_t *n) {
+// The whole file, NUL-terminated (*n bytes before the NUL; the bytes may hold NULs).
+static char *read_file(const char *path, size_t *n) {
     FILE *f = fopen(path, "rb");
     if (!f) die("cannot open %s: %s", path, strerror(errno));
-    size_t cap = 1 << 16, len = 0, got;
+    size_t cap = 1 << 16, len = 0;
     char *buf = malloc(cap);
     if (!buf) die("out of memory");
-    while ((got = fread(buf + len, 1, cap - len, f)) > 0) {
-        len += got;
-        if (len == cap) {
-            char *grown = cap < ((size_t)1 << 40) ? realloc(buf, cap *= 2) : NULL;
+    for (;;) {
+        if (len + 1 >= cap) {
+            cap *= 2;
+            char *grown = realloc(buf, cap);
             if (!grown) die("out of memory reading %s", path);
             buf = grown;
         }
+        const size_t got = fread(buf + len, 1, cap - len - 1, f);
+        len += got;
+        if (got == 0) break;
     }
     if (ferror(f)) die("cannot read %s (is it a directory?)", path);
     fclose(f);
+    buf[len] = 0;
     *n = len;
     return buf;
 }
@@ -283,7 +289,7 @@ static int tokenizer_tool(const Options *o, const Tokenizer *tok) {
     char err[512];
     for (int f = 0; f < o->n_encode_files; f++) { // one line per file
         size_t len;
-        char *text = read_whole_file(o->encode_files[f], &len);
+        char *text = read_file(o->encode_files[f], &len);
         int *ids, n;
         if (tokenizer_encode_len(tok, text, len, 0, &ids, &n, err, sizeof err)) die("%s: %s", o->encode_files[f], err);
         for (int i = 0; i < n; i++) printf(i ? " %d" : "%d", ids[i]);
@@ -377,30 +383,6 @@ static const float *run_tokens(const Model *m, RunState *s, const int *ids, int 
 }
 
 // --- --ppl -------------------------------------------------------------------------
-
-static char *read_file(const char *path, size_t *n) {
-    FILE *f = fopen(path, "rb");
-    if (!f) die("cannot open %s: %s", path, strerror(errno));
-    size_t cap = 1 << 16, len = 0;
-    char *buf = malloc(cap);
-    if (!buf) die("out of memory");
-    for (;;) {
-        if (len + 1 >= cap) {
-            cap *= 2;
-            char *grown = realloc(buf, cap);
-            if (!grown) die("out of memory reading %s", path);
-            buf = grown;
-        }
-        const size_t got = fread(buf + len, 1, cap - len - 1, f);
-        len += got;
-        if (got == 0) break;
-    }
-    if (ferror(f)) die("cannot read %s", path);
-    fclose(f);
-    buf[len] = 0;
-    *n = len;
-    return buf;
-}
 
 static int is_space(char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\v' || c == '\f'; }
 
