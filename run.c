@@ -6,21 +6,27 @@
 #include <errno.h>
 #include <math.h>
 #include <omp.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "common/error.h"
+#include "kernels/tensor.h" // kernels_set_isa: the CLI owns the instruction-set choice
 #include "model/model.h"
 #include "model/sampler.h"
+#include "text/stories.h"
 #include "tokenizer/chat_template.h"
 #include "tokenizer/tokenizer.h"
 
 #define PREFILL_CHUNK 64 // tokens per forward() call when reading a prompt
+#define MAX_THREADS 1024 // --threads and OMP_NUM_THREADS alike
+#define MAX_TEXT_FILE_BYTES ((size_t)64 << 20) // -f, --tokens-file, JSON files
 
 // --- options ---------------------------------------------------------------------
 
@@ -31,6 +37,10 @@ typedef struct {
     const char *tokenizer_path; // -z
     const char *dump_logits;    // --dump-logits FILE
     const char *ppl_path;       // --ppl FILE
+    double ppl_progress;        // --ppl-progress SECONDS between progress lines on stderr
+    const char *prompt_file;    // -f FILE
+    const char *tokens_file;    // --tokens-file FILE
+    int check_tensors;          // --check-tensors
     const char *encode_file;    // --encode-file FILE (tokenizer only, no model; repeatable)
     const char **encode_files;  // every --encode-file, in order (n_encode_files)
     int n_encode_files;
@@ -60,6 +70,7 @@ static void usage(FILE *f) {
             "       run -z TOKENIZER --encode-file FILE | --decode-ids \"ID ...\"\n"
             "  -p TEXT            prompt (BOS/EOS added as the tokenizer's config says)\n"
             "  --tokens \"ID ...\"  prompt as raw token ids (no BOS added)\n"
+            "  -f FILE            prompt text from a file; --tokens-file FILE: ids from a file\n"
             "  -n N               tokens to generate (default 256; 0 = only read the prompt)\n"
             "  -t F               temperature (default 0.8; 0 = greedy)\n"
             "  --top-p F          nucleus sampling threshold (default 0.9; 1 = off)\n"
@@ -77,6 +88,8 @@ static void usage(FILE *f) {
             "  --print-ids        print generated token ids instead of text\n"
             "  --dump-logits FILE write float32 logits of every prompt position\n"
             "  --ppl FILE         perplexity on a text file (stories split by <|endoftext|>)\n"
+            "  --ppl-progress S   seconds between --ppl progress lines on stderr (default 10)\n"
+            "  --check-tensors    verify at load that every stored weight is finite\n"
             "  --info             print a JSON summary of the model and exit\n"
             "  --chat             chat on stdin/stdout, one user turn per line (-n: tokens per reply)\n"
             "  --system TEXT      the system message of --chat\n"
@@ -87,7 +100,10 @@ static void usage(FILE *f) {
             "  --chat-template F  compiled chat template (scripts/chat_template.py compile), instead\n"
             "                     of the model's; with it MODEL.bin is optional for --render-chat,\n"
             "                     and for --encode-chat with -z\n"
-            "  --today YYYY-MM-DD the date the template's strftime_now sees (default: today)\n");
+            "  --today YYYY-MM-DD the date the template's strftime_now sees (default: today)\n"
+
+            "environment: MIXATTN_ISA=scalar|avx2|avx512 forces the kernels' instruction set\n"
+            "  (default: the best this CPU has)\n");
 }
 
 // The CLI's end for every bad input: one line "run: error: ..." on stderr, exit 1.
@@ -126,11 +142,13 @@ static Options parse_args(int argc, char **argv) {
     o.temperature = 0.8f;
     o.top_p = 0.9f;
     o.seed = (uint64_t)time(NULL);
+    o.ppl_progress = 10.0;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         if (!strcmp(a, "-h") || !strcmp(a, "--help")) { usage(stdout); exit(0); }
         if (!strcmp(a, "--print-ids")) { o.print_ids = 1; continue; }
         if (!strcmp(a, "--info")) { o.info = 1; continue; }
+        if (!strcmp(a, "--check-tensors")) { o.check_tensors = 1; continue; }
         if (!strcmp(a, "--chat")) { o.chat = 1; continue; }
         if (a[0] != '-') {
             if (o.model_path) die("unexpected argument '%s' (the model is %s)", a, o.model_path);
@@ -140,7 +158,8 @@ static Options parse_args(int argc, char **argv) {
         static const char *takes_value[] = {"-p", "--tokens", "-n", "-t", "--top-p", "--top-k", "-s", "-c",
                                             "-z", "--threads", "--dump-logits", "--ppl", "--mla",
                                             "--system", "--encode-chat", "--render-chat",
-                                            "--chat-template", "--today", "--encode-file", "--decode-ids"};
+                                            "--chat-template", "--today", "--encode-file", "--decode-ids",
+                                            "-f", "--tokens-file", "--ppl-progress"};
         int known = 0;
         for (size_t k = 0; k < sizeof takes_value / sizeof *takes_value; k++) known |= !strcmp(a, takes_value[k]);
         if (!known) die("unknown option '%s' (see run --help)", a);
@@ -155,7 +174,10 @@ static Options parse_args(int argc, char **argv) {
         else if (!strcmp(a, "-s")) o.seed = (uint64_t)parse_int(a, v, 0, INT64_MAX);
         else if (!strcmp(a, "-c")) o.context = (int)parse_int(a, v, 1, 1 << 24);
         else if (!strcmp(a, "-z")) o.tokenizer_path = v;
-        else if (!strcmp(a, "--threads")) o.threads = (int)parse_int(a, v, 1, 1024);
+        else if (!strcmp(a, "--threads")) o.threads = (int)parse_int(a, v, 1, MAX_THREADS);
+        else if (!strcmp(a, "-f")) o.prompt_file = v;
+        else if (!strcmp(a, "--tokens-file")) o.tokens_file = v;
+        else if (!strcmp(a, "--ppl-progress")) o.ppl_progress = parse_float(a, v, 0.0f, 1e6f);
         else if (!strcmp(a, "--dump-logits")) o.dump_logits = v;
         else if (!strcmp(a, "--ppl")) o.ppl_path = v;
         else if (!strcmp(a, "--system")) o.system = v;
@@ -184,13 +206,15 @@ static Options parse_args(int argc, char **argv) {
     }
     const int chat_modes = o.chat + !!o.encode_chat + !!o.render_chat;
     if (chat_modes > 1) die("give only one of --chat, --encode-chat, --render-chat");
-    if (chat_modes && (o.prompt || o.token_list || o.ppl_path || o.dump_logits || o.info))
-        die("--chat, --encode-chat and --render-chat do not combine with -p, --tokens, --ppl, "
-            "--dump-logits or --info");
+    if (chat_modes && (o.prompt || o.token_list || o.prompt_file || o.tokens_file || o.ppl_path ||
+                       o.dump_logits || o.info))
+        die("--chat, --encode-chat and --render-chat do not combine with -p, -f, --tokens, "
+            "--tokens-file, --ppl, --dump-logits or --info");
     if (o.system && !o.chat) die("--system is only for --chat");
     const int model_optional = o.chat_template && (o.render_chat || (o.encode_chat && o.tokenizer_path));
     if (!o.model_path && !model_optional) { usage(stderr); die("no model given"); }
-    if (o.prompt && o.token_list) die("give either -p or --tokens, not both");
+    if (!!o.prompt + !!o.token_list + !!o.prompt_file + !!o.tokens_file > 1)
+        die("give only one of -p, -f, --tokens and --tokens-file");
     return o;
 }
 
@@ -212,7 +236,7 @@ static int *parse_id_list(const char *flag, const char *s, int vocab_size, int *
         char *end;
         errno = 0;
         const long v = strtol(p, &end, 10);
-        if (end == p || errno) die("%s: '%s' is not a list of integers", flag, s);
+        if (end == p || errno) die("%s: '%.24s' is not an integer (give ids separated by spaces)", flag, p);
         if (v < 0 || v >= vocab_size) die("%s: id %ld is outside the vocabulary [0, %d)", flag, v, vocab_size);
         if (n == cap) {
             cap *= 2;
@@ -229,27 +253,22 @@ static int *parse_id_list(const char *flag, const char *s, int vocab_size, int *
 
 // --- --encode-file / --decode-ids: the tokenizer alone ------------------------------
 
-// The whole file, NUL-terminated (*n bytes before the NUL; the bytes may hold NULs).
-static char *read_file(const char *path, size_t *n) {
+static char *read_whole_file(const char *path, size_t *n) {
     FILE *f = fopen(path, "rb");
     if (!f) die("cannot open %s: %s", path, strerror(errno));
-    size_t cap = 1 << 16, len = 0;
+    size_t cap = 1 << 16, len = 0, got;
     char *buf = malloc(cap);
     if (!buf) die("out of memory");
-    for (;;) {
-        if (len + 1 >= cap) {
-            cap *= 2;
-            char *grown = realloc(buf, cap);
+    while ((got = fread(buf + len, 1, cap - len, f)) > 0) {
+        len += got;
+        if (len == cap) {
+            char *grown = cap < ((size_t)1 << 40) ? realloc(buf, cap *= 2) : NULL;
             if (!grown) die("out of memory reading %s", path);
             buf = grown;
         }
-        const size_t got = fread(buf + len, 1, cap - len - 1, f);
-        len += got;
-        if (got == 0) break;
     }
     if (ferror(f)) die("cannot read %s (is it a directory?)", path);
     fclose(f);
-    buf[len] = 0;
     *n = len;
     return buf;
 }
@@ -273,6 +292,8 @@ static Tokenizer *embedded_tokenizer(const Model *m, const char *path, char *err
 // -z PATH: a tokenizer.json, a SentencePiece .model, or a mixattn .bin with one embedded.
 static Tokenizer *tokenizer_from_path(const char *path, char *err, size_t errlen) {
     char magic[8] = {0};
+    struct stat st; // a FIFO would block fopen: tokenizer_from_file refuses non-regular files
+    if (stat(path, &st) != 0 || !S_ISREG(st.st_mode)) return tokenizer_from_file(path, err, errlen);
     FILE *f = fopen(path, "rb");
     const int is_bin = f && fread(magic, 1, 8, f) == 8 && !memcmp(magic, "MIXATTN\0", 8);
     if (f) fclose(f);
@@ -289,7 +310,7 @@ static int tokenizer_tool(const Options *o, const Tokenizer *tok) {
     char err[512];
     for (int f = 0; f < o->n_encode_files; f++) { // one line per file
         size_t len;
-        char *text = read_file(o->encode_files[f], &len);
+        char *text = read_whole_file(o->encode_files[f], &len);
         int *ids, n;
         if (tokenizer_encode_len(tok, text, len, 0, &ids, &n, err, sizeof err)) die("%s: %s", o->encode_files[f], err);
         for (int i = 0; i < n; i++) printf(i ? " %d" : "%d", ids[i]);
@@ -384,70 +405,128 @@ static const float *run_tokens(const Model *m, RunState *s, const int *ids, int 
 
 // --- --ppl -------------------------------------------------------------------------
 
-static int is_space(char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\v' || c == '\f'; }
+// A file read whole, up to cap bytes (a larger one, or /dev/zero, is an error, never
+// unbounded memory); NUL-terminated, and refused if it holds a NUL byte (it is text).
+// Errors start with "flag: " when flag is given.
+static char *read_text_file(const char *flag, const char *path, size_t cap) {
+    const char *sep = flag ? ": " : "";
+    if (!flag) flag = "";
+    struct stat st;
+    if (stat(path, &st) != 0) die("%s%scannot open %s: %s", flag, sep, path, strerror(errno));
+    if (S_ISDIR(st.st_mode)) die("%s%s%s is a directory", flag, sep, path);
+    FILE *f = fopen(path, "rb");
+    if (!f) die("%s%scannot open %s: %s", flag, sep, path, strerror(errno));
+    size_t len = 0, size = 1 << 16;
+    char *buf = malloc(size + 1);
+    if (!buf) die("out of memory");
+    for (;;) {
+        if (len == size) {
+            if (size >= cap) die("%s%s%s is larger than %zu bytes", flag, sep, path, cap);
+            size = size * 2 < cap ? size * 2 : cap;
+            char *grown = realloc(buf, size + 1);
+            if (!grown) die("out of memory reading %s", path);
+            buf = grown;
+        }
+        const size_t got = fread(buf + len, 1, size - len, f);
+        if (got == 0) break;
+        const char *nul = memchr(buf + len, 0, got); // checked as read: /dev/zero fails at once
+        if (nul) die("%s%s%s holds a NUL byte at offset %zu (it must be text)", flag, sep, path, (size_t)(nul - buf));
+        len += got;
+    }
+    if (ferror(f)) die("%s%scannot read %s: %s", flag, sep, path, strerror(errno));
+    fclose(f);
+    buf[len] = 0;
+    return buf;
+}
+
+// a JSON file (chat template, messages): the same limits
+static char *read_file(const char *path, size_t *n) {
+    char *text = read_text_file(NULL, path, MAX_TEXT_FILE_BYTES);
+    *n = strlen(text);
+    return text;
+}
+
+// Stops with an error if the logits hold NaN or Inf: sampling or scoring them
+// would print token 0 forever or report ppl=nan.
+static void check_logits(const float *logits, size_t n, int pos) {
+    for (size_t i = 0; i < n; i++)
+        if (!isfinite(logits[i]))
+            die("the model produced a non-finite logit (%g for token %zu) at position %d: its weights "
+                "hold NaN/Inf or overflow (run with --check-tensors)", logits[i], i, pos);
+}
+
+// --- --ppl -------------------------------------------------------------------------
 
 // Teacher-forced NLL over every story of the file: s = [BOS] text [EOS], predict
 // s[i] from s[:i]; a story longer than the context runs in windows of `context`
 // input positions, each from an empty cache (docs/TRAINING.md defines the same).
-#define STORY_SEPARATOR "<|endoftext|>" // on a line of its own
-#define SEP_LEN (sizeof STORY_SEPARATOR - 1)
-
-static void perplexity(const Model *m, RunState *s, Tokenizer *tok, const char *path) {
-    size_t len;
-    char *text = read_file(path, &len);
+// The file is streamed one story at a time (text/stories.h), so memory stays bounded
+// whatever its size; every `progress` seconds a line on stderr tells how far it is.
+static void perplexity(const Model *m, RunState *s, Tokenizer *tok, const char *path, double progress) {
+    struct stat st;
+    if (stat(path, &st) != 0) die("--ppl: cannot open %s: %s", path, strerror(errno));
+    if (S_ISDIR(st.st_mode)) die("--ppl: %s is a directory", path);
+    FILE *f = fopen(path, "rb");
+    if (!f) die("--ppl: cannot open %s: %s", path, strerror(errno));
+    const double total_bytes = S_ISREG(st.st_mode) ? (double)st.st_size : 0.0; // for the ETA
     const size_t V = (size_t)m->cfg.vocab_size;
     const int T = s->context;
     float *logits = malloc(sizeof(float) * (size_t)T * V);
     if (!logits) die("out of memory");
     double total_nll = 0.0;
     long n_tokens = 0, n_stories = 0, n_bytes = 0;
-    char *story = text;
-    while (story && *story) {
-        // cut at the next separator line
-        char *sep = strstr(story, STORY_SEPARATOR);
-        while (sep && !((sep == text || sep[-1] == '\n') && (sep[SEP_LEN] == '\n' || sep[SEP_LEN] == '\r' ||
-                                                            sep[SEP_LEN] == 0)))
-            sep = strstr(sep + 1, STORY_SEPARATOR);
-        char *next = NULL;
-        if (sep) {
-            *sep = 0;
-            next = sep + SEP_LEN;
-        }
-        // strip surrounding whitespace
-        while (*story && is_space(*story)) story++;
-        size_t slen = strlen(story);
-        while (slen > 0 && is_space(story[slen - 1])) story[--slen] = 0;
-        if (slen > 0) {
-            int *ids, n_ids;
-            char err[256];
-            if (tokenizer_encode(tok, story, 0, &ids, &n_ids, err, sizeof err)) die("--ppl: %s", err);
-            int *seq = malloc(sizeof(int) * (size_t)(n_ids + 2));
-            if (!seq) die("out of memory");
-            int n = 0;
-            if (m->cfg.bos_id >= 0) seq[n++] = m->cfg.bos_id;
-            memcpy(seq + n, ids, sizeof(int) * (size_t)n_ids);
-            n += n_ids;
-            if (m->cfg.eos_id >= 0) seq[n++] = m->cfg.eos_id;
-            free(ids);
-            for (int w = 0; w + 1 < n; w += T) {
-                const int n_in = (n - 1 - w) < T ? (n - 1 - w) : T;
-                run_tokens(m, s, seq + w, n_in, 0, logits);
-                for (int i = 0; i < n_in; i++) {
-                    const float *row = logits + (size_t)i * V;
-                    double max = row[0], sum = 0.0;
-                    for (size_t j = 1; j < V; j++) if (row[j] > max) max = row[j];
-                    for (size_t j = 0; j < V; j++) sum += exp((double)row[j] - max);
-                    total_nll += log(sum) + max - row[seq[w + i + 1]];
-                }
-                n_tokens += n_in;
+    StoryReader reader;
+    story_reader_init(&reader, f, STORY_MAX_BYTES_DEFAULT);
+    const double t0 = now_seconds();
+    double last_report = t0;
+    const char *story;
+    size_t slen;
+    char err[512];
+    int rc;
+    while ((rc = story_reader_next(&reader, &story, &slen, err, sizeof err)) == 1) {
+        int *ids, n_ids;
+        if (tokenizer_encode(tok, story, 0, &ids, &n_ids, err, sizeof err)) die("--ppl: %s", err);
+        int *seq = malloc(sizeof(int) * ((size_t)n_ids + 2));
+        if (!seq) die("out of memory");
+        int n = 0;
+        if (m->cfg.bos_id >= 0) seq[n++] = m->cfg.bos_id;
+        memcpy(seq + n, ids, sizeof(int) * (size_t)n_ids);
+        n += n_ids;
+        if (m->cfg.eos_id >= 0) seq[n++] = m->cfg.eos_id;
+        free(ids);
+        for (int w = 0; w + 1 < n; w += T) {
+            const int n_in = (n - 1 - w) < T ? (n - 1 - w) : T;
+            run_tokens(m, s, seq + w, n_in, 0, logits);
+            for (int i = 0; i < n_in; i++) {
+                const float *row = logits + (size_t)i * V;
+                check_logits(row, V, w + i);
+                double max = row[0], sum = 0.0;
+                for (size_t j = 1; j < V; j++) if (row[j] > max) max = row[j];
+                for (size_t j = 0; j < V; j++) sum += exp((double)row[j] - max);
+                total_nll += log(sum) + max - row[seq[w + i + 1]];
             }
-            free(seq);
-            n_stories++;
-            n_bytes += (long)slen;
+            n_tokens += n_in;
         }
-        story = next;
+        free(seq);
+        n_stories++;
+        n_bytes += (long)slen;
+        const double now = now_seconds();
+        if (now - last_report >= progress) {
+            last_report = now;
+            const double done = (double)reader.offset, el = now - t0;
+            char where[128];
+            if (total_bytes > 0)
+                snprintf(where, sizeof where, "%.0f of %.0f bytes (%.1f%%), ETA %.0f s", done, total_bytes,
+                         100.0 * done / total_bytes, done > 0 ? el * (total_bytes - done) / done : 0.0);
+            else
+                snprintf(where, sizeof where, "%.0f bytes", done);
+            fprintf(stderr, "ppl: progress: stories=%ld tokens=%ld ppl=%.4f | %.0f s, %s\n", n_stories,
+                    n_tokens, n_tokens ? exp(total_nll / (double)n_tokens) : 0.0, el, where);
+        }
     }
-    free(text);
+    if (rc < 0) die("--ppl: %s: %s", path, err);
+    story_reader_free(&reader);
+    fclose(f);
     free(logits);
     if (n_tokens == 0) die("--ppl: %s holds no text to evaluate", path);
     const double nll = total_nll / (double)n_tokens;
@@ -499,6 +578,7 @@ static void generate(const Model *m, RunState *s, Tokenizer *tok, const Options 
     int pos = n_prompt, generated = 0;
     t0 = now_seconds();
     while (generated < o->steps && pos <= context) {
+        check_logits(logits, V, pos - 1);
         const int next = sampler_sample(&sampler, logits);
         generated++;
         if (o->print_ids) printf(generated > 1 ? " %d" : "%d", next);
@@ -559,7 +639,13 @@ static ChatTemplate *open_chat_template(const Options *o, const Tokenizer *tok, 
         where = o->chat_template;
     } else {
         const char *why = tok ? tokenizer_config_record(tok, "chat_template_refused", &n) : NULL;
-        if (why) die("%s: its chat template was refused at conversion: %.*s", where, (int)(n < 300 ? n : 300), why);
+        if (why) {
+            char reason[301];
+            const size_t k = n < 300 ? n : 300;
+            for (size_t i = 0; i < k; i++) reason[i] = (unsigned char)why[i] < 0x20 ? ' ' : why[i];
+            reason[k] = 0;
+            die("%s: its chat template was refused at conversion: %s", where, reason);
+        }
         const char *rec = tok ? tokenizer_config_record(tok, "chat_template", &n) : NULL;
         if (!rec)
             die("%s has no chat template (convert the model from a folder whose tokenizer_config.json has "
@@ -689,6 +775,7 @@ static void chat(const Model *m, RunState *s, Tokenizer *tok, const ChatTemplate
         token_stream_init(&stream);
         int generated = 0;
         for (; generated < o->steps; generated++) {
+            check_logits(logits, (size_t)c->vocab_size, pos - 1);
             const int next = sampler_sample(&sampler, logits);
             if (next == c->eos_id || next == end_of_turn || tokenizer_is_end(tok, next)) break;
             if (o->print_ids) {
@@ -716,6 +803,18 @@ static void chat(const Model *m, RunState *s, Tokenizer *tok, const ChatTemplate
 
 // --- main ------------------------------------------------------------------------
 
+// The model file shrank (or its storage failed) while it is mapped: the kernel raises
+// SIGBUS on the next access. One clear line instead of a crash (write/_exit only:
+// async-signal-safe).
+static void on_sigbus(int sig) {
+    (void)sig;
+    static const char msg[] = "run: error: the model file changed size or became unreadable while in use "
+                              "(SIGBUS); do not truncate or rewrite a model in place while ./run reads it\n";
+    ssize_t ignored = write(2, msg, sizeof msg - 1);
+    (void)ignored;
+    _exit(1);
+}
+
 // -z, else the one embedded in the checkpoint. Only --tokens with numeric output
 // (--print-ids, -n 0) can do without one: then NULL.
 static Tokenizer *open_tokenizer(const Model *m, const Options *o) {
@@ -740,21 +839,47 @@ static int *read_prompt(const Model *m, Tokenizer *tok, const Options *o, int co
     char err[512];
     int *prompt;
     if (o->token_list) {
-        prompt = parse_id_list("--tokens", o->token_list, c->vocab_size, n_prompt);
+        const char *flag = o->tokens_file ? "--tokens-file" : "--tokens";
+        prompt = parse_id_list(flag, o->token_list, c->vocab_size, n_prompt);
+        if (*n_prompt == 0) die("%s gave no token ids (BOS is not added to raw ids)", flag);
     } else {
         // BOS as the tokenizer's config says (tokenizer.json); SentencePiece: as the model's
         const int add_special = tokenizer_kind(tok) == TOKENIZER_HF ? 1 : c->bos_id >= 0;
         if (tokenizer_encode(tok, o->prompt ? o->prompt : "", add_special, &prompt, n_prompt, err, sizeof err))
             die("%s", err);
     }
-    if (*n_prompt == 0) die("the prompt is empty (and the model has no BOS token to start from)");
+    if (*n_prompt == 0) die("the prompt is empty and the model has no BOS token to start from");
     if (*n_prompt > context) die("the prompt has %d tokens but the context is %d (raise -c)", *n_prompt, context);
     return prompt;
 }
 
 int main(int argc, char **argv) {
     Options o = parse_args(argc, argv);
+    // OMP_NUM_THREADS is capped like --threads (libgomp crashes trying to start 100000)
     if (o.threads > 0) omp_set_num_threads(o.threads);
+    else if (omp_get_max_threads() > MAX_THREADS) {
+        fprintf(stderr, "run: warning: OMP_NUM_THREADS asks for %d threads; using %d\n", omp_get_max_threads(),
+                MAX_THREADS);
+        omp_set_num_threads(MAX_THREADS);
+    }
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_sigbus;
+    sigaction(SIGBUS, &sa, NULL);
+    // prompts too long for argv (the kernel's 128 KiB per argument) come from files
+    char *prompt_text = NULL, *token_text = NULL;
+    if (o.prompt_file) o.prompt = prompt_text = read_text_file("-f", o.prompt_file, MAX_TEXT_FILE_BYTES);
+    if (o.tokens_file) o.token_list = token_text = read_text_file("--tokens-file", o.tokens_file, MAX_TEXT_FILE_BYTES);
+    // The kernels' instruction set: the best this CPU has, unless MIXATTN_ISA names another
+    // (scalar for valgrind, which cannot decode AVX-512). Chosen once, here, before any work.
+    const char *isa = getenv("MIXATTN_ISA");
+    if (isa && *isa) {
+        const int i = kernels_parse_isa(isa);
+        if (i < 0) die("MIXATTN_ISA=%s: expected scalar, avx2 or avx512", isa);
+        if (kernels_set_isa((KernelIsa)i))
+            die("MIXATTN_ISA=%s: this CPU cannot run it (its best is %s)", isa,
+                kernels_isa_name(kernels_best_isa()));
+    }
 
     char err[512];
     if ((o.encode_file || o.decode_ids) && o.tokenizer_path) {
@@ -777,6 +902,7 @@ int main(int argc, char **argv) {
     }
     Model model;
     if (model_load(&model, o.model_path, err, sizeof err)) die("%s", err);
+    if (o.check_tensors && model_check_tensors(o.model_path, err, sizeof err)) die("%s", err);
     const Config *c = &model.cfg;
     const int context = o.context ? o.context : c->max_seq_len;
     if (context > c->max_seq_len && !o.info)
@@ -814,7 +940,7 @@ int main(int argc, char **argv) {
         chat(&model, &state, tok, ct, &o);
         chat_template_free(ct);
     } else if (o.ppl_path) {
-        perplexity(&model, &state, tok, o.ppl_path);
+        perplexity(&model, &state, tok, o.ppl_path, o.ppl_progress);
     } else {
         int n_prompt;
         int *prompt = read_prompt(&model, tok, &o, context, &n_prompt);
@@ -824,5 +950,7 @@ int main(int argc, char **argv) {
     state_free(&state);
     tokenizer_free(tok);
     model_free(&model);
+    free(prompt_text);
+    free(token_text);
     return 0;
 }

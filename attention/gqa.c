@@ -28,9 +28,9 @@ void gqa_attention(const GQAWeights *w, const GQACache *cache, const Rope *rope,
     float *q = s->q;                                     // [n, H*d]
     float *k_new = cache->key + (size_t)pos0 * kv_dim;   // [n, Hkv*d]
     float *v_new = cache->value + (size_t)pos0 * kv_dim; // [n, Hkv*d]
-    matmul(q, w->wq, x, w->bq, n, q_dim, dim);
-    matmul(k_new, w->wk, x, w->bk, n, kv_dim, dim);
-    matmul(v_new, w->wv, x, w->bv, n, kv_dim, dim);
+    matmul_f32(q, w->wq, x, w->bq, n, q_dim, dim);
+    matmul_f32(k_new, w->wk, x, w->bk, n, kv_dim, dim);
+    matmul_f32(v_new, w->wv, x, w->bv, n, kv_dim, dim);
 
     // --- RoPE on every query head and every new key head
     for (int t = 0; t < n; t++) {
@@ -43,7 +43,7 @@ void gqa_attention(const GQAWeights *w, const GQACache *cache, const Rope *rope,
 
     // --- attend, then the output projection of the concatenated heads
     gqa_attend(w, cache, n, pos0, window, q, s->heads, s);
-    matmul(out, w->wo, s->heads, w->bo, n, dim, q_dim);
+    matmul_f32(out, w->wo, s->heads, w->bo, n, dim, q_dim);
 }
 
 // --- attend: fast ------------------------------------------------------------------

@@ -171,18 +171,18 @@ void mla_attention(const MLAWeights *w, const MLACache *cache, const Rope *rope,
 
     // --- query: q = W_q x, or q = W_q_b RMSNorm(W_q_a x) with a low-rank bottleneck
     if (dq == 0) {
-        matmul(s->q, w->wq, x, w->bq, n, q_dim, dim);
+        matmul_f32(s->q, w->wq, x, w->bq, n, q_dim, dim);
     } else {
-        matmul(s->q_a, w->wq_a, x, w->bq_a, n, dq, dim);
+        matmul_f32(s->q_a, w->wq_a, x, w->bq_a, n, dq, dim);
         for (int t = 0; t < n; t++) {
             float *q_a_t = s->q_a + (size_t)t * dq;
             rmsnorm(q_a_t, q_a_t, w->q_a_norm, dq, MLA_INNER_NORM_EPS);
         }
-        matmul(s->q, w->wq_b, s->q_a, NULL, n, q_dim, dq);
+        matmul_f32(s->q, w->wq_b, s->q_a, NULL, n, q_dim, dq);
     }
 
     // --- latent and shared rope key: the only things cached
-    matmul(s->kv_a, w->wkv_a, x, w->bkv_a, n, dc + dr, dim);
+    matmul_f32(s->kv_a, w->wkv_a, x, w->bkv_a, n, dc + dr, dim);
     for (int t = 0; t < n; t++) {
         const int pos = pos0 + t;
         const float *kv = s->kv_a + (size_t)t * (dc + dr);
@@ -204,5 +204,5 @@ void mla_attention(const MLAWeights *w, const MLACache *cache, const Rope *rope,
     if (mode == MLA_NAIVE) attend_naive(w, cache, n, pos0, window, s);
     else attend_absorbed(w, cache, n, pos0, window, s);
 
-    matmul(out, w->wo, s->heads, w->bo, n, dim, H * dv);
+    matmul_f32(out, w->wo, s->heads, w->bo, n, dim, H * dv);
 }

@@ -1,6 +1,6 @@
 """Encode speed (MB/s) of the four real tokenizer.json files: this runtime's C tokenizer
 (build/bench_tokenize) against Hugging Face's @huggingface/tokenizers under node
-(bench/tokenize_node.mjs), on the same ~1 MB texts, best of 5 runs each.
+(bench/tokenize_node.mjs), on the same ~1 MB texts, best of 3 runs each.
 
     make bench-tokenizers     (HF_TOKENIZERS_NPM=/work/scratch-npm by default)
 
@@ -59,9 +59,9 @@ def main():
     for name in NAMES:
         tj = os.path.join(SHARED, "tokenizers", name, "tokenizer.json")
         for tname, path in texts.items():
-            c = run_json([BIN, tj, path, "5"])
+            c = run_json([BIN, tj, path, "3"])
             h = run_json(["node", os.path.join(ROOT, "bench", "tokenize_node.mjs"), NPM,
-                          os.path.dirname(tj), path, "5"]) if have_node else None
+                          os.path.dirname(tj), path, "3"]) if have_node else None
             if h and h["tokens"] != c["tokens"]:
                 print("warning: %s/%s: C gives %d tokens, HF %d" % (name, tname, c["tokens"], h["tokens"]))
             print("| %s | %s | %d | %d | %.2f | %s | %s | %.2f | %s |" % (

@@ -11,8 +11,14 @@
 
 // Formats the reason into err[0..errlen) (always NUL-terminated; err may be NULL or
 // errlen 0 to drop it).
+// Control characters quoted from the input (a JSON key, a tensor name) become '?', so
+// the reason is always one line (a newline in a messages-file key once split it:
+// found by tests/fuzz/fuzz_chat.c).
 static inline void error_vformat(char *err, size_t errlen, const char *fmt, va_list ap) {
-    if (err && errlen > 0) vsnprintf(err, errlen, fmt, ap);
+    if (!err || errlen == 0) return;
+    vsnprintf(err, errlen, fmt, ap);
+    for (char *c = err; *c; c++)
+        if ((unsigned char)*c < 0x20 || *c == 0x7f) *c = '?';
 }
 
 // Writes the reason and returns -1:  return fail(err, errlen, "bad dim %u", dim);

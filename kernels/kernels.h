@@ -1,37 +1,23 @@
 // Math kernels shared by the forward pass and the attention files: the bottom layer.
-// A leaf: it includes nothing of the project, so anything may include it.
+// A leaf: it includes only kernels/, so anything may include it.
 // Plain double-precision references for each live in tests/reference.h.
 #ifndef MIXATTN_KERNELS_H
 #define MIXATTN_KERNELS_H
 
-// out[r] = W[r,:] . x (+ bias[r]);  W: [rows, cols] row-major, bias may be NULL.
-// OpenMP over rows.
-void matvec(float *out, const float *W, const float *x, const float *bias, int rows, int cols);
-
-// The same for n vectors at once: out[t] = W x[t] (+ bias), t < n.
-// x: [n, cols], out: [n, rows]. Reads each row of W once for all n (prefill).
-void matmul(float *out, const float *W, const float *x, const float *bias, int n, int rows,
-            int cols);
+// matvec / matmul over typed weights (f32, f16, bf16, q8_0, q4_0): kernels/tensor.h
+#include "kernels/tensor.h"
+#include "kernels/vec.h"
 
 // out = w * x / sqrt(mean(x^2) + eps)   (out may alias x)
 void rmsnorm(float *out, const float *x, const float *w, int n, float eps);
 
-// in-place softmax over x[0..n)
+// in-place softmax over x[0..n) (vec_softmax: a vectorised exp)
 void softmax(float *x, int n);
 
-// dot product of two length-n vectors (inline: attention calls it once per cached key)
-__attribute__((always_inline)) static inline float dot(const float *a, const float *b, int n) {
-    float sum = 0.0f;
-    #pragma omp simd reduction(+ : sum)
-    for (int i = 0; i < n; i++) sum += a[i] * b[i];
-    return sum;
-}
-
-// y += a * x
-__attribute__((always_inline)) static inline void axpy(float *y, float a, const float *x, int n) {
-    #pragma omp simd
-    for (int i = 0; i < n; i++) y[i] += a * x[i];
-}
+// dot product of two length-n vectors and y += a * x: the vectorised helpers of kernels/vec.h
+// (the instruction set chosen at startup; attention calls them once per cached key)
+static inline float dot(const float *a, const float *b, int n) { return vec_dot(a, b, n); }
+static inline void axpy(float *y, float a, const float *x, int n) { vec_axpy(y, a, x, n); }
 
 // SwiGLU gate in place: h1[i] = silu(h1[i]) * h3[i],  silu(z) = z / (1 + e^-z)
 void swiglu(float *h1, const float *h3, int n);

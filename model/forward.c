@@ -37,10 +37,10 @@ float *forward(const Model *m, RunState *s, const int *tokens, int n, int pos0, 
         // --- SwiGLU feed-forward block
         for (int t = 0; t < n; t++)
             rmsnorm(s->xb + (size_t)t * D, s->x + (size_t)t * D, layer->ffn_norm, D, c->norm_eps);
-        matmul(s->hb, layer->w1, s->xb, layer->b1, n, I, D);
-        matmul(s->hb2, layer->w3, s->xb, layer->b3, n, I, D);
+        matmul_f32(s->hb, layer->w1, s->xb, layer->b1, n, I, D);
+        matmul_f32(s->hb2, layer->w3, s->xb, layer->b3, n, I, D);
         swiglu(s->hb, s->hb2, n * I);
-        matmul(s->xb2, layer->w2, s->hb, layer->b2, n, D, I);
+        matmul_f32(s->xb2, layer->w2, s->hb, layer->b2, n, D, I);
         axpy(s->x, c->residual_scale, s->xb2, n * D);
     }
 
@@ -53,6 +53,6 @@ float *forward(const Model *m, RunState *s, const int *tokens, int n, int pos0, 
         if (c->logit_scale != 1.0f)
             for (int i = 0; i < D; i++) xt[i] *= c->logit_scale;
     }
-    matmul(s->logits, m->output, s->xb, NULL, n_logits, V, D); // [n_logits, V]
+    matmul_f32(s->logits, m->output, s->xb, NULL, n_logits, V, D); // [n_logits, V]
     return s->logits;
 }

@@ -180,6 +180,46 @@ static int parse_layer(Layer *l, int n, const unsigned char *p, int *rope_dim_ou
     return (int)bias;
 }
 
+// --- layout: where the data may lie ------------------------------------------------------
+
+typedef struct { uint64_t off, bytes; const char *what; } Span; // what: "tensor X", "the tokenizer blob"
+
+static int by_offset(const void *a, const void *b) {
+    const Span *x = a, *y = b;
+    return (x->off > y->off) - (x->off < y->off);
+}
+
+// The tokenizer blob, the tokenizer-config blob and every tensor's bytes must lie after
+// the header, the layer descriptors and the directory (from data_start on), and no two
+// may share a byte: a tensor "stored" over the header or over another tensor would
+// alias bytes that mean something else (docs/FORMAT.md, Validation). Offsets and
+// sizes were checked against the file size before, so no sum overflows.
+static int check_layout(const Entry *entries, uint32_t n, uint64_t data_start, uint64_t tok_off,
+                        uint64_t tok_bytes, uint64_t cfg_off, uint64_t cfg_bytes, char *err, size_t errlen) {
+    Span *s = malloc(sizeof(Span) * ((size_t)n + 2));
+    if (!s) return fail(err, errlen, "out of memory checking the tensor layout");
+    size_t k = 0;
+    if (tok_bytes) s[k++] = (Span){tok_off, tok_bytes, "the tokenizer blob"};
+    if (cfg_bytes) s[k++] = (Span){cfg_off, cfg_bytes, "the tokenizer-config blob"};
+    for (uint32_t i = 0; i < n; i++) s[k++] = (Span){entries[i].offset, entries[i].nbytes, entries[i].name};
+    qsort(s, k, sizeof(*s), by_offset);
+    int rc = 0;
+    for (size_t i = 0; i < k && !rc; i++) {
+        char a[80], b[80];
+        const int blob = !strncmp(s[i].what, "the ", 4);
+        snprintf(a, sizeof a, "%s%s", blob ? "" : "tensor ", s[i].what);
+        if (s[i].off < data_start) {
+            rc = fail(err, errlen, "%s: data at offset %llu overlaps the header or directory (data starts at %llu)",
+                      a, (unsigned long long)s[i].off, (unsigned long long)data_start);
+        } else if (i > 0 && s[i].off < s[i - 1].off + s[i - 1].bytes) {
+            snprintf(b, sizeof b, "%s%s", !strncmp(s[i - 1].what, "the ", 4) ? "" : "tensor ", s[i - 1].what);
+            rc = fail(err, errlen, "%s: data at offset %llu overlaps %s", a, (unsigned long long)s[i].off, b);
+        }
+    }
+    free(s);
+    return rc;
+}
+
 // --- tensors --------------------------------------------------------------------------
 
 // What loading needs besides the Model; freed when model_load_buffer returns.
@@ -198,6 +238,12 @@ typedef struct {
     char *err;
     size_t errlen;
 } Ctx;
+
+static int check_data_layout(Ctx *c) {
+    const uint64_t data_start = (c->dir_off + (uint64_t)c->n_entries * ENTRY_BYTES + 63) / 64 * 64;
+    return check_layout(c->entries, c->n_entries, data_start, c->tok_off, c->tok_bytes, c->cfg_off,
+                        c->cfg_bytes, c->err, c->errlen);
+}
 
 // Finds `name` with exactly the given shape, converts it to f32 if needed, returns
 // its data. NULL (with err set) if it is missing, duplicated or misshapen.
@@ -486,7 +532,8 @@ int model_load_buffer(Model *m, const void *data, size_t nbytes, char *err, size
     Ctx c = {.base = data, .nbytes = nbytes, .m = m, .err = err, .errlen = errlen};
     const int rc = parse_header(&m->cfg, c.base, nbytes, &c.n_entries, &c.tok_off, &c.tok_bytes,
                                 err, errlen) ||
-                   check_sections(&c) || read_layers(&c) || read_directory(&c) || alloc_arena(&c) ||
+                   check_sections(&c) || read_layers(&c) || read_directory(&c) || check_data_layout(&c) ||
+                   alloc_arena(&c) ||
                    bind_tensors(&c) || build_ropes(&c);
     free(c.entries);
     free(c.bias);
@@ -497,9 +544,13 @@ int model_load_buffer(Model *m, const void *data, size_t nbytes, char *err, size
 
 int model_load(Model *m, const char *path, char *err, size_t errlen) {
     memset(m, 0, sizeof(*m));
-    int fd = open(path, O_RDONLY);
-    if (fd < 0) return fail(err, errlen, "cannot open %s: %s", path, strerror(errno));
+    // a FIFO or device would block open() or read forever: refuse it before opening,
+    // and open without blocking in case one was swapped in since
     struct stat st;
+    if (stat(path, &st) != 0) return fail(err, errlen, "cannot open %s: %s", path, strerror(errno));
+    if (!S_ISREG(st.st_mode)) return fail(err, errlen, "%s is not a regular file", path);
+    int fd = open(path, O_RDONLY | O_NONBLOCK);
+    if (fd < 0) return fail(err, errlen, "cannot open %s: %s", path, strerror(errno));
     if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
         close(fd);
         return fail(err, errlen, "%s is not a regular file", path);
@@ -543,4 +594,83 @@ size_t model_kv_bytes_per_token(const Model *m) {
     size_t total = 0;
     for (int n = 0; n < m->cfg.n_layers; n++) total += layer_kv_floats_per_token(&m->layers[n]) * sizeof(float);
     return total;
+}
+
+// --- --check-tensors: every stored weight finite ------------------------------------------
+
+// Bytes of one checked unit of dtype: an element, or a block of the block types
+// (whose only float is its f16 scale d, the first 2 bytes).
+static uint64_t unit_bytes(uint32_t dtype) {
+    return dtype == DTYPE_F32 ? 4 : dtype == DTYPE_Q8_0 ? 2 + QK : dtype == DTYPE_Q4_0 ? 2 + QK / 2 : 2;
+}
+
+// Non-finite values among count units of dtype at p; *first gets the first one's index.
+static uint64_t count_nonfinite(const unsigned char *p, uint32_t dtype, uint64_t count, uint64_t *first) {
+    const uint64_t unit = unit_bytes(dtype);
+    uint64_t bad = 0;
+    for (uint64_t i = 0; i < count; i++) {
+        int nf;
+        if (dtype == DTYPE_F32) { uint32_t v; memcpy(&v, p + 4 * i, 4); nf = (v & 0x7f800000u) == 0x7f800000u; }
+        else {
+            uint16_t v;
+            memcpy(&v, p + unit * i, 2);
+            nf = dtype == DTYPE_BF16 ? (v & 0x7f80u) == 0x7f80u : (v & 0x7c00u) == 0x7c00u; // f16 or a scale
+        }
+        if (nf && bad++ == 0) *first = i;
+    }
+    return bad;
+}
+
+int model_check_tensors(const char *path, char *err, size_t errlen) {
+    int fd = open(path, O_RDONLY | O_NONBLOCK);
+    if (fd < 0) return fail(err, errlen, "cannot open %s: %s", path, strerror(errno));
+    struct stat st;
+    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) { close(fd); return fail(err, errlen, "%s is not a regular file", path); }
+    // the directory, read with pread (a file that shrinks gives a short read, never SIGBUS)
+    unsigned char h[HEADER_BYTES];
+    int rc = -1;
+    unsigned char *dir = NULL, *buf = NULL;
+    if (pread(fd, h, sizeof h, 0) != (ssize_t)sizeof h) { fail(err, errlen, "%s: cannot read the header", path); goto out; }
+    const uint64_t dir_off = HEADER_BYTES + (uint64_t)LAYER_BYTES * rd_u32(h + 20), n = rd_u32(h + 120);
+    if (!(dir = malloc(n * ENTRY_BYTES)) || pread(fd, dir, n * ENTRY_BYTES, (off_t)dir_off) != (ssize_t)(n * ENTRY_BYTES)) {
+        fail(err, errlen, "%s: cannot read the tensor directory", path);
+        goto out;
+    }
+    if (!(buf = malloc((size_t)1 << 20))) { fail(err, errlen, "out of memory"); goto out; }
+    for (uint64_t i = 0; i < n; i++) {
+        const unsigned char *e = dir + i * ENTRY_BYTES;
+        const uint32_t dtype = rd_u32(e + 64);
+        const uint64_t off = rd_u64(e + 104), nbytes = rd_u64(e + 112), esize = unit_bytes(dtype);
+        if (dtype > DTYPE_Q4_0) { fail(err, errlen, "%s: --check-tensors: unknown dtype %u", path, dtype); goto out; }
+        const size_t chunk = (size_t)(((uint64_t)1 << 20) / esize * esize); // whole units
+        uint64_t bad = 0, first = 0;
+        for (uint64_t done = 0; done < nbytes;) {
+            const size_t want = nbytes - done < chunk ? (size_t)(nbytes - done) : chunk;
+            if (pread(fd, buf, want, (off_t)(off + done)) != (ssize_t)want) {
+                fail(err, errlen, "%s: cannot read tensor %u's data (the file shrank?)", path, (unsigned)i);
+                goto out;
+            }
+            uint64_t f = 0;
+            const uint64_t b = count_nonfinite(buf, dtype, want / esize, &f);
+            if (b && !bad) first = done / esize + f;
+            bad += b;
+            done += want;
+        }
+        if (bad) {
+            char name[64];
+            memcpy(name, e, 64);
+            name[63] = 0;
+            for (char *q = name; *q; q++) if ((unsigned char)*q < 0x20 || *q == 0x7f) *q = '?';
+            fail(err, errlen, "%s: tensor %s holds %llu non-finite values (NaN or Inf; the first at %s %llu)",
+                 path, name, (unsigned long long)bad, dtype >= DTYPE_Q8_0 ? "the scale of block" : "element",
+                 (unsigned long long)first);
+            goto out;
+        }
+    }
+    rc = 0;
+out:
+    free(dir);
+    free(buf);
+    close(fd);
+    return rc;
 }

@@ -60,6 +60,9 @@ int model_load(Model *m, const char *path, char *err, size_t errlen);
 // The same from bytes in memory (copied: the caller may free them afterwards).
 int model_load_buffer(Model *m, const void *data, size_t nbytes, char *err, size_t errlen);
 void model_free(Model *m);
+// --check-tensors: reads every tensor of the (already validated) file at path and
+// fails, naming the tensor, if any stored value is NaN or Inf. 0 or -1 with err.
+int model_check_tensors(const char *path, char *err, size_t errlen);
 
 // "mha", "gqa", "mqa" or "mla"
 const char *layer_kind_name(const Layer *layer);

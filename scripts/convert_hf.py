@@ -17,6 +17,7 @@ import json
 import math
 import os
 import re
+import signal
 import sys
 
 
@@ -495,6 +496,18 @@ def build(cfg, weights):
                 bos_id=token_id(cfg, "bos_token_id", bos_d),
                 eos_id=token_id(cfg, "eos_token_id", eos_d))
 
+    for key, what in (("bos_id", "bos_token_id"), ("eos_id", "eos_token_id")):
+        if mcfg[key] >= V:
+            raise ConvertError("config.json: %s %d is outside the vocabulary (vocab_size %d)"
+                               % (what, mcfg[key], V))
+    if mcfg["max_seq_len"] > mixformat.MAX_SIZE:
+        raise ConvertError("config.json: max_position_embeddings %d is above what the runtime "
+                           "accepts (%d)" % (mcfg["max_seq_len"], mixformat.MAX_SIZE))
+    try:
+        mixformat.check_config(mixformat.defaults(mcfg))
+    except mixformat.FormatError as e:
+        raise ConvertError("config.json: %s" % e)
+
     for s in specs:
         if s.src not in weights:
             raise ConvertError("missing tensor %s (needed for %s)" % (s.src, s.dst))
@@ -522,6 +535,10 @@ def build(cfg, weights):
     def reader(s):
         def fn():
             a = weights.get(s.src)
+            try:
+                mixformat.check_finite(s.src, a)
+            except mixformat.FormatError as e:
+                raise ConvertError("%s; refusing to convert (for %s)" % (e, s.dst))
             return s.fn(a) if s.fn is not None else a
         return fn
 
@@ -555,6 +572,78 @@ def check_f16_range(tensors, names, sources):
                                    "bf16 or f32" % (sources[name], name))
             return a
         tensors[name] = Lazy(t.shape, fn)
+
+
+# --------------------------------------------------------------------------- tokenizer.model
+
+def _varint(buf, i):
+    v, shift = 0, 0
+    while True:
+        if i >= len(buf) or shift > 63:
+            raise ValueError("truncated varint at byte %d" % i)
+        b = buf[i]
+        i += 1
+        v |= (b & 0x7F) << shift
+        shift += 7
+        if not b & 0x80:
+            return v, i
+
+
+def _proto_fields(buf):
+    """(field number, wire type, value) of one protobuf message; ValueError if malformed."""
+    i = 0
+    while i < len(buf):
+        key, i = _varint(buf, i)
+        field, wt = key >> 3, key & 7
+        if field == 0:
+            raise ValueError("field number 0 at byte %d" % i)
+        if wt == 0:
+            v, i = _varint(buf, i)
+        elif wt == 1:
+            v, i = buf[i:i + 8], i + 8
+        elif wt == 5:
+            v, i = buf[i:i + 4], i + 4
+        elif wt == 2:
+            n, i = _varint(buf, i)
+            v, i = buf[i:i + n], i + n
+        else:
+            raise ValueError("unsupported wire type %d at byte %d" % (wt, i))
+        if i > len(buf):
+            raise ValueError("field %d runs past the end" % field)
+        yield field, wt, v
+
+
+def spm_piece_count(data):
+    """Pieces in a serialized SentencePiece ModelProto (field 1: repeated pieces, each
+    with field 1: the piece string). ValueError if the bytes are not such a message."""
+    n = 0
+    for field, wt, v in _proto_fields(data):
+        if field != 1:
+            continue
+        if wt != 2:
+            raise ValueError("pieces field has wire type %d" % wt)
+        piece = [pv for pf, pw, pv in _proto_fields(v) if pf == 1 and pw == 2]
+        if len(piece) != 1:
+            raise ValueError("piece %d has no text" % n)
+        piece[0].decode("utf-8")  # UnicodeDecodeError is a ValueError
+        n += 1
+    if n == 0:
+        raise ValueError("no pieces")
+    return n
+
+
+def read_tokenizer_model(path, vocab_size):
+    """The bytes of tokenizer.model, checked: it parses and its vocabulary matches."""
+    with open(path, "rb") as f:
+        tok = f.read()
+    try:
+        n = spm_piece_count(tok)
+    except ValueError as e:
+        raise ConvertError("%s is not a SentencePiece model (%s)" % (path, e))
+    if n != vocab_size:
+        raise ConvertError("%s has %d pieces but config.json's vocab_size is %d; ./run would "
+                           "refuse the pair" % (path, n, vocab_size))
+    return tok
 
 
 def convert(hf_dir, out, dtype="f32", log=None):
@@ -609,17 +698,23 @@ def tokenizer_files(hf_dir, cfg):
     """What the .bin embeds: (kind, tokenizer bytes, tokenizer-config records).
 
     tokenizer.model (SentencePiece) when the folder has one, else the raw tokenizer.json
-    (the runtime parses it, docs/TOKENIZER.md). The records (docs/FORMAT.md) hold
+    (the runtime parses it, docs/TOKENIZER.md); tokenizer.json first for a model with a
+    chat template. The records (docs/FORMAT.md) hold
     "config.json": a digest of tokenizer_config.json (bos_token, eos_token, add_bos_token,
     add_eos_token) with eos_token_id = every end id of generation_config.json and
     config.json, and the compiled chat template (scripts/chat_template.py)."""
     spm = os.path.join(hf_dir, "tokenizer.model")
     tj_path = os.path.join(hf_dir, "tokenizer.json")
+    tc_path = os.path.join(hf_dir, "tokenizer_config.json")
+    tc = _read_json(tc_path, "tokenizer_config.json")[1] if os.path.isfile(tc_path) else {}
     tj = None
-    if os.path.isfile(spm):
+    # A chat template writes special tokens as text (</s>, <|im_end|>): transformers'
+    # tokenizer matches them, the SentencePiece library would split them, so a chat
+    # model is embedded with its tokenizer.json when it has one (docs/CHAT.md).
+    chat = isinstance(tc, dict) and tc.get("chat_template") is not None
+    if os.path.isfile(spm) and not (chat and os.path.isfile(tj_path)):
         kind = "sentencepiece"
-        with open(spm, "rb") as f:
-            tok = f.read()
+        tok = read_tokenizer_model(spm, cfg.get("vocab_size"))
     elif os.path.isfile(tj_path):
         kind = "hf"
         tok, tj = _read_json(tj_path, "tokenizer.json")
@@ -627,8 +722,6 @@ def tokenizer_files(hf_dir, cfg):
             raise ConvertError("tokenizer.json: no 'model' object")
     else:
         return "none", b"", None
-    tc_path = os.path.join(hf_dir, "tokenizer_config.json")
-    tc = _read_json(tc_path, "tokenizer_config.json")[1] if os.path.isfile(tc_path) else {}
     if not isinstance(tc, dict):
         raise ConvertError("tokenizer_config.json: not an object")
     gc_path = os.path.join(hf_dir, "generation_config.json")
@@ -683,9 +776,23 @@ def main(argv=None):
     return 1
 
 
+class Terminated(BaseException):
+    """SIGTERM / SIGHUP: unwinds like Ctrl-C, so write_model removes its temporary file."""
+
+
+def _on_signal(signum, frame):
+    raise Terminated(signum)
+
+
 if __name__ == "__main__":
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, _on_signal)
     try:
         sys.exit(main())
     except KeyboardInterrupt:
         print("%s: error: interrupted" % PROG, file=sys.stderr)
         sys.exit(130)
+    except Terminated as t:
+        print("%s: error: terminated by %s" % (PROG, signal.Signals(t.args[0]).name),
+              file=sys.stderr)
+        sys.exit(128 + t.args[0])

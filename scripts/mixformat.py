@@ -53,6 +53,45 @@ class FormatError(ValueError):
     pass
 
 
+# the runtime's limits (model/loader.c): a file outside them is refused at load,
+# so the writer refuses it first, with the reason
+MAX_SIZE = 1 << 24       # dim, vocab_size, max_seq_len, hidden_dim, sliding_window
+MAX_LAYERS = 65536
+MAX_HEADS = 65536        # heads and per-head sizes of a layer
+
+
+def check_config(c):
+    """Raise FormatError for a header the loader would reject (c from defaults())."""
+    for key in ("dim", "vocab_size", "max_seq_len", "hidden_dim"):
+        v = c[key]
+        if not isinstance(v, (int, np.integer)) or not 1 <= v <= MAX_SIZE:
+            raise FormatError("%s %r is outside what the runtime accepts [1, %d]"
+                              % (key, v, MAX_SIZE))
+    if not 1 <= c["n_layers"] <= MAX_LAYERS:
+        raise FormatError("n_layers %r is outside [1, %d]" % (c["n_layers"], MAX_LAYERS))
+    if not 0 <= c["sliding_window"] <= MAX_SIZE:
+        raise FormatError("sliding_window %r is outside [0, %d]" % (c["sliding_window"], MAX_SIZE))
+    for key in ("bos_id", "eos_id"):
+        v = c[key]
+        if not -1 <= v < c["vocab_size"]:
+            raise FormatError("%s %d is outside the vocabulary [0, %d) (and not -1 = none)"
+                              % (key, v, c["vocab_size"]))
+
+
+def check_finite(name, a, row0=0):
+    """Raise FormatError naming the tensor if it holds NaN or Inf (a may be rows
+    row0.. of it: the index reported is the tensor's)."""
+    a = np.asarray(a)
+    bad = ~np.isfinite(a)
+    if bad.any():
+        first = np.unravel_index(int(np.argmax(bad)), a.shape) if a.ndim else ()
+        if a.ndim:
+            first = (first[0] + row0,) + tuple(first[1:])
+        raise FormatError("tensor %s holds %d non-finite values (%d NaN, %d Inf; first at %s)"
+                          % (name, int(bad.sum()), int(np.isnan(a).sum()),
+                             int(np.isinf(a).sum()), list(int(i) for i in first)))
+
+
 def _align(n):
     return (n + ALIGN - 1) // ALIGN * ALIGN
 
@@ -376,10 +415,11 @@ class StoredTensor:
 CHUNK_VALUES = 1 << 22  # values encoded at once: bounds a writer's memory for huge tensors
 
 
-def encode_chunks(t, dtype, shape):
+def encode_chunks(t, dtype, shape, check_name=None):
     """Encode tensor `t` (an array, a StoredTensor or any array-like) in pieces of at
     most ~CHUNK_VALUES values along its first axis; yields bytes. An object with an
-    `encoded(lo, hi, dtype)` method supplies the stored bytes of rows [lo, hi) itself."""
+    `encoded(lo, hi, dtype)` method supplies the stored bytes of rows [lo, hi) itself.
+    With check_name, a piece holding NaN or Inf raises FormatError naming that tensor."""
     per_row = int(np.prod(shape[1:])) if len(shape) > 1 else 1
     step = max(1, CHUNK_VALUES // max(per_row, 1))
     if hasattr(t, "encoded"):  # a generator that makes the stored bytes itself (bench/)
@@ -387,7 +427,10 @@ def encode_chunks(t, dtype, shape):
             yield t.encoded(lo, min(shape[0], lo + step), dtype)
         return
     if len(shape) == 1 or shape[0] <= step:
-        yield encode(np.asarray(t), dtype)
+        a = np.asarray(t, dtype=np.float32)
+        if check_name is not None:
+            check_finite(check_name, a)
+        yield encode(a, dtype)
         return
     for lo in range(0, shape[0], step):
         hi = min(shape[0], lo + step)
@@ -398,18 +441,25 @@ def encode_chunks(t, dtype, shape):
         else:  # a lazy array-like: materialise once, then slice
             t = np.asarray(t)
             part = t[lo:hi]
+        if check_name is not None:
+            part = np.asarray(part, dtype=np.float32)
+            check_finite(check_name, part, row0=lo)
         yield encode(part, dtype)
 
 
 def write_model(path, cfg, layers, tensors, tokenizer_bytes=None, dtype="f32",
-                dtypes=None, overrides=None, tokenizer_kind=None, tokenizer_config=None):
+                dtypes=None, overrides=None, tokenizer_kind=None, tokenizer_config=None,
+                allow_nonfinite=False):
     """Validate against docs/FORMAT.md and write atomically (temp file + rename).
 
     dtype: default storage dtype (see storage_dtype: 1-D tensors stay f32, block types
     fall back to bf16 for rows that are not a multiple of 32); `dtypes` maps exact
     names to a dtype, `overrides` fnmatch patterns. On any error (or a signal that
-    raises, e.g. KeyboardInterrupt) the temp file is removed and `path` is untouched."""
+    raises, e.g. KeyboardInterrupt) the temp file is removed and `path` is untouched. A tensor holding
+    NaN or Inf is refused (FormatError naming it) unless allow_nonfinite (for tests
+    of the runtime's own checks)."""
     c = defaults(cfg)
+    check_config(c)
     if c["n_layers"] != len(layers):
         raise FormatError("n_layers is %d but %d layer descriptors given"
                           % (c["n_layers"], len(layers)))
@@ -474,7 +524,8 @@ def write_model(path, cfg, layers, tensors, tokenizer_bytes=None, dtype="f32",
             for name, dt, o, nbytes in plan:
                 f.write(b"\0" * (o - f.tell()))
                 written = 0
-                for data in encode_chunks(tensors[name], dt, want[name]):
+                for data in encode_chunks(tensors[name], dt, want[name],
+                                          None if allow_nonfinite else name):
                     f.write(data)
                     written += len(data)
                 if written != nbytes:

@@ -100,6 +100,13 @@ class SafetensorsFile:
                                        % (path, name, end - begin, dtype, shape,
                                           count * DTYPE_SIZE[dtype]))
             self._info[name] = (dtype, tuple(shape), begin, end)
+        # no two tensors may share bytes (the reference reader demands the same): an
+        # overlapping header would silently alias one tensor's data into another's
+        spans = sorted((b, e, n) for n, (_, _, b, e) in self._info.items() if e > b)
+        for (b0, e0, n0), (b1, e1, n1) in zip(spans, spans[1:]):
+            if b1 < e0:
+                raise SafetensorsError("%s: tensors %s [%d, %d) and %s [%d, %d) overlap in the "
+                                       "data section" % (path, n0, b0, e0, n1, b1, e1))
 
     def names(self):
         return list(self._info)

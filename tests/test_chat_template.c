@@ -171,11 +171,14 @@ static void test_messages(void **state) {
     chat_messages_free(m, n);
     const char *bad[] = {"", "{}", "[]", "[1]", "[{\"role\": \"user\"}]", "[{\"role\": \"tool\", \"content\": \"x\"}]",
                          "[{\"role\": \"user\", \"content\": \"x\", \"name\": \"y\"}]",
-                         "[{\"role\": 1, \"content\": \"x\"}]", "[{\"role\": \"user\", \"content\": null}]"};
+                         "[{\"role\": 1, \"content\": \"x\"}]", "[{\"role\": \"user\", \"content\": null}]",
+                         /* a key holding a newline (found by fuzz_chat): the error stays one line */
+                         "[{\"role\": \"user\", \"conte\n\r nt\": \"x\"}]"};
     for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
         err[0] = 0;
         assert_int_equal(chat_messages_parse(bad[i], strlen(bad[i]), &m, &n, err, sizeof err), -1);
         assert_true(strlen(err) > 0);
+        assert_null(strpbrk(err, "\n\r"));
     }
 }
 

@@ -29,7 +29,7 @@ static void check_matvec(int rows, int cols, int with_bias, uint64_t seed) {
     float *out = malloc(sizeof(float) * (size_t)rows);
     double *want = malloc(sizeof(double) * (size_t)rows);
     for (int r = 0; r < rows; r++) out[r] = NAN; // every row must be written
-    matvec(out, W, x, b, rows, cols);
+    matmul_f32(out, W, x, b, 1, rows, cols);
     ref_matvec_f(want, W, x, b, rows, cols);
     for (int r = 0; r < rows; r++) {
         const double tol = 1e-6 * (abs_dot(W + (size_t)r * cols, x, cols) + (b ? fabs(b[r]) : 0) + 1e-3);
@@ -55,14 +55,14 @@ static void test_matvec_bias_exact(void **state) {
     // W = 0: the output is exactly the bias (or exactly 0 without one)
     enum { R = 7, C = 5 };
     float W[R * C] = {0}, x[C] = {1, 2, 3, 4, 5}, b[R] = {1.5f, -2, 3, -4, 5, 6.25f, -7}, out[R];
-    matvec(out, W, x, b, R, C);
+    matmul_f32(out, W, x, b, 1, R, C);
     for (int r = 0; r < R; r++) assert_true(out[r] == b[r]);
-    matvec(out, W, x, NULL, R, C);
+    matmul_f32(out, W, x, NULL, 1, R, C);
     for (int r = 0; r < R; r++) assert_true(out[r] == 0.0f);
     // identity-like rows pick single inputs
     float I3[3 * C] = {0};
     I3[0 * C + 4] = 1; I3[1 * C + 0] = 1; I3[2 * C + 2] = 2;
-    matvec(out, I3, x, NULL, 3, C);
+    matmul_f32(out, I3, x, NULL, 1, 3, C);
     assert_true(out[0] == 5.0f && out[1] == 1.0f && out[2] == 6.0f);
 }
 
@@ -74,11 +74,11 @@ static void check_matmul(int n, int rows, int cols, int with_bias, uint64_t seed
     float *one = malloc(sizeof(float) * (size_t)rows);
     double *want = malloc(sizeof(double) * (size_t)rows);
     for (size_t i = 0; i < (size_t)n * rows; i++) out[i] = NAN;
-    matmul(out, W, x, b, n, rows, cols);
+    matmul_f32(out, W, x, b, n, rows, cols);
     for (int t = 0; t < n; t++) {
         const float *xt = x + (size_t)t * cols;
         ref_matvec_f(want, W, xt, b, rows, cols);
-        matvec(one, W, xt, b, rows, cols);
+        matmul_f32(one, W, xt, b, 1, rows, cols);
         for (int r = 0; r < rows; r++) {
             const double tol = 1e-6 * (abs_dot(W + (size_t)r * cols, xt, cols) + (b ? fabs(b[r]) : 0) + 1e-3);
             const float got = out[(size_t)t * rows + r];

@@ -300,6 +300,17 @@ static void test_directory_errors(void **state) {
     PATCH(tu_put_u32(x + e + 64, 0xFFFFFFFFu), "dtype", "dtype 2^32-1");
     PATCH(memset(x + e, 'a', 64), "NUL", "name without NUL");
     PATCH(memcpy(x + e, "layers.0.wz", 12), "missing tensor layers.0.wq", "renamed tensor");
+    // layout (issue 12): data over the header or directory, over another tensor, over
+    // the tokenizer blob; a tokenizer blob over the directory
+    const size_t e0 = tu_entry_off(&tm, 0), e1 = tu_entry_off(&tm, 1);
+    const uint64_t tok_off = tu_get_u64(b + 128);
+    PATCH(tu_put_u64(x + e + 104, 0), "overlaps the header", "tensor data at offset 0");
+    PATCH(tu_put_u64(x + e + 104, 256), "overlaps the header", "tensor data over the layer descriptors");
+    PATCH(tu_put_u64(x + e + 104, tu_get_u64(b + e0 + 104)), "overlaps tensor", "two tensors, same offset");
+    PATCH(tu_put_u64(x + e1 + 104, tu_get_u64(b + e0 + 104) + 64), "overlaps tensor",
+          "tensor 1 inside tensor 0");
+    PATCH(tu_put_u64(x + e + 104, tok_off), "tokenizer blob", "tensor data over the tokenizer");
+    PATCH(tu_put_u64(x + 128, 256), "tokenizer blob: data at offset 256 overlaps the header", "tokenizer over the directory");
 #undef PATCH
     free(x);
     free(b);

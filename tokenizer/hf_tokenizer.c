@@ -119,7 +119,7 @@ static void build_byte_map(char enc[256][4], unsigned char enc_len[256], int16_t
 // --- the tokenizer -------------------------------------------------------------------
 
 enum { NM_NFC, NM_NFD, NM_NFKC, NM_NFKD, NM_LOWER, NM_PREPEND, NM_REPLACE };
-enum { PT_SPLIT, PT_BYTELEVEL };
+enum { PT_SPLIT, PT_BYTELEVEL, PT_METASPACE };
 enum { B_ISOLATED, B_REMOVED, B_MERGED_PREV, B_MERGED_NEXT, B_CONTIGUOUS };
 enum { DC_BYTELEVEL, DC_REPLACE, DC_BYTEFALLBACK, DC_FUSE, DC_STRIP, DC_METASPACE };
 
@@ -130,8 +130,9 @@ typedef struct {
 } Normalizer;
 
 typedef struct {
-    int kind, behavior, invert, add_prefix_space;
+    int kind, behavior, invert, add_prefix_space; // Metaspace: add_prefix_space 0 never, 1 first, 2 always
     pcre2_code *re;                      // Split pattern; ByteLevel's GPT-2 regex if use_regex
+    char rep[8]; size_t rep_len;         // Metaspace replacement character; behavior = split
 } PreTok;
 
 typedef struct {
@@ -161,6 +162,7 @@ struct HfTokenizer {
     // merges: (left id, right id) -> rank, merged id
     MergeSlot *merges; uint64_t merge_mask;
     int ignore_merges, byte_fallback, fuse_unk, unk_id;
+    int space_cut;                       // long pieces may be cut before "▁" (see bpe_word)
     int byte_ids[256];                   // <0xNN> ids for byte_fallback (-1: missing)
     // pipeline
     Normalizer *norm; int n_norm;
@@ -175,6 +177,7 @@ struct HfTokenizer {
     // byte-level map
     char enc[256][4]; unsigned char enc_len[256]; int16_t inv[512];
     // scratch (encode is single-threaded per tokenizer)
+    int seg_at_start;                    // the segment being encoded starts the text
     pcre2_match_data *md;
     Buf work, norm_a, norm_b;
     Spans sp_a, sp_b;
@@ -369,6 +372,16 @@ static int load_model(HfTokenizer *t, const cJSON *model, const cJSON *added, ch
     }
     if (vocab_build_index(t)) return fail(err, errlen, "tokenizer: out of memory");
 
+    // No token has "▁" right after another character (but "▁"): then no merge can span a
+    // boundary just before a "▁" that follows such a character
+    t->space_cut = !t->ignore_merges;
+    for (int id = 0; id < t->n_ids && t->space_cut; id++) {
+        const char *p = t->pool.p + (t->tok_off[id] < 0 ? 0 : t->tok_off[id]);
+        const size_t n = t->tok_off[id] < 0 ? 0 : t->tok_len[id];
+        for (size_t k = 1; k + 3 <= n && t->space_cut; k++)
+            if (!memcmp(p + k, "\xe2\x96\x81", 3) && (k < 3 || memcmp(p + k - 3, "\xe2\x96\x81", 3))) t->space_cut = 0;
+    }
+
     const cJSON *unk = cJSON_GetObjectItemCaseSensitive(model, "unk_token");
     t->unk_id = -1;
     if (cJSON_IsString(unk) && (t->unk_id = vocab_find(t, unk->valuestring, strlen(unk->valuestring))) < 0)
@@ -490,6 +503,20 @@ static int add_pretok(HfTokenizer *t, const cJSON *p, char *err, size_t errlen) 
         pt.kind = PT_BYTELEVEL;
         pt.add_prefix_space = flag(p, "add_prefix_space", 1);
         if (flag(p, "use_regex", 1) && !(pt.re = compile_re(GPT2_REGEX, sizeof GPT2_REGEX - 1, 0, err, errlen))) return -1;
+    } else if (!strcmp(ty, "Metaspace")) {
+        const cJSON *r = cJSON_GetObjectItemCaseSensitive(p, "replacement");
+        const cJSON *ps = cJSON_GetObjectItemCaseSensitive(p, "prepend_scheme");
+        const char *rep = cJSON_IsString(r) ? r->valuestring : "\xe2\x96\x81";
+        if (!rep[0] || strlen(rep) > 4) return fail(err, errlen, "tokenizer.json: Metaspace replacement must be one character");
+        pt.kind = PT_METASPACE;
+        pt.rep_len = strlen(rep);
+        memcpy(pt.rep, rep, pt.rep_len + 1);
+        pt.behavior = flag(p, "split", 1);
+        if (cJSON_IsString(ps)) {
+            const char *v = ps->valuestring;
+            pt.add_prefix_space = !strcmp(v, "always") ? 2 : !strcmp(v, "first") ? 1 : !strcmp(v, "never") ? 0 : -1;
+            if (pt.add_prefix_space < 0) return fail(err, errlen, "tokenizer.json: unknown Metaspace prepend_scheme '%s'", v);
+        } else pt.add_prefix_space = flag(p, "add_prefix_space", 1) ? 2 : 0;
     } else return fail(err, errlen, "tokenizer.json: unsupported pre_tokenizer type '%s'", ty);
     PreTok *v = realloc(t->pre, sizeof *v * (size_t)(t->n_pre + 1));
     if (!v) { pcre2_code_free(pt.re); return fail(err, errlen, "tokenizer: out of memory"); }
@@ -892,7 +919,7 @@ static int bytelevel_piece(HfTokenizer *t, const PreTok *pt, Buf *w, Span in, Sp
     Spans parts = {0};
     int rc = 0;
     if (pt->re) {
-        PreTok iso = {PT_SPLIT, B_ISOLATED, 0, 0, pt->re};
+        PreTok iso = {.kind = PT_SPLIT, .behavior = B_ISOLATED, .re = pt->re};
         rc = split_piece(t, &iso, w, src, &parts);
     } else rc = spans_add(&parts, src.off, src.len);
     for (size_t i = 0; !rc && i < parts.n; i++) {
@@ -908,6 +935,32 @@ static int bytelevel_piece(HfTokenizer *t, const PreTok *pt, Buf *w, Span in, Sp
     }
     free(parts.v);
     return rc;
+}
+
+// Metaspace: ' ' -> the replacement, which is also prepended (always, or only to the
+// piece that starts the text); with split, cut before every replacement character.
+static int metaspace_piece(const PreTok *pt, Buf *w, Span in, int first, Spans *out) {
+    if (buf_reserve(w, in.len * pt->rep_len + pt->rep_len)) return -1;
+    const size_t off = w->len;
+    const int starts = in.len >= pt->rep_len && !memcmp(w->p + in.off, pt->rep, pt->rep_len);
+    if (!starts && (pt->add_prefix_space == 2 || (pt->add_prefix_space == 1 && first)) &&
+        !(in.len && w->p[in.off] == ' ')) {
+        memcpy(w->p + w->len, pt->rep, pt->rep_len);
+        w->len += pt->rep_len;
+    }
+    for (size_t k = 0; k < in.len; k++) {
+        const char c = w->p[in.off + k];
+        if (c == ' ') memcpy(w->p + w->len, pt->rep, pt->rep_len), w->len += pt->rep_len;
+        else w->p[w->len++] = c;
+    }
+    if (!pt->behavior) return spans_add(out, off, w->len - off);
+    size_t start = off; // MergedWithNext on the replacement: each one begins a piece
+    for (size_t k = off + 1; k + pt->rep_len <= w->len; k++)
+        if (!memcmp(w->p + k, pt->rep, pt->rep_len)) {
+            if (spans_add(out, start, k - start)) return -1;
+            start = k;
+        }
+    return w->len > start ? spans_add(out, start, w->len - start) : 0;
 }
 
 // --- encode: BPE ---------------------------------------------------------------------
@@ -1041,6 +1094,21 @@ static int bpe_piece(HfTokenizer *t, const char *s, size_t n, int **ids, int *cn
     return 0;
 }
 
+// A piece, possibly long (SentencePiece-style files have no pre-tokenizer: the whole text
+// is one piece). With space_cut, BPE of the piece equals BPE of its parts cut before every
+// "▁" that follows another character: merges are local, and no token (so no merge result)
+// can span such a cut. The parts are short and cacheable, and the heap stays small.
+static int bpe_word(HfTokenizer *t, const char *s, size_t n, int **ids, int *cnt, int *cap) {
+    if (!t->space_cut || n <= CACHE_MAX_PIECE) return bpe_piece(t, s, n, ids, cnt, cap);
+    size_t start = 0;
+    for (size_t k = 1; k + 3 <= n; k++) // (E2 is a lead byte: k is a character boundary)
+        if (!memcmp(s + k, "\xe2\x96\x81", 3) && !(k >= 3 && !memcmp(s + k - 3, "\xe2\x96\x81", 3))) {
+            if (bpe_piece(t, s + start, k - start, ids, cnt, cap)) return -1;
+            start = k;
+        }
+    return bpe_piece(t, s + start, n - start, ids, cnt, cap);
+}
+
 // normalized text s[0..n) (no added tokens in it) -> pre-tokenizer -> BPE
 static int encode_plain(HfTokenizer *t, const char *s, size_t n, int **ids, int *cnt, int *cap) {
     if (n == 0) return 0;
@@ -1053,14 +1121,17 @@ static int encode_plain(HfTokenizer *t, const char *s, size_t n, int **ids, int 
     for (int i = 0; i < t->n_pre; i++) {
         nxt->n = 0;
         for (size_t k = 0; k < cur->n; k++) {
-            const int r = t->pre[i].kind == PT_SPLIT ? split_piece(t, &t->pre[i], w, cur->v[k], nxt)
-                                                     : bytelevel_piece(t, &t->pre[i], w, cur->v[k], nxt);
+            const PreTok *pt = &t->pre[i];
+            const int first = t->seg_at_start && k == 0 && cur->v[k].off == 0;
+            const int r = pt->kind == PT_SPLIT       ? split_piece(t, pt, w, cur->v[k], nxt)
+                          : pt->kind == PT_BYTELEVEL ? bytelevel_piece(t, pt, w, cur->v[k], nxt)
+                                                     : metaspace_piece(pt, w, cur->v[k], first, nxt);
             if (r) return -1;
         }
         Spans *x = cur; cur = nxt; nxt = x;
     }
     for (size_t k = 0; k < cur->n; k++)
-        if (bpe_piece(t, w->p + cur->v[k].off, cur->v[k].len, ids, cnt, cap)) return -1;
+        if (bpe_word(t, w->p + cur->v[k].off, cur->v[k].len, ids, cnt, cap)) return -1;
     return 0;
 }
 
@@ -1103,11 +1174,17 @@ static int split_added(HfTokenizer *t, const AddedSet *set, const char *s, size_
                 if (!is_white(utf8_cp(s + stop, n - stop, &k))) break;
                 stop += k;
             }
+        const int at_start = t->seg_at_start;
+        t->seg_at_start = at_start && done == 0;
         if (start > done && fn(t, s + done, start - done, ids, cnt, cap)) return -1;
+        t->seg_at_start = at_start;
         if (ints_add(ids, cnt, cap, hit->id)) return -1;
         done = i = stop;
     }
+    const int at_start = t->seg_at_start;
+    t->seg_at_start = at_start && done == 0;
     if (n > done && fn(t, s + done, n - done, ids, cnt, cap)) return -1;
+    t->seg_at_start = at_start;
     return 0;
 }
 
@@ -1126,6 +1203,7 @@ static int encode_raw_segment(HfTokenizer *t, const char *s, size_t n, int **ids
 
 int hf_encode(HfTokenizer *t, const char *text, size_t len, int **ids, int *n, int *cap, char *err, size_t errlen) {
     if (!t || (!text && len)) return fail(err, errlen, "tokenizer: NULL argument");
+    t->seg_at_start = 1;
     if (split_added(t, &t->raw_set, text, len, encode_raw_segment, ids, n, cap))
         return fail(err, errlen, "tokenizer: out of memory (or a regex failed) while encoding");
     return 0;

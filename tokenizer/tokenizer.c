@@ -9,10 +9,13 @@
 
 #include <cjson/cJSON.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 #include <utf8proc.h>
 
 #include "tokenizer/hf_tokenizer.h"
@@ -34,15 +37,37 @@ struct Tokenizer {
 // --- files ---------------------------------------------------------------------------
 
 // Whole file, NUL-terminated; NULL (err set) on failure, or quietly if missing_ok and absent.
+// Only a regular file of at most MAX_TOKENIZER_FILE bytes: a FIFO would block, /dev/zero
+// never ends (issue 12); a file that grows past the cap while read is refused too.
+#define MAX_TOKENIZER_FILE ((size_t)256 << 20)
 static char *read_file(const char *path, size_t *n, int missing_ok, char *err, size_t errlen) {
-    FILE *f = fopen(path, "rb");
-    if (!f) {
+    struct stat st;
+    if (stat(path, &st) != 0) {
         if (!(missing_ok && errno == ENOENT)) fail(err, errlen, "tokenizer: cannot open %s: %s", path, strerror(errno));
+        return NULL;
+    }
+    if (!S_ISREG(st.st_mode)) { fail(err, errlen, "tokenizer: %s is not a regular file", path); return NULL; }
+    if ((uint64_t)st.st_size > MAX_TOKENIZER_FILE) {
+        fail(err, errlen, "tokenizer: %s is %lld bytes, more than the %zu a tokenizer may have", path,
+             (long long)st.st_size, MAX_TOKENIZER_FILE);
+        return NULL;
+    }
+    const int fd = open(path, O_RDONLY | O_NONBLOCK); // a FIFO swapped in since stat() never blocks
+    FILE *f = fd < 0 ? NULL : fdopen(fd, "rb");
+    if (!f) {
+        fail(err, errlen, "tokenizer: cannot open %s: %s", path, strerror(errno));
+        if (fd >= 0) close(fd);
         return NULL;
     }
     char *buf = NULL;
     size_t cap = 0, len = 0, got;
     for (;;) {
+        if (len > MAX_TOKENIZER_FILE) {
+            free(buf);
+            fclose(f);
+            fail(err, errlen, "tokenizer: %s grew past %zu bytes while read", path, MAX_TOKENIZER_FILE);
+            return NULL;
+        }
         if (len + 1 >= cap) {
             const size_t nc = cap ? 2 * cap : 1 << 16;
             char *nb = realloc(buf, nc);

@@ -321,6 +321,32 @@ class ChatModeTest(unittest.TestCase):
         out = util.run_cli([self.model, "--chat-template", tpl, "--encode-chat", mp])
         self.assertEqual([int(x) for x in out.split()], ids1)
 
+    def test_embedded_records(self):
+        """The compiled template from the checkpoint's config blob; a refused one's reason."""
+        import mixformat
+        cfg, layers, tensors, tok = mixformat.read_model(self.model)
+        with open(self.structures["qwen2.5"][0], "rb") as f:
+            compiled = f.read()
+        for records, want_rc, want in (({"chat_template": compiled}, 0, None),
+                                       ({"chat_template_refused": b"it numbers\nthe turns"}, 1,
+                                        "its chat template was refused at conversion: it "
+                                        "numbers the turns"),
+                                       ({"chat_template": b"{\"version\": 7}"}, 1,
+                                        "unknown structure version")):
+            with self.subTest(records=list(records)):
+                path = os.path.join(self.tmp.name, "rec.bin")
+                mixformat.write_model(path, cfg, layers, tensors, tokenizer_bytes=tok,
+                                      tokenizer_kind="sentencepiece", tokenizer_config=records)
+                r = subprocess.run([util.RUN, path, "--chat", "-t", "0", "-n", "2"],
+                                   input=b"Hi\n", capture_output=True, timeout=60)
+                self.assertEqual(r.returncode, want_rc, r.stderr)
+                if want:
+                    err = r.stderr.decode().strip().splitlines()
+                    self.assertEqual(len(err), 1, err)
+                    self.assertIn(want, err[0])
+                else:
+                    self.assertEqual(len(r.stdout.splitlines()), 1)
+
     def test_eof_and_errors(self):
         tpl, _ = self.structures["qwen2.5"]
         r = self.chat(["--chat-template", tpl, "-t", "0", "-n", "4"], "")
@@ -413,3 +439,89 @@ class IdsTest(unittest.TestCase):
             n += 1
         if n == 0:
             self.skipTest("../shared/data/tokenizers is absent")
+
+
+class ChatBinTest(unittest.TestCase):
+    """Tiny .bin models converted by scripts/convert_hf.py from HF folders holding a real
+    tokenizer.json and tokenizer_config.json of ../shared (the compiled template goes
+    into the checkpoint): --encode-chat gives @huggingface/tokenizers' ids for the
+    family's conversations, and --chat runs on the embedded template. The Mistral folder
+    gets TinyLlama's Zephyr template and also a tokenizer.model, which a chat model must
+    not use (transformers' tokenizer matches </s> in the text; SentencePiece would not)."""
+
+    FOLDERS = {"llama3": "llama3", "qwen3": "qwen3", "deepseek_v3": "deepseek_v3",
+               "mistral": "zephyr"}
+
+    def setUp(self):
+        self.tmp = tempfile.TemporaryDirectory()
+        self.addCleanup(self.tmp.cleanup)
+
+    def convert(self, folder, family):
+        import numpy as np
+        import safetensors_np as st
+        src = os.path.join(SHARED, folder)
+        with open(os.path.join(src, "tokenizer.json"), encoding="utf-8") as f:
+            tj = json.load(f)
+        V = 1 + max([max(tj["model"]["vocab"].values())] + [t["id"] for t in tj["added_tokens"]])
+        d = os.path.join(self.tmp.name, folder)
+        os.mkdir(d)
+        D, I, H = 8, 16, 2
+        cfg = dict(architectures=["LlamaForCausalLM"], hidden_size=D, num_hidden_layers=1,
+                   num_attention_heads=H, intermediate_size=I, vocab_size=V, rms_norm_eps=1e-5,
+                   hidden_act="silu", max_position_embeddings=512, tie_word_embeddings=True)
+        rng = np.random.default_rng(0)
+        t = {"model.embed_tokens.weight": rng.standard_normal((V, D)).astype(np.float32),
+             "model.norm.weight": np.ones(D, np.float32)}
+        p = "model.layers.0."
+        for k, shape in (("self_attn.q_proj", (D, D)), ("self_attn.k_proj", (D, D)),
+                         ("self_attn.v_proj", (D, D)), ("self_attn.o_proj", (D, D)),
+                         ("mlp.gate_proj", (I, D)), ("mlp.up_proj", (I, D)),
+                         ("mlp.down_proj", (D, I))):
+            t[p + k + ".weight"] = rng.standard_normal(shape).astype(np.float32)
+        t[p + "input_layernorm.weight"] = np.ones(D, np.float32)
+        t[p + "post_attention_layernorm.weight"] = np.ones(D, np.float32)
+        st.save_file(t, os.path.join(d, "model.safetensors"))
+        with open(os.path.join(d, "config.json"), "w") as f:
+            json.dump(cfg, f)
+        with open(os.path.join(src, "tokenizer_config.json"), encoding="utf-8") as f:
+            tc = json.load(f)
+        if family in FIXTURE_TEMPLATES:
+            tc["chat_template"] = FIXTURE_TEMPLATES[family]["chat_template"]
+            with open(os.path.join(util.ROOT, "weights", "tokenizer.model"), "rb") as f:
+                spm_bytes = f.read()
+            with open(os.path.join(d, "tokenizer.model"), "wb") as f:
+                f.write(spm_bytes)
+        with open(os.path.join(d, "tokenizer_config.json"), "w", encoding="utf-8") as f:
+            json.dump(tc, f, ensure_ascii=False)
+        with open(os.path.join(d, "tokenizer.json"), "w", encoding="utf-8") as f:
+            json.dump(tj, f, ensure_ascii=False)
+        out = os.path.join(self.tmp.name, folder + ".bin")
+        util.convert(d, out)
+        return out
+
+    def test_embedded_templates(self):
+        if not os.path.isdir(SHARED):
+            self.skipTest("../shared/data/tokenizers is absent")
+        for folder, family in self.FOLDERS.items():
+            with self.subTest(family=family):
+                model = self.convert(folder, family)
+                self.assertEqual(util.info(model)["tokenizer_kind"], "tokenizer.json")
+                fam = REFERENCE["families"][family]
+                wants = REFERENCE_IDS["families"][family]
+                args = [model]
+                expect = []
+                for i, (case, want) in enumerate(zip(fam["cases"], wants)):
+                    if want is None:
+                        continue
+                    mp = os.path.join(self.tmp.name, "%s_%d.json" % (family, i))
+                    with open(mp, "w", encoding="utf-8") as f:
+                        json.dump(case["messages"], f, ensure_ascii=False)
+                    args += ["--encode-chat", mp]
+                    expect.append(want)
+                out = util.run_cli(args + ["--today", REFERENCE["today"]])
+                got = [[int(x) for x in line.split()] for line in out.splitlines()]
+                self.assertEqual(got, expect)
+                r = subprocess.run([util.RUN, model, "--chat", "-t", "0", "-n", "3"],
+                                   input=b"Hi\nBye\n", capture_output=True, timeout=120)
+                self.assertEqual(r.returncode, 0, r.stderr)
+                self.assertEqual(len(r.stdout.decode("utf-8", "replace").split("\n")), 3)

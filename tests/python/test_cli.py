@@ -180,7 +180,7 @@ class CliTest(unittest.TestCase):
     def test_tokens_empty(self):
         for ids in ["", "   "]:
             with self.subTest(ids=ids):
-                self.assert_error([self.notok, "--tokens", ids, "--print-ids", "-n", "1"], "empty")
+                self.assert_error([self.notok, "--tokens", ids, "--print-ids", "-n", "1"], "no token ids")
 
     def test_generation_stops_at_context(self):
         # 3 prompt tokens, context 4: one more position to fill, so at most 2 samples

@@ -52,6 +52,16 @@ def f16_exact(a):
     return np.asarray(a, dtype=np.float32).astype(np.float16).astype(np.float32)
 
 
+def spm_bytes(n):
+    """A minimal serialized SentencePiece ModelProto with n pieces (wire format by hand)."""
+    def ld(field, payload):
+        out, v = bytes([field << 3 | 2]), len(payload)
+        while v >= 0x80:
+            out, v = out + bytes([v & 0x7F | 0x80]), v >> 7
+        return out + bytes([v]) + payload
+    return b"".join(ld(1, ld(1, ("p%d" % i).encode())) for i in range(n))
+
+
 class Model:
     """A synthetic HF checkpoint being assembled: config + tensors (float32 arrays)."""
 
@@ -276,8 +286,8 @@ class TestLlama(ConvertTestCase):
     def test_mha_mapping_and_header(self):
         m = gqa_model(H=4, D=16, L=2, bos_token_id=5, eos_token_id=[7, 8], rope_theta=5e5,
                       tie_word_embeddings=False)
-        cfg, layers, tensors, tok, out, p = self.convert_ok(m, tokenizer=b"\x0aSPM-bytes\x00\xff")
-        self.assertEqual(tok, b"\x0aSPM-bytes\x00\xff")
+        cfg, layers, tensors, tok, out, p = self.convert_ok(m, tokenizer=spm_bytes(37))
+        self.assertEqual(tok, spm_bytes(37))
         self.assertEqual(p.stderr, "")  # no tokenizer warning when tokenizer.model is there
         self.assertEqual((cfg["dim"], cfg["n_layers"], cfg["vocab_size"], cfg["hidden_dim"],
                           cfg["max_seq_len"]), (16, 2, 37, 24, 128))
@@ -727,6 +737,96 @@ class TestErrors(ConvertTestCase):
         m.t["model.layers.0.mlp.gate_proj.weight"][0, 0] = 1e6
         msg = self.assert_fails(self.write(m), r"mlp\.gate_proj\.weight", "--dtype", "f16")
         self.assertIn("f16 range", msg)
+
+    def test_nonfinite_weight_refused(self):
+        for bad in (np.nan, np.inf, -np.inf):
+            m = gqa_model()
+            m.t["model.layers.1.self_attn.v_proj.weight"][2, 3] = bad
+            msg = self.assert_fails(self.write(m), r"tensor model\.layers\.1\.self_attn\.v_proj"
+                                    r"\.weight holds 1 non-finite values")
+            self.assertIn("first at [2, 3]", msg)
+        m = gqa_model()
+        m.t["model.norm.weight"][0] = np.nan  # bf16 input too
+        self.assert_fails(self.write(m, dtypes={"model.norm.weight": "BF16"}),
+                          r"model\.norm\.weight holds 1 non-finite")
+
+    def test_overlapping_safetensors_offsets_refused(self):
+        m = gqa_model()
+        d = self.write(m)
+        path = os.path.join(d, "model.safetensors")
+        with open(path, "rb") as f:
+            raw = f.read()
+        (n,) = struct.unpack("<Q", raw[:8])
+        header = json.loads(raw[8:8 + n])
+        # point the up projection at the gate projection's bytes (same size)
+        header["model.layers.0.mlp.up_proj.weight"]["data_offsets"] = \
+            header["model.layers.0.mlp.gate_proj.weight"]["data_offsets"]
+        h = json.dumps(header).encode()
+        h += b" " * (-len(h) % 8)
+        with open(path, "wb") as f:
+            f.write(struct.pack("<Q", len(h)) + h + raw[8 + n:])
+        self.assert_fails(d, r"tensors .*gate_proj\.weight .* and .*up_proj\.weight .* overlap")
+        # partial overlap, by one element
+        header = json.loads(raw[8:8 + n])
+        b, e = header["model.layers.0.mlp.gate_proj.weight"]["data_offsets"]
+        header["model.layers.0.mlp.gate_proj.weight"]["data_offsets"] = [b + 4, e + 4]
+        h = json.dumps(header).encode()
+        h += b" " * (-len(h) % 8)
+        with open(path, "wb") as f:
+            f.write(struct.pack("<Q", len(h)) + h + raw[8 + n:])
+        self.assert_fails(d, r"overlap")
+
+    def test_bos_eos_outside_vocab_refused(self):
+        self.assert_fails(self.write(gqa_model(V=37, bos_token_id=37)),
+                          r"bos_token_id 37 is outside the vocabulary \(vocab_size 37\)")
+        self.assert_fails(self.write(gqa_model(V=37, eos_token_id=[40, 2])),
+                          r"eos_token_id 40 is outside the vocabulary")
+
+    def test_max_position_embeddings_above_runtime_limit(self):
+        m = gqa_model(max_position_embeddings=(1 << 24) + 1)
+        self.assert_fails(self.write(m), r"max_position_embeddings 16777217 is above what the "
+                          r"runtime accepts \(16777216\)")
+
+    def test_bad_tokenizer_model_refused(self):
+        for data in (b"", b"\xff\xff\xff", b"\x0a\x05ab", b"not a protobuf at all"):
+            d = self.write(gqa_model(), tokenizer=data)
+            self.assert_fails(d, r"tokenizer\.model is not a SentencePiece model")
+
+    def test_tokenizer_vocab_mismatch_refused(self):
+        d = self.write(gqa_model(V=37), tokenizer=spm_bytes(36))
+        self.assert_fails(d, r"tokenizer\.model has 36 pieces but config\.json's vocab_size is 37")
+
+    def test_real_tokenizer_model_accepted(self):
+        tok_path = os.path.join(ROOT, "tests", "fixtures", "tiny_spm128.model")
+        with open(tok_path, "rb") as f:
+            data = f.read()
+        _, _, _, tok, _, _ = self.convert_ok(gqa_model(V=128), tokenizer=data)
+        self.assertEqual(tok, data)
+
+    def test_sigterm_removes_partial_output(self):
+        import signal
+        import time
+        m = gqa_model(V=20000, D=256, H=4, I=256, L=2)
+        d = self.write(m)
+        out = os.path.join(self.tmp, "sig.bin")
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            # a 40 MB model, so the signal lands while the temporary file is written
+            p = subprocess.Popen([sys.executable, CONVERT, d, out], stdout=subprocess.PIPE,
+                                 stderr=subprocess.PIPE, universal_newlines=True)
+            deadline = time.time() + 60
+            while time.time() < deadline and p.poll() is None:
+                if any(f.startswith(".tmp-") for f in os.listdir(self.tmp)):
+                    break
+                time.sleep(0.002)
+            if p.poll() is not None:
+                self.skipTest("conversion finished before the signal could be sent")
+            p.send_signal(sig)
+            _, err = p.communicate(timeout=60)
+            self.assertEqual(p.returncode, 128 + sig if sig == signal.SIGTERM else 130, err)
+            self.assertEqual(len(err.splitlines()), 1, err)
+            self.assertRegex(err, r"^convert_hf: error: (terminated by SIGTERM|interrupted)\n$")
+            self.assertFalse(os.path.exists(out))
+            self.assertEqual([f for f in os.listdir(self.tmp) if f.startswith(".tmp-")], [])
 
     def test_existing_out_untouched_on_failure(self):
         m = gqa_model()

@@ -12,6 +12,7 @@ import re
 import shutil
 import struct
 import subprocess
+import sys
 import tempfile
 import unittest
 
@@ -208,6 +209,36 @@ class TestConverterTokenizer(unittest.TestCase):
         d = self.folder("mistral")
         shutil.copy(os.path.join(util.ROOT, "weights", "tokenizer.model"), d)
         self.assertEqual(convert_hf.tokenizer_files(d, {})[0], "sentencepiece")
+
+    def test_full_conversion(self):
+        # a tiny Llama folder with Llama 3's tokenizer files: convert_hf embeds tokenizer.json,
+        # the digest and the compiled chat template; ./run then tokenizes as HF does
+        from tests.python.test_convert import gqa_model
+        import safetensors_np as st
+        d = self.folder("llama3", {"eos_token_id": [128001, 128008, 128009]})
+        m = gqa_model(V=128256, D=8, L=1, H=2, I=16, lm_head=False, tie_word_embeddings=True,
+                      bos_token_id=128000, eos_token_id=128001)
+        with open(os.path.join(d, "config.json"), "w") as f:
+            json.dump(m.cfg, f)
+        st.save_file(m.t, os.path.join(d, "model.safetensors"), metadata={"format": "pt"})
+        out = os.path.join(d, "out.bin")
+        p = subprocess.run([sys.executable, util.CONVERT, d, out], capture_output=True, text=True)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertEqual(p.stderr, "")  # no "no tokenizer" warning
+        kind, tok, rec = mixformat.read_tokenizer(out)
+        self.assertEqual(kind, "hf")
+        self.assertEqual(sorted(rec), ["chat_template", "config.json"])
+        self.assertEqual(json.loads(rec["config.json"])["eos_token_id"], [128001, 128008, 128009])
+        info = json.loads(util.run_cli([out, "--info"]))
+        self.assertEqual(info["tokenizer_kind"], "tokenizer.json")
+        with open(os.path.join(FIX, "texts.json"), encoding="utf-8") as f:
+            text = {t["name"]: t["text"] for t in json.load(f)}["special_llama3"]
+        with open(os.path.join(FIX, "hf_ids.json"), encoding="utf-8") as f:
+            want = json.load(f)["tokenizers"]["llama3"]["special_llama3"]["ids"]
+        path = os.path.join(d, "t.txt")
+        with open(path, "w", encoding="utf-8") as f:
+            f.write(text)
+        self.assertEqual([int(x) for x in util.run_cli([out, "--encode-file", path]).split()], want)
 
     def test_bad_files(self):
         d = self.folder("mistral")

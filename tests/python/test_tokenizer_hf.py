@@ -8,6 +8,7 @@ absent.
 """
 import json
 import os
+import shutil
 import subprocess
 import tempfile
 import unittest
@@ -44,8 +45,25 @@ class TestHfTokenizerIds(unittest.TestCase):
                 f.write(t["text"].encode("utf-8"))  # the file's exact bytes (CRLF kept)
             cls.files.append(p)
 
+    def tokenizer_path(self, name):
+        """The real file, or a derived variant (tests/fixtures/tokenizer/derived.json)."""
+        with open(os.path.join(FIX, "derived.json"), encoding="utf-8") as f:
+            derived = json.load(f)
+        if name not in derived:
+            return os.path.join(SHARED_TOK, name, "tokenizer.json")
+        d = os.path.join(self.tmp, name)
+        os.makedirs(d, exist_ok=True)
+        base = derived[name]["base"]
+        with open(os.path.join(SHARED_TOK, base, "tokenizer.json"), encoding="utf-8") as f:
+            tj = json.load(f)
+        tj.update(derived[name]["set"])
+        with open(os.path.join(d, "tokenizer.json"), "w", encoding="utf-8") as f:
+            json.dump(tj, f, ensure_ascii=False)
+        shutil.copy(os.path.join(SHARED_TOK, base, "tokenizer_config.json"), d)
+        return os.path.join(d, "tokenizer.json")
+
     def encode_all(self, name):
-        args = ["-z", os.path.join(SHARED_TOK, name, "tokenizer.json")]
+        args = ["-z", self.tokenizer_path(name)]
         for p in self.files:
             args += ["--encode-file", p]
         p = run(args)
@@ -73,13 +91,17 @@ class TestHfTokenizerIds(unittest.TestCase):
     def test_mistral_ids(self):
         self.check_ids("mistral")
 
+    def test_metaspace_variant_ids(self):
+        # Mistral's file with a Metaspace pre-tokenizer and decoder (derived.json)
+        self.check_ids("mistral_metaspace")
+
     def test_decode_round_trip(self):
         # decode(encode(text)) == text, and equals HF's decode, for a spread of texts
         picks = ["english", "whitespace_runs", "crlf", "chinese", "emoji_zwj", "combining_marks",
                  "special_chatml", "special_mistral", "code_c", "leading_trailing"]
         texts = {t["name"]: t["text"] for t in self.texts}
-        for name in NAMES:
-            tok = os.path.join(SHARED_TOK, name, "tokenizer.json")
+        for name in NAMES + ["mistral_metaspace"]:
+            tok = self.tokenizer_path(name)
             for tname in picks:
                 ref = self.ref[name][tname]
                 if not ref["ids"]:
@@ -89,8 +111,10 @@ class TestHfTokenizerIds(unittest.TestCase):
                     self.assertEqual(p.returncode, 0, p.stderr.decode())
                     out = p.stdout.decode("utf-8")
                     self.assertEqual(out, ref["decoded"])
-                    # NFC changes the text; Mistral's Prepend puts a "▁" after every special token
-                    if (name, tname) not in (("qwen3", "combining_marks"), ("mistral", "special_mistral")):
+                    # NFC changes the text; Mistral's Prepend puts a "▁" after every special token;
+                    # a lone Metaspace decoder has no ByteFallback (so HF's decode shows <0x0A>)
+                    if (name, tname) not in (("qwen3", "combining_marks"), ("mistral", "special_mistral")) \
+                            and name != "mistral_metaspace":
                         self.assertEqual(out, texts[tname])
 
 
@@ -115,6 +139,30 @@ def tiny_tokenizer(**over):
     }
     tj.update(over)
     return tj
+
+
+class TestSentencePieceCli(unittest.TestCase):
+    """--encode-file / --decode-ids with a SentencePiece .model and with a .bin embedding it
+    (expected ids from SentencePiece's own spm_encode)."""
+
+    def test_encode_decode(self):
+        if not shutil.which("spm_encode"):
+            self.skipTest("spm_encode (Debian package sentencepiece) is not installed")
+        model = os.path.join(util.ROOT, "weights", "tokenizer.model")
+        text = "Once upon a time, there was a little girl named Lily. She was 3."
+        with tempfile.TemporaryDirectory() as d:
+            path = os.path.join(d, "t.txt")
+            with open(path, "w") as f:
+                f.write(text)
+            want = subprocess.run(["spm_encode", "--model=" + model, "--output_format=id"],
+                                  input=text, capture_output=True, text=True, check=True).stdout.split()
+            for tok in (model, os.path.join(util.ROOT, "weights", "mha.bin")):
+                with self.subTest(tokenizer=tok):
+                    p = run(["-z", tok, "--encode-file", path])
+                    self.assertEqual(p.returncode, 0, p.stderr)
+                    self.assertEqual(p.stdout.decode().split(), want)
+                    p = run(["-z", tok, "--decode-ids", " ".join(want)])
+                    self.assertEqual(p.stdout.decode(), text)
 
 
 class TestHfTokenizerErrors(unittest.TestCase):

@@ -1,6 +1,7 @@
 // Reference token ids from Hugging Face's own JavaScript tokenizers (@huggingface/tokenizers),
 // for the texts in tests/fixtures/tokenizer/texts.json and the four real tokenizers in
-// ../shared/data/tokenizers. Not part of the test run: its output is committed as
+// ../shared/data/tokenizers, plus the variants of tests/fixtures/tokenizer/derived.json (a
+// real file with some parts replaced, for pipeline parts no real file here uses). Not part of the test run: its output is committed as
 // tests/fixtures/tokenizer/hf_ids.json, which tests/python/test_tokenizer_hf.py checks against.
 //
 //   mkdir -p /work/scratch-npm && (cd /work/scratch-npm && npm install @huggingface/tokenizers)
@@ -22,9 +23,13 @@ const out = {
     "{skip_special_tokens: false, clean_up_tokenization_spaces: false})",
   tokenizers: {},
 };
-for (const name of ["llama3", "qwen3", "deepseek_v3", "mistral"]) {
-  const read = (f) => JSON.parse(fs.readFileSync(path.join(tokDir, name, f), "utf8"));
-  const tok = new Tokenizer(read("tokenizer.json"), read("tokenizer_config.json"));
+const derived = JSON.parse(fs.readFileSync(path.join(path.dirname(textsPath), "derived.json"), "utf8"));
+for (const name of ["llama3", "qwen3", "deepseek_v3", "mistral", ...Object.keys(derived)]) {
+  const base = derived[name] ? derived[name].base : name;
+  const read = (f) => JSON.parse(fs.readFileSync(path.join(tokDir, base, f), "utf8"));
+  const tj = read("tokenizer.json");
+  if (derived[name]) Object.assign(tj, derived[name].set);
+  const tok = new Tokenizer(tj, read("tokenizer_config.json"));
   const per = {};
   for (const { name: tname, text } of texts) {
     const ids = tok.encode(text, { add_special_tokens: false }).ids;

@@ -1,0 +1,294 @@
+// The products with AVX-512 (F, BW, VL) and VNNI: 16 f32 lanes for the float dtypes (f16/bf16
+// widened in registers: vcvtph2ps / a 16-bit shift), vpdpbusd for the block dtypes (8 int32
+// lanes of 4-byte dot products per 32-column block). Compiled for any x86-64: each function
+// carries its own target attribute and runs only when tensor.c has seen the CPU's flags.
+#include "kernels/tensor_isa.h"
+
+#ifdef KERNELS_X86
+#include <immintrin.h>
+
+#define AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")))
+#define INLINE static inline __attribute__((always_inline)) AVX512
+
+// --- loading 16 weights of a float dtype as f32 ---------------------------------------------
+
+INLINE __m512 load16(DType t, const void *row, int c) {
+    if (t == DTYPE_F32) return _mm512_loadu_ps((const float *)row + c);
+    const __m256i h = _mm256_loadu_si256((const __m256i *)((const uint16_t *)row + c));
+    if (t == DTYPE_F16) return _mm512_cvtph_ps(h);
+    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16)); // bf16
+}
+
+// the same for the m lanes of a tail (the others 0)
+INLINE __m512 load16_tail(DType t, const void *row, int c, __mmask16 m) {
+    if (t == DTYPE_F32) return _mm512_maskz_loadu_ps(m, (const float *)row + c);
+    const __m256i h = _mm256_maskz_loadu_epi16(m, (const uint16_t *)row + c);
+    if (t == DTYPE_F16) return _mm512_cvtph_ps(h);
+    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
+}
+
+// The sums of a0..a3 (16 lanes each) stored to y[0..3]: one reduction for the four (folding
+// halves, then quarters, then within 128-bit lanes) instead of four separate ones.
+INLINE void store_sums4(float *y, __m512 a0, __m512 a1, __m512 a2, __m512 a3) {
+    const __m512 s01 = _mm512_add_ps(_mm512_shuffle_f32x4(a0, a1, 0x44), _mm512_shuffle_f32x4(a0, a1, 0xEE));
+    const __m512 s23 = _mm512_add_ps(_mm512_shuffle_f32x4(a2, a3, 0x44), _mm512_shuffle_f32x4(a2, a3, 0xEE));
+    // 128-bit lane i now holds 4 partial sums of a_i
+    __m512 t = _mm512_add_ps(_mm512_shuffle_f32x4(s01, s23, 0x88), _mm512_shuffle_f32x4(s01, s23, 0xDD));
+    t = _mm512_add_ps(t, _mm512_permute_ps(t, 0x4E));
+    t = _mm512_add_ps(t, _mm512_permute_ps(t, 0xB1));
+    const __m512 r = _mm512_permutexvar_ps(_mm512_setr_epi32(0, 4, 8, 12, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0), t);
+    _mm_storeu_ps(y, _mm512_castps512_ps128(r));
+}
+
+// --- float dtypes: one row . x (decode) ----------------------------------------------------------
+
+// Four accumulators over 64 columns at a time, then 16 at a time, then a masked tail.
+INLINE float dot_float(DType t, const void *w, const float *x, int n) {
+    __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+    int c = 0;
+    for (; c + 64 <= n; c += 64) {
+        a0 = _mm512_fmadd_ps(load16(t, w, c), _mm512_loadu_ps(x + c), a0);
+        a1 = _mm512_fmadd_ps(load16(t, w, c + 16), _mm512_loadu_ps(x + c + 16), a1);
+        a2 = _mm512_fmadd_ps(load16(t, w, c + 32), _mm512_loadu_ps(x + c + 32), a2);
+        a3 = _mm512_fmadd_ps(load16(t, w, c + 48), _mm512_loadu_ps(x + c + 48), a3);
+    }
+    for (; c + 16 <= n; c += 16) a0 = _mm512_fmadd_ps(load16(t, w, c), _mm512_loadu_ps(x + c), a0);
+    if (c < n) {
+        const __mmask16 m = (__mmask16)((1u << (n - c)) - 1);
+        a1 = _mm512_fmadd_ps(load16_tail(t, w, c, m), _mm512_maskz_loadu_ps(m, x + c), a1);
+    }
+    return _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(a0, a1), _mm512_add_ps(a2, a3)));
+}
+
+// --- float dtypes: R rows x T tokens (prefill) ----------------------------------------------------
+
+// acc[r][k] sums row r . token k over all columns, 16 lanes at a time: each weight vector is
+// loaded (and widened) once for T tokens, each activation vector once for R rows.
+INLINE void tile_float(DType t, int R, int T, float *Y, size_t ldy, const char *W, size_t rb,
+                       const float *X, int n) {
+    __m512 acc[4][4];
+    for (int r = 0; r < R; r++)
+        for (int k = 0; k < T; k++) acc[r][k] = _mm512_setzero_ps();
+    int c = 0;
+    for (; c + 16 <= n; c += 16) {
+        __m512 w[4];
+        for (int r = 0; r < R; r++) w[r] = load16(t, W + r * rb, c);
+        for (int k = 0; k < T; k++) {
+            const __m512 x = _mm512_loadu_ps(X + (size_t)k * n + c);
+            for (int r = 0; r < R; r++) acc[r][k] = _mm512_fmadd_ps(w[r], x, acc[r][k]);
+        }
+    }
+    if (c < n) {
+        const __mmask16 m = (__mmask16)((1u << (n - c)) - 1);
+        __m512 w[4];
+        for (int r = 0; r < R; r++) w[r] = load16_tail(t, W + r * rb, c, m);
+        for (int k = 0; k < T; k++) {
+            const __m512 x = _mm512_maskz_loadu_ps(m, X + (size_t)k * n + c);
+            for (int r = 0; r < R; r++) acc[r][k] = _mm512_fmadd_ps(w[r], x, acc[r][k]);
+        }
+    }
+    for (int k = 0; k < T; k++) {
+        if (R == 4) {
+            store_sums4(Y + (size_t)k * ldy, acc[0][k], acc[1][k], acc[2][k], acc[3][k]);
+            continue;
+        }
+        for (int r = 0; r < R; r++) Y[(size_t)k * ldy + r] = _mm512_reduce_add_ps(acc[r][k]);
+    }
+}
+
+// --- block dtypes ---------------------------------------------------------------------------------
+
+// 32 weights of a block as unsigned bytes u with u - off = the weight: q8_0 flips the sign bit
+// (w + 128), q4_0 unpacks its nibbles into column order (low nibbles 0..15, high 16..31).
+INLINE __m256i block_bytes(DType t, const void *blk) {
+    if (t == DTYPE_Q8_0)
+        return _mm256_xor_si256(_mm256_loadu_si256((const __m256i *)((const BlockQ8_0 *)blk)->qs),
+                                _mm256_set1_epi8((char)0x80));
+    const __m128i p = _mm_loadu_si128((const __m128i *)((const BlockQ4_0 *)blk)->qs);
+    const __m128i lo = _mm_and_si128(p, _mm_set1_epi8(15));
+    const __m128i hi = _mm_and_si128(_mm_srli_epi16(p, 4), _mm_set1_epi8(15));
+    return _mm256_inserti128_si256(_mm256_castsi128_si256(lo), hi, 1);
+}
+
+// the offset's shift: 128 = 1 << 7 for q8_0, 8 = 1 << 3 for q4_0
+#define OFFSET_SHIFT(t) ((t) == DTYPE_Q8_0 ? 7 : 3)
+#define BLOCK_BYTES(t) ((t) == DTYPE_Q8_0 ? sizeof(BlockQ8_0) : sizeof(BlockQ4_0))
+
+INLINE float block_scale(const void *blk) { return _cvtsh_ss(*(const uint16_t *)blk); }
+
+// --- two blocks per 512-bit vector --------------------------------------------------------------
+
+// two consecutive blocks of a row as 64 unsigned bytes (the second in the upper half); `two` = 0:
+// only the first, the upper half zero (so its products are 0 whatever the scale)
+INLINE __m512i block_bytes2(DType t, const char *blk, int two) {
+    const __m512i lo = _mm512_zextsi256_si512(block_bytes(t, blk));
+    return two ? _mm512_inserti64x4(lo, block_bytes(t, blk + BLOCK_BYTES(t)), 1) : lo;
+}
+
+// 8 lanes of a, then 8 lanes of b
+INLINE __m512 halves(float a, float b) {
+    return _mm512_castpd_ps(_mm512_insertf64x4(_mm512_castps_pd(_mm512_set1_ps(a)),
+                                               _mm256_castps_pd(_mm256_set1_ps(b)), 1));
+}
+
+// the activation's quants and offset init of blocks b, b+1 (or b alone)
+INLINE __m512i act_bytes2(const int8_t *q, int two) {
+    return two ? _mm512_loadu_si512(q) : _mm512_zextsi256_si512(_mm256_loadu_si256((const __m256i *)q));
+}
+INLINE __m512i act_init2(DType t, const int32_t *lsum, int two) {
+    const __m512i v = two ? _mm512_loadu_si512(lsum)
+                          : _mm512_zextsi256_si512(_mm256_loadu_si256((const __m256i *)lsum));
+    return _mm512_slli_epi32(v, OFFSET_SHIFT(t));
+}
+
+// lanes 0..7: the exact partial dots of block b (4 columns each), lanes 8..15: of block b+1
+INLINE __m512 block_pair(DType t, const char *w, const ActQ8 *a, int tok, int b, int two, float dx0, float dx1) {
+    const __m512i p = _mm512_dpbusd_epi32(act_init2(t, a->lsum + (size_t)tok * a->cols / 4 + b * 8, two),
+                                          block_bytes2(t, w + b * BLOCK_BYTES(t), two),
+                                          act_bytes2(a->q + (size_t)tok * a->cols + b * QK, two));
+    const float s0 = block_scale(w + b * BLOCK_BYTES(t)) * dx0;
+    const float s1 = two ? block_scale(w + (b + 1) * BLOCK_BYTES(t)) * dx1 : 0.0f;
+    return _mm512_mul_ps(_mm512_cvtepi32_ps(p), halves(s0, s1));
+}
+
+// one row . one token: 4 blocks per step in two accumulators
+INLINE float dot_block(DType t, const char *w, const ActQ8 *a, int tok) {
+    const int nb = a->cols / QK;
+    const float *d = a->d + (size_t)tok * nb;
+    __m512 acc0 = _mm512_setzero_ps(), acc1 = acc0;
+    int b = 0;
+    for (; b + 4 <= nb; b += 4) {
+        acc0 = _mm512_add_ps(acc0, block_pair(t, w, a, tok, b, 1, d[b], d[b + 1]));
+        acc1 = _mm512_add_ps(acc1, block_pair(t, w, a, tok, b + 2, 1, d[b + 2], d[b + 3]));
+    }
+    for (; b < nb; b += 2) {
+        const int two = b + 1 < nb;
+        acc0 = _mm512_add_ps(acc0, block_pair(t, w, a, tok, b, two, d[b], two ? d[b + 1] : 0.0f));
+    }
+    return _mm512_reduce_add_ps(_mm512_add_ps(acc0, acc1));
+}
+
+// R rows x T tokens over blocks b, b+1 (or b alone): each pair of weight blocks is unpacked once
+// for T tokens, each pair of activation blocks loaded once for R rows
+INLINE void tile_block_step(DType t, int R, int T, __m512 acc[4][4], const char *W, size_t rb,
+                            const ActQ8 *a, int b, int two) {
+    const int nb = a->cols / QK;
+    __m512i u[4];
+    __m512 dw[4];
+    for (int r = 0; r < R; r++) {
+        const char *blk = W + r * rb + b * BLOCK_BYTES(t);
+        u[r] = block_bytes2(t, blk, two);
+        dw[r] = halves(block_scale(blk), two ? block_scale(blk + BLOCK_BYTES(t)) : 0.0f);
+    }
+    for (int k = 0; k < T; k++) {
+        const __m512i x = act_bytes2(a->q + (size_t)k * a->cols + b * QK, two);
+        const __m512i init = act_init2(t, a->lsum + (size_t)k * a->cols / 4 + b * 8, two);
+        const float *d = a->d + (size_t)k * nb + b;
+        const __m512 dx = halves(d[0], two ? d[1] : 0.0f);
+        for (int r = 0; r < R; r++) {
+            const __m512i p = _mm512_dpbusd_epi32(init, u[r], x);
+            acc[r][k] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(p), _mm512_mul_ps(dw[r], dx), acc[r][k]);
+        }
+    }
+}
+
+INLINE void tile_block(DType t, int R, int T, float *Y, size_t ldy, const char *W, size_t rb,
+                       const ActQ8 *a) {
+    const int nb = a->cols / QK;
+    __m512 acc[4][4];
+    for (int r = 0; r < R; r++)
+        for (int k = 0; k < T; k++) acc[r][k] = _mm512_setzero_ps();
+    int b = 0;
+    for (; b + 2 <= nb; b += 2) tile_block_step(t, R, T, acc, W, rb, a, b, 1);
+    if (b < nb) tile_block_step(t, R, T, acc, W, rb, a, b, 0);
+    for (int k = 0; k < T; k++) {
+        if (R == 4) {
+            store_sums4(Y + (size_t)k * ldy, acc[0][k], acc[1][k], acc[2][k], acc[3][k]);
+            continue;
+        }
+        for (int r = 0; r < R; r++) Y[(size_t)k * ldy + r] = _mm512_reduce_add_ps(acc[r][k]);
+    }
+}
+
+// --- entry points ------------------------------------------------------------------------------
+
+AVX512 void avx512_quantize_act(const ActQ8 *a, int t, const float *x) {
+    const int nb = a->cols / QK;
+    int8_t *q = a->q + (size_t)t * a->cols;
+    int32_t *ls = a->lsum + (size_t)t * a->cols / 4;
+    for (int b = 0; b < nb; b++, x += QK, q += QK, ls += 8) {
+        const __m512 x0 = _mm512_loadu_ps(x), x1 = _mm512_loadu_ps(x + 16);
+        const float amax = _mm512_reduce_max_ps(_mm512_max_ps(_mm512_abs_ps(x0), _mm512_abs_ps(x1)));
+        const float d = amax / 127.0f, id = d != 0.0f ? 1.0f / d : 0.0f;
+        const __m512 vid = _mm512_set1_ps(id);
+        // vcvtps2dq rounds to nearest even under the default MXCSR, like nearbyintf
+        const __m512i q0 = _mm512_cvtps_epi32(_mm512_mul_ps(x0, vid));
+        const __m512i q1 = _mm512_cvtps_epi32(_mm512_mul_ps(x1, vid));
+        _mm_storeu_si128((__m128i *)q, _mm512_cvtepi32_epi8(q0));
+        _mm_storeu_si128((__m128i *)(q + 16), _mm512_cvtepi32_epi8(q1));
+        // lane sums of 4 quants: madd of the bytes with ones (pairs), then pairs of pairs
+        const __m256i qb = _mm256_loadu_si256((const __m256i *)q);
+        const __m256i s16 = _mm256_maddubs_epi16(_mm256_set1_epi8(1), qb);
+        const __m256i s32 = _mm256_madd_epi16(s16, _mm256_set1_epi16(-1));
+        _mm256_storeu_si256((__m256i *)ls, s32);
+        a->d[(size_t)t * nb + b] = d;
+    }
+}
+
+AVX512 void avx512_rows(float *y, const Matrix *W, int r0, int r1, const void *x) {
+    const size_t rb = dtype_row_bytes(W->dtype, W->cols);
+    const char *base = (const char *)W->data;
+    switch (W->dtype) {
+#define ROWS_FLOAT(T)                                                                          \
+    case T:                                                                                    \
+        for (int r = r0; r < r1; r++) y[r - r0] = dot_float(T, base + r * rb, x, W->cols);     \
+        break;
+    ROWS_FLOAT(DTYPE_F32) ROWS_FLOAT(DTYPE_F16) ROWS_FLOAT(DTYPE_BF16)
+#define ROWS_BLOCK(T)                                                                          \
+    case T:                                                                                    \
+        for (int r = r0; r < r1; r++) y[r - r0] = dot_block(T, base + r * rb, x, 0);          \
+        break;
+    ROWS_BLOCK(DTYPE_Q8_0) ROWS_BLOCK(DTYPE_Q4_0)
+    }
+}
+
+// Register tiles of 4 rows x 4 tokens, smaller ones at the edges; rows outer, so the 4 rows
+// stay in L1 while the tokens of the cache tile (tensor.c) pass them.
+#define TILE_CASES(FN, T, ...)                                                                 \
+    switch (rr * 4 + kk) {                                                                     \
+    case 5: FN(T, 1, 1, __VA_ARGS__); break;  case 6: FN(T, 1, 2, __VA_ARGS__); break;         \
+    case 7: FN(T, 1, 3, __VA_ARGS__); break;  case 8: FN(T, 1, 4, __VA_ARGS__); break;         \
+    case 9: FN(T, 2, 1, __VA_ARGS__); break;  case 10: FN(T, 2, 2, __VA_ARGS__); break;        \
+    case 11: FN(T, 2, 3, __VA_ARGS__); break; case 12: FN(T, 2, 4, __VA_ARGS__); break;        \
+    case 13: FN(T, 3, 1, __VA_ARGS__); break; case 14: FN(T, 3, 2, __VA_ARGS__); break;        \
+    case 15: FN(T, 3, 3, __VA_ARGS__); break; case 16: FN(T, 3, 4, __VA_ARGS__); break;        \
+    case 17: FN(T, 4, 1, __VA_ARGS__); break; case 18: FN(T, 4, 2, __VA_ARGS__); break;        \
+    case 19: FN(T, 4, 3, __VA_ARGS__); break; case 20: FN(T, 4, 4, __VA_ARGS__); break;        \
+    }
+
+#define GEMM_LOOP(T, TILE, XARG)                                                               \
+    for (int r = r0; r < r1; r += 4) {                                                         \
+        const int rr = r1 - r < 4 ? r1 - r : 4;                                                \
+        for (int k = 0; k < n; k += 4) {                                                       \
+            const int kk = n - k < 4 ? n - k : 4;                                              \
+            TILE_CASES(TILE, T, Y + (size_t)k * ldy + (r - r0), ldy, base + r * rb, rb, XARG)  \
+        }                                                                                      \
+    }
+
+#define FLOAT_X ((const float *)X + (size_t)k * W->cols), W->cols
+#define BLOCK_X (&(ActQ8){a->q + (size_t)k * a->cols, a->d + (size_t)k * (a->cols / QK),       \
+                          a->lsum + (size_t)k * a->cols / 4, a->cols})
+
+AVX512 void avx512_gemm(float *Y, size_t ldy, const Matrix *W, int r0, int r1, const void *X, int n) {
+    const size_t rb = dtype_row_bytes(W->dtype, W->cols);
+    const char *base = (const char *)W->data;
+    const ActQ8 *a = X;
+    switch (W->dtype) {
+    case DTYPE_F32: GEMM_LOOP(DTYPE_F32, tile_float, FLOAT_X) break;
+    case DTYPE_F16: GEMM_LOOP(DTYPE_F16, tile_float, FLOAT_X) break;
+    case DTYPE_BF16: GEMM_LOOP(DTYPE_BF16, tile_float, FLOAT_X) break;
+    case DTYPE_Q8_0: GEMM_LOOP(DTYPE_Q8_0, tile_block, BLOCK_X) break;
+    case DTYPE_Q4_0: GEMM_LOOP(DTYPE_Q4_0, tile_block, BLOCK_X) break;
+    }
+}
+#endif
