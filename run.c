@@ -352,14 +352,16 @@ static void print_info(const Model *m, int context) {
     attention_layout(m, layout, sizeof layout);
     static const char *pairing[] = {"neox", "interleaved"};
     static const char *scaling[] = {"none", "linear", "llama3", "yarn"};
-    printf("{\n  \"format_version\": 1,\n  \"architecture\": \"pre-norm decoder: RMSNorm, RoPE, SwiGLU, per-layer attention\",\n"
+    printf("{\n  \"format_version\": %d,\n  \"architecture\": \"pre-norm decoder: RMSNorm, RoPE, SwiGLU, per-layer attention\",\n"
            "  \"attention\": \"%s\",\n  \"dim\": %d,\n  \"n_layers\": %d,\n  \"vocab_size\": %d,\n"
            "  \"max_seq_len\": %d,\n  \"hidden_dim\": %d,\n  \"n_params\": %zu,\n"
+           "  \"active_params\": %zu,\n"
            "  \"tied_embeddings\": %s,\n  \"norm_eps\": %g,\n  \"bos_id\": %d,\n  \"eos_id\": %d,\n"
            "  \"rope\": {\"theta\": %g, \"pairing\": \"%s\", \"scaling\": \"%s\", \"factor\": %g},\n"
            "  \"sliding_window\": %d,\n  \"tokenizer_embedded\": %s,\n  \"tokenizer_kind\": \"%s\",\n"
            "  \"tokenizer_config_bytes\": %zu,\n  \"layers\": [\n",
-           layout, c->dim, c->n_layers, c->vocab_size, c->max_seq_len, c->hidden_dim, m->n_params,
+           c->format_version, layout, c->dim, c->n_layers, c->vocab_size, c->max_seq_len,
+           c->hidden_dim, m->n_params, model_active_params(m),
            c->tied_embeddings ? "true" : "false", c->norm_eps, c->bos_id, c->eos_id, c->rope.theta,
            pairing[c->rope.pairing], scaling[c->rope.scaling], c->rope.factor, c->sliding_window,
            m->tokenizer_bytes ? "true" : "false",
@@ -376,6 +378,21 @@ static void print_info(const Model *m, int context) {
                    "\"qk_rope_head_dim\": %d, \"v_head_dim\": %d, ",
                    l->mla.n_heads, l->mla.q_lora_rank, l->mla.kv_lora_rank, l->mla.qk_nope_head_dim,
                    l->mla.qk_rope_head_dim, l->mla.v_head_dim);
+        if (l->kind == ATTN_GQA && l->gqa.q_norm) printf("\"qk_norm\": true, ");
+        if (l->ffn == FFN_DENSE) {
+            printf("\"ffn\": \"dense\", \"ffn_hidden\": %d, ", l->ffn_hidden);
+        } else {
+            static const char *scoring[] = {"softmax", "sigmoid"};
+            static const char *method[] = {"greedy", "group_limited_greedy", "noaux_tc"};
+            const MoEWeights *w = &l->moe;
+            printf("\"ffn\": \"moe\", \"n_experts\": %d, \"top_k\": %d, \"expert_hidden\": %d, "
+                   "\"shared_hidden\": %d, \"scoring\": \"%s\", \"topk_method\": \"%s\", "
+                   "\"n_group\": %d, \"topk_group\": %d, \"norm_topk_prob\": %s, "
+                   "\"routed_scaling_factor\": %g, \"active_ffn_params\": %zu, ",
+                   w->n_experts, w->top_k, w->expert_hidden, w->shared_hidden, scoring[w->scoring],
+                   method[w->topk_method], w->n_group, w->topk_group, w->norm_topk_prob ? "true" : "false",
+                   w->routed_scaling_factor, moe_active_params(w, c->dim));
+        }
         printf("\"kv_bytes_per_token\": %zu}%s\n", layer_kv_floats_per_token(l) * sizeof(float),
                n + 1 < c->n_layers ? "," : "");
     }

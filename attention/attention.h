@@ -35,6 +35,8 @@ typedef struct {
     const float *wv; // [Hkv*d, dim]
     const float *wo; // [dim, H*d]
     const float *bq, *bk, *bv, *bo; // [H*d], [Hkv*d], [Hkv*d], [dim]; NULL if absent
+    const float *q_norm, *k_norm;   // [d] per-head RMSNorm of q and k before RoPE (Qwen3),
+    float qk_norm_eps;              //     NULL if absent; its epsilon
 } GQAWeights;
 
 typedef struct {

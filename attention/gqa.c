@@ -32,6 +32,13 @@ void gqa_attention(const GQAWeights *w, const GQACache *cache, const Rope *rope,
     matmul_f32(k_new, w->wk, x, w->bk, n, kv_dim, dim);
     matmul_f32(v_new, w->wv, x, w->bv, n, kv_dim, dim);
 
+    // --- Qwen3: RMSNorm over each query and key head's d values, before RoPE
+    if (w->q_norm) {
+        for (int i = 0; i < n * H; i++) rmsnorm(q + (size_t)i * d, q + (size_t)i * d, w->q_norm, d, w->qk_norm_eps);
+        for (int i = 0; i < n * Hkv; i++)
+            rmsnorm(k_new + (size_t)i * d, k_new + (size_t)i * d, w->k_norm, d, w->qk_norm_eps);
+    }
+
     // --- RoPE on every query head and every new key head
     for (int t = 0; t < n; t++) {
         float cos_t[rope->rope_dim / 2 + 1], sin_t[rope->rope_dim / 2 + 1];

@@ -4,6 +4,7 @@
 //   for each layer:
 //       x += residual_scale * Attention(RMSNorm(x))     (the layer's kind decides which)
 //       x += residual_scale * W2 (silu(W1 n) * W3 n),   n = RMSNorm(x)
+//            (or the mixture of experts of model/moe.c on n)
 //   logits = W_out (RMSNorm(x) * logit_scale)
 #include <string.h>
 
@@ -12,7 +13,7 @@
 
 float *forward(const Model *m, RunState *s, const int *tokens, int n, int pos0, int n_logits) {
     const Config *c = &m->cfg;
-    const int D = c->dim, I = c->hidden_dim, V = c->vocab_size;
+    const int D = c->dim, V = c->vocab_size;
 
     // --- embedding
     for (int t = 0; t < n; t++) {
@@ -34,13 +35,18 @@ float *forward(const Model *m, RunState *s, const int *tokens, int n, int pos0, 
                           s->mla_mode, s->xb, s->xb2, &s->scratch);
         axpy(s->x, c->residual_scale, s->xb2, n * D);
 
-        // --- SwiGLU feed-forward block
+        // --- feed-forward block: SwiGLU, or a mixture of SwiGLU experts
         for (int t = 0; t < n; t++)
             rmsnorm(s->xb + (size_t)t * D, s->x + (size_t)t * D, layer->ffn_norm, D, c->norm_eps);
-        matmul_f32(s->hb, layer->w1, s->xb, layer->b1, n, I, D);
-        matmul_f32(s->hb2, layer->w3, s->xb, layer->b3, n, I, D);
-        swiglu(s->hb, s->hb2, n * I);
-        matmul_f32(s->xb2, layer->w2, s->hb, layer->b2, n, D, I);
+        if (layer->ffn == FFN_MOE) {
+            moe_forward(&layer->moe, D, n, s->xb, s->xb2, &s->moe);
+        } else {
+            const int I = layer->ffn_hidden;
+            matmul_f32(s->hb, layer->w1, s->xb, layer->b1, n, I, D);
+            matmul_f32(s->hb2, layer->w3, s->xb, layer->b3, n, I, D);
+            swiglu(s->hb, s->hb2, n * I);
+            matmul_f32(s->xb2, layer->w2, s->hb, layer->b2, n, D, I);
+        }
         axpy(s->x, c->residual_scale, s->xb2, n * D);
     }
 

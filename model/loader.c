@@ -17,13 +17,13 @@
 #include "model/model.h"
 
 #define HEADER_BYTES 256
-#define LAYER_BYTES 64
+#define LAYER_BYTES 128   // version 2: attention (bytes 0..63) + feed-forward (64..127)
+#define LAYER_BYTES_V1 64 // version 1: attention only, every FFN dense of hidden_dim
 #define ENTRY_BYTES 128
 #define FORMAT_VERSION 2 // version 1 files (no block types) are read too
 #define MAX_SIZE (1u << 24) // no single dimension of a sane model is larger
 #define HUGE_PAGE ((uint64_t)2 << 20)
 
-enum { DTYPE_F32 = 0, DTYPE_F16 = 1, DTYPE_BF16 = 2, DTYPE_Q8_0 = 3, DTYPE_Q4_0 = 4 };
 #define QK 32 // values per block of the block types (ggml's q8_0 and q4_0)
 static const char *const dtype_names[] = {"f32", "f16", "bf16", "q8_0", "q4_0"};
 
@@ -83,6 +83,7 @@ static int parse_header(Config *c, const unsigned char *h, size_t nbytes, uint32
     if (rd_u32(h + 8) != FORMAT_VERSION && rd_u32(h + 8) != 1)
         return fail(err, errlen, "unsupported format version %u (this build reads 1 and %d)", rd_u32(h + 8),
                     FORMAT_VERSION);
+    c->format_version = (int)rd_u32(h + 8);
     if (rd_u32(h + 12) != HEADER_BYTES) return fail(err, errlen, "bad header size %u", rd_u32(h + 12));
     const uint32_t dim = rd_u32(h + 16), n_layers = rd_u32(h + 20), vocab = rd_u32(h + 24),
                    max_seq = rd_u32(h + 28), hidden = rd_u32(h + 32), act = rd_u32(h + 36),
@@ -145,6 +146,44 @@ static int parse_header(Config *c, const unsigned char *h, size_t nbytes, uint32
 
 static int size_ok(uint32_t v) { return v >= 1 && v <= 65536; }
 
+// Bytes 64..127 of a version-2 layer descriptor: the feed-forward (docs/FORMAT.md).
+static int parse_ffn(Layer *l, int n, const unsigned char *p, int hidden, char *err, size_t errlen) {
+    const uint32_t kind = rd_u32(p), I = rd_u32(p + 4), E = rd_u32(p + 8), K = rd_u32(p + 12),
+                   Ie = rd_u32(p + 16), Is = rd_u32(p + 20), scoring = rd_u32(p + 24),
+                   method = rd_u32(p + 28), G = rd_u32(p + 32), TG = rd_u32(p + 36),
+                   flags = rd_u32(p + 40);
+    const float scale = rd_f32(p + 44);
+    const uint32_t H = (uint32_t)hidden;
+    if (kind == FFN_DENSE) {
+        if (I == 0 || I > H) return fail(err, errlen, "layer %d: dense hidden_dim %u not in [1, %u]", n, I, H);
+        l->ffn = FFN_DENSE;
+        l->ffn_hidden = (int)I;
+        return 0;
+    }
+    if (kind != FFN_MOE) return fail(err, errlen, "layer %d: unknown feed-forward kind %u", n, kind);
+    if (E == 0 || E > 65536) return fail(err, errlen, "layer %d: bad n_experts %u", n, E);
+    if (K == 0 || K > E) return fail(err, errlen, "layer %d: top_k %u not in [1, n_experts %u]", n, K, E);
+    if (Ie == 0 || Ie > H) return fail(err, errlen, "layer %d: expert_hidden %u not in [1, %u]", n, Ie, H);
+    if (Is > H) return fail(err, errlen, "layer %d: shared_hidden %u > hidden_dim %u", n, Is, H);
+    if (scoring > MOE_SIGMOID) return fail(err, errlen, "layer %d: unknown router scoring %u", n, scoring);
+    if (method > MOE_NOAUX_TC) return fail(err, errlen, "layer %d: unknown routing method %u", n, method);
+    if (G == 0 || E % G) return fail(err, errlen, "layer %d: n_experts %u not divisible by n_group %u", n, E, G);
+    if (TG == 0 || TG > G) return fail(err, errlen, "layer %d: topk_group %u not in [1, n_group %u]", n, TG, G);
+    if (method == MOE_GREEDY && G != 1) return fail(err, errlen, "layer %d: greedy routing with n_group %u", n, G);
+    if ((uint64_t)K > (uint64_t)TG * (E / G))
+        return fail(err, errlen, "layer %d: top_k %u > the %u experts of the kept groups", n, K, TG * (E / G));
+    if (method == MOE_NOAUX_TC && E / G < 2) return fail(err, errlen, "layer %d: noaux_tc needs 2 experts per group", n);
+    if (flags & ~1u) return fail(err, errlen, "layer %d: unknown MoE flags 0x%x", n, flags);
+    if (!finite_pos(scale)) return fail(err, errlen, "layer %d: bad routed_scaling_factor", n);
+    l->ffn = FFN_MOE;
+    MoEWeights *w = &l->moe;
+    w->n_experts = (int)E; w->top_k = (int)K; w->expert_hidden = (int)Ie; w->shared_hidden = (int)Is;
+    w->scoring = (MoEScoring)scoring; w->topk_method = (MoETopk)method;
+    w->n_group = (int)G; w->topk_group = (int)TG; w->norm_topk_prob = (int)(flags & 1);
+    w->routed_scaling_factor = scale;
+    return 0;
+}
+
 // Fills the layer's kind and sizes; returns its bias flags (>= 0) and stores its rotary
 // width in *rope_dim_out (the Rope table built later keeps it), or -1 with err set.
 static int parse_layer(Layer *l, int n, const unsigned char *p, int *rope_dim_out, char *err,
@@ -154,7 +193,8 @@ static int parse_layer(Layer *l, int n, const unsigned char *p, int *rope_dim_ou
                    dc = rd_u32(p + 28), dn = rd_u32(p + 32), dr = rd_u32(p + 36), dv = rd_u32(p + 40);
     memset(l, 0, sizeof(*l));
     if (!size_ok(H)) return fail(err, errlen, "layer %d: bad n_heads %u", n, H);
-    if (bias & ~0xfu) return fail(err, errlen, "layer %d: unknown bias flags 0x%x", n, bias);
+    // GQA bit 4: per-head q/k RMSNorm (Qwen3)
+    if (bias & ~(kind == ATTN_GQA ? 0x1fu : 0xfu)) return fail(err, errlen, "layer %d: unknown bias flags 0x%x", n, bias);
     if (kind == ATTN_GQA) {
         if (!size_ok(Hkv) || H % Hkv != 0)
             return fail(err, errlen, "layer %d: n_kv_heads %u does not divide n_heads %u", n, Hkv, H);
@@ -300,6 +340,13 @@ static const float *take(Ctx *c, const char *name, int ndim, uint64_t d0, uint64
     return dst;
 }
 
+// dtype of the entry called name: -1 if absent (take() then reports it)
+static int stored_dtype(const Ctx *c, const char *name) {
+    for (uint32_t i = 0; i < c->n_entries; i++)
+        if (strcmp(c->entries[i].name, name) == 0) return (int)c->entries[i].dtype;
+    return -1;
+}
+
 static const float *take_opt(Ctx *c, int present, const char *name, uint64_t d0, int *bad) {
     if (!present) return NULL;
     const float *p = take(c, name, 1, d0, 0, 0);
@@ -311,17 +358,49 @@ static const float *take_opt(Ctx *c, int present, const char *name, uint64_t d0,
 
 static int bind_layer(Ctx *c, Layer *l, int n, int bias, const Config *cfg) {
     char nm[64];
-    const uint64_t D = (uint64_t)cfg->dim, I = (uint64_t)cfg->hidden_dim;
+    const uint64_t D = (uint64_t)cfg->dim;
     int bad = 0;
 #define NAME(s) (snprintf(nm, sizeof nm, "layers.%d.%s", n, s), nm)
     TAKE(l->attn_norm, NAME("attn_norm"), 1, D, 0, 0);
     TAKE(l->ffn_norm, NAME("ffn_norm"), 1, D, 0, 0);
-    TAKE(l->w1, NAME("w1"), 2, I, D, 0);
-    TAKE(l->w3, NAME("w3"), 2, I, D, 0);
-    TAKE(l->w2, NAME("w2"), 2, D, I, 0);
-    l->b1 = take_opt(c, cfg->mlp_bias, NAME("b1"), I, &bad);
-    l->b3 = take_opt(c, cfg->mlp_bias, NAME("b3"), I, &bad);
-    l->b2 = take_opt(c, cfg->mlp_bias, NAME("b2"), D, &bad);
+    if (l->ffn == FFN_DENSE) {
+        const uint64_t I = (uint64_t)l->ffn_hidden;
+        TAKE(l->w1, NAME("w1"), 2, I, D, 0);
+        TAKE(l->w3, NAME("w3"), 2, I, D, 0);
+        TAKE(l->w2, NAME("w2"), 2, D, I, 0);
+        l->b1 = take_opt(c, cfg->mlp_bias, NAME("b1"), I, &bad);
+        l->b3 = take_opt(c, cfg->mlp_bias, NAME("b3"), I, &bad);
+        l->b2 = take_opt(c, cfg->mlp_bias, NAME("b2"), D, &bad);
+    } else {
+        MoEWeights *w = &l->moe;
+        const uint64_t E = (uint64_t)w->n_experts, Ie = (uint64_t)w->expert_hidden,
+                       Is = (uint64_t)w->shared_hidden;
+        const float *p;
+        // the router is f32 in the file (docs/FORMAT.md): routing decisions are discrete
+        if (stored_dtype(c, NAME("router")) > 0)
+            return fail(c->err, c->errlen, "tensor %s must be f32", nm);
+        TAKE(w->router, nm, 2, E, D, 0);
+        if (w->topk_method == MOE_NOAUX_TC) {
+            if (stored_dtype(c, NAME("router_bias")) > 0)
+                return fail(c->err, c->errlen, "tensor %s must be f32", nm);
+            TAKE(w->router_bias, nm, 1, E, 0, 0);
+        }
+        // stacked experts as typed matrices over all E experts' rows (held as f32 here)
+        TAKE(p, NAME("experts.w1"), 3, E, Ie, D);
+        w->w1 = (Matrix){p, DTYPE_F32, (int)(E * Ie), (int)D};
+        TAKE(p, NAME("experts.w3"), 3, E, Ie, D);
+        w->w3 = (Matrix){p, DTYPE_F32, (int)(E * Ie), (int)D};
+        TAKE(p, NAME("experts.w2"), 3, E, D, Ie);
+        w->w2 = (Matrix){p, DTYPE_F32, (int)(E * D), (int)Ie};
+        if (Is) {
+            TAKE(p, NAME("shared.w1"), 2, Is, D, 0);
+            w->sw1 = (Matrix){p, DTYPE_F32, (int)Is, (int)D};
+            TAKE(p, NAME("shared.w3"), 2, Is, D, 0);
+            w->sw3 = (Matrix){p, DTYPE_F32, (int)Is, (int)D};
+            TAKE(p, NAME("shared.w2"), 2, D, Is, 0);
+            w->sw2 = (Matrix){p, DTYPE_F32, (int)D, (int)Is};
+        }
+    }
     if (l->kind == ATTN_GQA) {
         GQAWeights *g = &l->gqa;
         const uint64_t q = (uint64_t)g->n_heads * g->head_dim, kv = (uint64_t)g->n_kv_heads * g->head_dim;
@@ -334,6 +413,11 @@ static int bind_layer(Ctx *c, Layer *l, int n, int bias, const Config *cfg) {
         g->bk = take_opt(c, bias & 2, NAME("bk"), kv, &bad);
         g->bv = take_opt(c, bias & 4, NAME("bv"), kv, &bad);
         g->bo = take_opt(c, bias & 8, NAME("bo"), D, &bad);
+        if (bias & 16) {
+            TAKE(g->q_norm, NAME("q_norm"), 1, (uint64_t)g->head_dim, 0, 0);
+            TAKE(g->k_norm, NAME("k_norm"), 1, (uint64_t)g->head_dim, 0, 0);
+            g->qk_norm_eps = cfg->norm_eps;
+        }
     } else {
         MLAWeights *a = &l->mla;
         const uint64_t H = (uint64_t)a->n_heads, dq = (uint64_t)a->q_lora_rank, dc = (uint64_t)a->kv_lora_rank,
@@ -369,7 +453,7 @@ static int bind_layer(Ctx *c, Layer *l, int n, int bias, const Config *cfg) {
 static int check_sections(Ctx *c) {
     const Config *cfg = &c->m->cfg;
     uint64_t dir_bytes;
-    c->dir_off = HEADER_BYTES + (uint64_t)LAYER_BYTES * cfg->n_layers;
+    c->dir_off = HEADER_BYTES + (uint64_t)(cfg->format_version == 1 ? LAYER_BYTES_V1 : LAYER_BYTES) * cfg->n_layers;
     if (c->dir_off > c->nbytes)
         return fail(c->err, c->errlen, "file truncated: layer descriptors run past the end");
     if (c->n_entries == 0 || !mul_ok(c->n_entries, ENTRY_BYTES, &dir_bytes) ||
@@ -411,10 +495,19 @@ static int read_layers(Ctx *c) {
     c->rope_dim = calloc((size_t)L, sizeof(int));
     if (!c->m->layers || !c->bias || !c->rope_dim)
         return fail(c->err, c->errlen, "out of memory reading the tensor directory");
+    const Config *cfg = &c->m->cfg;
+    const size_t layer_bytes = cfg->format_version == 1 ? LAYER_BYTES_V1 : LAYER_BYTES;
     for (int n = 0; n < L; n++) {
-        c->bias[n] = parse_layer(&c->m->layers[n], n, c->base + HEADER_BYTES + (size_t)n * LAYER_BYTES,
-                                 &c->rope_dim[n], c->err, c->errlen);
+        const unsigned char *p = c->base + HEADER_BYTES + (size_t)n * layer_bytes;
+        Layer *l = &c->m->layers[n];
+        c->bias[n] = parse_layer(l, n, p, &c->rope_dim[n], c->err, c->errlen);
         if (c->bias[n] < 0) return -1;
+        if (cfg->format_version == 1) { // every feed-forward dense, of the header's width
+            l->ffn = FFN_DENSE;
+            l->ffn_hidden = cfg->hidden_dim;
+        } else if (parse_ffn(l, n, p + 64, cfg->hidden_dim, c->err, c->errlen)) {
+            return -1;
+        }
     }
     return 0;
 }
@@ -588,6 +681,17 @@ const char *layer_kind_name(const Layer *l) {
 size_t layer_kv_floats_per_token(const Layer *l) {
     if (l->kind == ATTN_MLA) return (size_t)l->mla.kv_lora_rank + (size_t)l->mla.qk_rope_head_dim;
     return 2 * (size_t)l->gqa.n_kv_heads * (size_t)l->gqa.head_dim;
+}
+
+size_t model_active_params(const Model *m) {
+    size_t skipped = 0; // parameters of the experts a token's router leaves out
+    for (int n = 0; n < m->cfg.n_layers; n++) {
+        const Layer *l = &m->layers[n];
+        if (l->ffn == FFN_MOE)
+            skipped += (size_t)(l->moe.n_experts - l->moe.top_k) * 3 * (size_t)l->moe.expert_hidden *
+                       (size_t)m->cfg.dim;
+    }
+    return m->n_params - skipped;
 }
 
 size_t model_kv_bytes_per_token(const Model *m) {

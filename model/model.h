@@ -6,15 +6,17 @@
 #include <stddef.h>
 
 #include "attention/attention.h"
+#include "model/moe.h"
 
 // --- configuration (from the file header, docs/FORMAT.md) -------------------------
 
 typedef struct {
+    int format_version;  // 1 or 2 (docs/FORMAT.md)
     int dim;             // D, model width
     int n_layers;        // L
     int vocab_size;      // V
     int max_seq_len;     // context the model was built for
-    int hidden_dim;      // I, SwiGLU width
+    int hidden_dim;      // the widest feed-forward of any layer (dense, expert or shared)
     int tied_embeddings; // output head = tok_embeddings
     int mlp_bias;        // FFN has biases
     int bos_id, eos_id;  // -1 if none
@@ -24,7 +26,10 @@ typedef struct {
     float embed_scale, residual_scale, logit_scale; // 1 for every family loaded today
 } Config;
 
-// One decoder layer: its attention kind and sizes, and pointers to its weights.
+typedef enum { FFN_DENSE = 0, FFN_MOE = 1 } FfnKind;
+
+// One decoder layer: its attention kind and sizes, its feed-forward, and pointers to
+// its weights.
 typedef struct {
     AttnKind kind;             // which member of the union below is live
     union {
@@ -34,9 +39,12 @@ typedef struct {
     Rope *rope;                // inv_freq table; rope->rope_dim is the layer's rotary width
     const float *attn_norm;    // [D]
     const float *ffn_norm;     // [D]
-    const float *w1, *w3;      // [I, D] gate, up
-    const float *w2;           // [D, I] down
-    const float *b1, *b3, *b2; // [I], [I], [D] or NULL
+    FfnKind ffn;               // dense SwiGLU or mixture of experts
+    int ffn_hidden;            // I of a dense layer
+    const float *w1, *w3;      // [I, D] gate, up (dense)
+    const float *w2;           // [D, I] down (dense)
+    const float *b1, *b3, *b2; // [I], [I], [D] or NULL (dense)
+    MoEWeights moe;            // ffn == FFN_MOE
 } Layer;
 
 typedef struct {
@@ -69,6 +77,8 @@ const char *layer_kind_name(const Layer *layer);
 // KV-cache floats one token costs in this layer: 2*Hkv*d (GQA family) or dc+dr (MLA)
 size_t layer_kv_floats_per_token(const Layer *layer);
 size_t model_kv_bytes_per_token(const Model *m);
+// Weights one token reads: everything except the experts its router leaves out
+size_t model_active_params(const Model *m);
 
 // --- run state ---------------------------------------------------------------------
 
@@ -88,6 +98,7 @@ typedef struct {
     float *hb, *hb2; // [max_tokens, I] FFN gate and up
     float *logits;   // [max_tokens, V]
     AttnScratch scratch;
+    MoEScratch moe;     // for the largest MoE layer (unused if none)
     LayerCache *cache;  // [L], slices of kv_memory
     float *kv_memory;   // one allocation for every layer's cache
     size_t kv_bytes;    // its size: context * model_kv_bytes_per_token

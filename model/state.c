@@ -47,7 +47,19 @@ int state_create(RunState *s, const Model *m, int context, int max_tokens, MlaMo
     s->kv_bytes = per_token * (size_t)context;
     s->kv_memory = malloc(s->kv_bytes > 0 ? s->kv_bytes : 1);
     s->cache = calloc((size_t)c->n_layers, sizeof(LayerCache));
-    if (!scratch_ok || !s->x || !s->xb || !s->xb2 || !s->hb || !s->hb2 || !s->logits ||
+    // the largest mixture-of-experts layer sizes the MoE scratch
+    int moe_E = 0, moe_K = 0, moe_I = 0;
+    for (int n = 0; n < c->n_layers; n++) {
+        const Layer *l = &m->layers[n];
+        if (l->ffn != FFN_MOE) continue;
+        const MoEWeights *w = &l->moe;
+        moe_E = w->n_experts > moe_E ? w->n_experts : moe_E;
+        moe_K = w->top_k > moe_K ? w->top_k : moe_K;
+        moe_I = w->expert_hidden > moe_I ? w->expert_hidden : moe_I;
+        moe_I = w->shared_hidden > moe_I ? w->shared_hidden : moe_I;
+    }
+    const int moe_fail = moe_E && moe_scratch_create(&s->moe, max_tokens, moe_E, moe_K, moe_I, c->dim);
+    if (moe_fail || !scratch_ok || !s->x || !s->xb || !s->xb2 || !s->hb || !s->hb2 || !s->logits ||
         !s->kv_memory || !s->cache) {
         state_free(s);
         return fail(err, errlen, "out of memory allocating the run state (KV cache %zu bytes for %d tokens)",
@@ -76,5 +88,6 @@ void state_free(RunState *s) {
     attn_scratch_free(&s->scratch);
     free(s->kv_memory);
     free(s->cache);
+    moe_scratch_free(&s->moe);
     memset(s, 0, sizeof(*s));
 }

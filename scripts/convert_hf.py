@@ -3,10 +3,13 @@
 
     python3 scripts/convert_hf.py HF_DIR OUT.bin [--dtype f32|f16|bf16]
 
-Supported: LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM (GQA-family
-layers: MHA, GQA or MQA) and dense DeepseekV2ForCausalLM / DeepseekV3ForCausalLM
-(MLA layers). See docs/CONVERT.md for the mapping, the RoPE layout choice and
-what is refused.
+Supported: LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM,
+Qwen3ForCausalLM (GQA-family layers: MHA, GQA or MQA; Qwen3 with its per-head
+q/k norms), MixtralForCausalLM and Qwen3MoeForCausalLM (mixture-of-experts
+feed-forwards), and DeepseekV2ForCausalLM / DeepseekV3ForCausalLM (MLA layers,
+dense or mixture-of-experts, V3's fp8 e4m3 block-scaled weights dequantized
+exactly). See docs/CONVERT.md for the mapping, the RoPE layout choice and what
+is refused.
 
 numpy and the standard library only. Every failure prints one line
 `convert_hf: error: ...` and exits 1 without creating OUT (the file is written
@@ -32,15 +35,19 @@ ARCHITECTURES = {
     "LlamaForCausalLM": "llama",
     "MistralForCausalLM": "mistral",
     "Qwen2ForCausalLM": "qwen2",
+    "Qwen3ForCausalLM": "qwen3",
+    "Qwen3MoeForCausalLM": "qwen3_moe",
+    "MixtralForCausalLM": "mixtral",
     "DeepseekV2ForCausalLM": "deepseek_v2",
     "DeepseekV3ForCausalLM": "deepseek_v3",
 }
 MODEL_TYPES = {v: v for v in ARCHITECTURES.values()}
-GQA_FAMILIES = ("llama", "mistral", "qwen2")
+GQA_FAMILIES = ("llama", "mistral", "qwen2", "qwen3", "qwen3_moe", "mixtral")
 MLA_FAMILIES = ("deepseek_v2", "deepseek_v3")
 
 # transformers config-class defaults for the ids (used only when the key is absent)
 DEFAULT_IDS = {"llama": (1, 2), "mistral": (1, 2), "qwen2": (None, None),
+               "qwen3": (None, None), "qwen3_moe": (None, None), "mixtral": (1, 2),
                "deepseek_v2": (1, 2), "deepseek_v3": (0, 1)}
 DEFAULT_MAX_POS = 2048
 U32_MAX = 2 ** 32 - 1
@@ -262,10 +269,51 @@ class Weights:
         return self.where[name].info(name)
 
     def get(self, name):
+        """float32 array; an fp8 tensor comes dequantized with its <name>_scale_inv."""
         try:
-            return self.where[name].get(name)
+            a = self.where[name].get(name)
+            if self.info(name)[0] == FP8:
+                a = fp8_dequantize(a, self.where[name + "_scale_inv"].get(name + "_scale_inv"),
+                                   self.fp8_block)
+            return a
         except st.SafetensorsError as e:
             raise ConvertError(str(e))
+
+    fp8_block = None  # (rows, cols) of a scale block, from quantization_config
+
+
+FP8 = "F8_E4M3"
+
+
+def fp8_dequantize(w8, scale_inv, block):
+    """W[i, j] = W8[i, j] * scale_inv[i // b0, j // b1], one float32 product per weight
+    (edge blocks partial), as DeepSeek's weight_dequant / fp8_cast_bf16 do."""
+    b0, b1 = block
+    R, C = w8.shape
+    s = np.asarray(scale_inv, dtype=np.float32)
+    full = np.repeat(np.repeat(s, b0, axis=0)[:R], b1, axis=1)[:, :C]
+    return (np.asarray(w8, dtype=np.float32) * full).astype(np.float32)
+
+
+def fp8_settings(cfg):
+    """The fp8 block size from quantization_config, or None for unquantized checkpoints."""
+    qc = cfg.get("quantization_config")
+    if qc is None:
+        return None
+    if not isinstance(qc, dict):
+        raise ConvertError("config.json: quantization_config must be an object")
+    method = qc.get("quant_method")
+    if method != "fp8":
+        raise ConvertError("quantization_config quant_method %r is not supported (only fp8)"
+                           % (method,))
+    if qc.get("fmt", "e4m3") != "e4m3":
+        raise ConvertError("fp8 format %r is not supported (only e4m3)" % (qc.get("fmt"),))
+    b = qc.get("weight_block_size")
+    if (not isinstance(b, list) or len(b) != 2 or
+            not all(_is_int(x) and 0 < x <= U32_MAX for x in b)):
+        raise ConvertError("quantization_config.weight_block_size must be two positive integers, "
+                           "got %r" % (b,))
+    return tuple(b)
 
 
 class Lazy:
@@ -282,15 +330,42 @@ class Lazy:
         return a if dtype is None else a.astype(dtype, copy=False)
 
 
+class LazyStack:
+    """[E, ...] stacked from E checkpoint tensors, read one at a time when written."""
+
+    def __init__(self, shape, fns):
+        self.shape = tuple(shape)
+        self._fns = fns
+
+    def iter_rows(self):
+        for fn in self._fns:
+            a = np.asarray(fn(), dtype=np.float32)
+            if a.shape != self.shape[1:]:
+                raise ConvertError("internal: %s read as %s" % (self.shape[1:], a.shape))
+            yield a
+
+    def __array__(self, dtype=None, copy=None):
+        a = np.stack(list(self.iter_rows()))
+        return a if dtype is None else a.astype(dtype, copy=False)
+
+
 # --------------------------------------------------------------------------- the plan
 
 class Spec:
-    """One output tensor: from HF tensor `src` of shape `src_shape`, optionally transformed."""
+    """One output tensor: from HF tensor `src` of shape `src_shape`, optionally transformed;
+    or (`stack`) the HF tensors `src` (a list), each of `src_shape`, stacked on a new axis 0."""
 
-    def __init__(self, dst, src, src_shape, shape=None, fn=None):
+    def __init__(self, dst, src, src_shape, shape=None, fn=None, stack=False):
         self.dst, self.src, self.src_shape = dst, src, tuple(src_shape)
-        self.shape = tuple(shape) if shape is not None else self.src_shape
+        self.stack = stack
+        if stack:
+            self.shape = (len(src),) + self.src_shape
+        else:
+            self.shape = tuple(shape) if shape is not None else self.src_shape
         self.fn = fn
+
+    def sources(self):
+        return list(self.src) if self.stack else [self.src]
 
 
 def common_sizes(cfg):
@@ -308,8 +383,7 @@ def check_act(cfg):
 
 
 def ffn_specs(p, hp, D, I, bias):
-    s = [Spec(p + "attn_norm", hp + "input_layernorm.weight", (D,)),
-         Spec(p + "ffn_norm", hp + "post_attention_layernorm.weight", (D,)),
+    s = norm_specs(p, hp, D) + [
          Spec(p + "w1", hp + "mlp.gate_proj.weight", (I, D)),
          Spec(p + "w3", hp + "mlp.up_proj.weight", (I, D)),
          Spec(p + "w2", hp + "mlp.down_proj.weight", (D, I))]
@@ -320,12 +394,157 @@ def ffn_specs(p, hp, D, I, bias):
     return s
 
 
+def norm_specs(p, hp, D):
+    return [Spec(p + "attn_norm", hp + "input_layernorm.weight", (D,)),
+            Spec(p + "ffn_norm", hp + "post_attention_layernorm.weight", (D,))]
+
+
+def moe_specs(p, hp, D, E, Ie, Is, mod="mlp", names=("gate_proj", "up_proj", "down_proj"),
+              router_bias=False, shared="shared_experts"):
+    """Router, stacked routed experts and shared expert of one MoE layer (hub names)."""
+    m = hp + mod + "."
+    g, u, d = names
+    ex = [m + "experts.%d." % e for e in range(E)]
+    s = [Spec(p + "router", m + "gate.weight", (E, D)),
+         Spec(p + "experts.w1", [x + g + ".weight" for x in ex], (Ie, D), stack=True),
+         Spec(p + "experts.w3", [x + u + ".weight" for x in ex], (Ie, D), stack=True),
+         Spec(p + "experts.w2", [x + d + ".weight" for x in ex], (D, Ie), stack=True)]
+    if router_bias:
+        s.append(Spec(p + "router_bias", m + "gate.e_score_correction_bias", (E,)))
+    if Is:
+        s += [Spec(p + "shared.w1", m + shared + ".gate_proj.weight", (Is, D)),
+              Spec(p + "shared.w3", m + shared + ".up_proj.weight", (Is, D)),
+              Spec(p + "shared.w2", m + shared + ".down_proj.weight", (D, Is))]
+    return s
+
+
+def check_router(what, E, K, G=1, TG=1, method="greedy"):
+    if K > E:
+        raise ConvertError("%s: num_experts_per_tok %d > the number of experts %d" % (what, K, E))
+    if E % G:
+        raise ConvertError("%s: the number of experts %d is not divisible by n_group %d"
+                           % (what, E, G))
+    if TG > G:
+        raise ConvertError("%s: topk_group %d > n_group %d" % (what, TG, G))
+    if K > TG * (E // G):
+        raise ConvertError("%s: num_experts_per_tok %d is more than the %d experts of the %d "
+                           "groups kept (topk_group)" % (what, K, TG * (E // G), TG))
+    if method == "noaux_tc" and E // G < 2:
+        raise ConvertError("%s: noaux_tc needs at least 2 experts per group (n_group %d, %d "
+                           "experts)" % (what, G, E))
+
+
+def moe_ffn(E, K, Ie, Is=0, scoring="softmax", method="greedy", G=1, TG=1, norm=False,
+            scale=1.0):
+    return dict(ffn="moe", n_experts=E, top_k=K, expert_hidden=Ie, shared_hidden=Is,
+                scoring=scoring, topk_method=method, n_group=G, topk_group=TG,
+                norm_topk_prob=norm, routed_scaling_factor=scale)
+
+
+def gqa_ffn_plan(cfg, family, L, D, I, mlp_bias):
+    """-> per layer (ffn dict, specs builder(p, hp)) for the GQA families."""
+    if family == "mixtral":
+        E = cfg_int(cfg, "num_local_experts", default=8)
+        K = cfg_int(cfg, "num_experts_per_tok", default=2)
+        check_router("mixtral", E, K)
+        f = moe_ffn(E, K, I, norm=True)  # softmax, top-k, renormalised
+        return [(f, lambda p, hp: norm_specs(p, hp, D) + moe_specs(
+            p, hp, D, E, I, 0, mod="block_sparse_moe", names=("w1", "w3", "w2")))
+            for _ in range(L)]
+    if family == "qwen3_moe":
+        # hub configs say num_experts; transformers 5 saves it as num_local_experts
+        key = "num_experts" if "num_experts" in cfg else "num_local_experts"
+        E = cfg_int(cfg, key, default=128, minimum=0, none_ok=True) or 0
+        if "num_experts" in cfg and "num_local_experts" in cfg and \
+                cfg["num_experts"] != cfg["num_local_experts"]:
+            raise ConvertError("config.json: num_experts %r and num_local_experts %r disagree"
+                               % (cfg["num_experts"], cfg["num_local_experts"]))
+        K = cfg_int(cfg, "num_experts_per_tok", default=8)
+        Ie = cfg_int(cfg, "moe_intermediate_size", default=768)
+        step = cfg_int(cfg, "decoder_sparse_step", default=1)
+        only = cfg.get("mlp_only_layers") or []
+        if not isinstance(only, list) or not all(_is_int(x) for x in only):
+            raise ConvertError("config.json: mlp_only_layers must be a list of layer indices")
+        if E:
+            check_router("qwen3_moe", E, K)
+        f = moe_ffn(E, K, Ie, norm=cfg_bool(cfg, "norm_topk_prob", False))
+        plan = []
+        for n in range(L):
+            if E and n not in only and (n + 1) % step == 0:
+                plan.append((f, lambda p, hp: norm_specs(p, hp, D) + moe_specs(
+                    p, hp, D, E, Ie, 0)))
+            else:
+                plan.append((dict(ffn="dense", hidden_dim=I),
+                             lambda p, hp: ffn_specs(p, hp, D, I, mlp_bias)))
+        return plan
+    return [(dict(ffn="dense", hidden_dim=I), lambda p, hp: ffn_specs(p, hp, D, I, mlp_bias))
+            for _ in range(L)]
+
+
+def deepseek_ffn_plan(cfg, family, L, D, I, mlp_bias):
+    """-> per layer (ffn dict, specs builder) for DeepSeek-V2/V3 (notes 4.1, 4.5)."""
+    v3 = family == "deepseek_v3"
+    dense = [(dict(ffn="dense", hidden_dim=I), lambda p, hp: ffn_specs(p, hp, D, I, mlp_bias))
+             for _ in range(L)]
+    E = cfg_int(cfg, "n_routed_experts", default=256 if v3 else 64, minimum=0, none_ok=True) or 0
+    fkd = cfg_int(cfg, "first_k_dense_replace", default=3 if v3 else 0, minimum=0,
+                  none_ok=True) or 0
+    if not E or fkd >= L:
+        return dense
+    freq = cfg_int(cfg, "moe_layer_freq", default=1, none_ok=True) or 1
+    if freq != 1:
+        raise ConvertError("moe_layer_freq %d is not supported (transformers ignores it, "
+                           "DeepSeek's own code does not)" % freq)
+    if mlp_bias:
+        raise ConvertError("mlp_bias with mixture-of-experts layers is not supported")
+    K = cfg_int(cfg, "num_experts_per_tok", default=8 if v3 else None, none_ok=True)
+    if K is None:
+        raise ConvertError("config.json lacks num_experts_per_tok (layer %d is "
+                           "mixture-of-experts)" % fkd)
+    Ie = cfg_int(cfg, "moe_intermediate_size", default=2048 if v3 else 1407)
+    Ns = cfg_int(cfg, "n_shared_experts", default=1 if v3 else 2, minimum=0, none_ok=True) or 0
+    scale = num(cfg.get("routed_scaling_factor"), "routed_scaling_factor", positive=True,
+                default=2.5 if v3 else 1.0)
+    method = cfg.get("topk_method", "noaux_tc" if v3 else "greedy")
+    scoring = cfg.get("scoring_func", "sigmoid" if v3 else "softmax")
+    if v3:
+        if method != "noaux_tc":
+            raise ConvertError("unknown routing method topk_method=%r for DeepseekV3 (only "
+                               "noaux_tc)" % (method,))
+        if scoring != "sigmoid":
+            raise ConvertError("scoring_func %r is not supported for DeepseekV3 (only sigmoid)"
+                               % (scoring,))
+        G = cfg_int(cfg, "n_group", default=8)
+        TG = cfg_int(cfg, "topk_group", default=4)
+        norm = cfg_bool(cfg, "norm_topk_prob", True)
+    else:
+        if method not in ("greedy", "group_limited_greedy"):
+            raise ConvertError("unknown routing method topk_method=%r for DeepseekV2 (greedy or "
+                               "group_limited_greedy)" % (method,))
+        if scoring != "softmax":
+            raise ConvertError("scoring_func %r is not supported for DeepseekV2 (only softmax)"
+                               % (scoring,))
+        if method == "group_limited_greedy":
+            G, TG = cfg_int(cfg, "n_group"), cfg_int(cfg, "topk_group")
+        else:
+            G = TG = 1
+        norm = False  # transformers' DeepseekV2TopkRouter never normalises (notes 4.5)
+    check_router(family, E, K, G, TG, method)
+    f = moe_ffn(E, K, Ie, Ns * Ie, "sigmoid" if v3 else "softmax", method, G, TG, norm, scale)
+    return [dense[n] if n < fkd else
+            (f, lambda p, hp: norm_specs(p, hp, D) + moe_specs(p, hp, D, E, Ie, Ns * Ie,
+                                                              router_bias=v3))
+            for n in range(L)]
+
+
 def sliding_window_of(cfg, family, L):
     if family == "mistral":
         # MistralConfig's class default is 4096; null means no window
         w = cfg_int(cfg, "sliding_window", default=4096, none_ok=True)
         return w or 0
-    if family == "qwen2":
+    if family == "mixtral":
+        return cfg_int(cfg, "sliding_window", default=None, none_ok=True) or 0
+    if family in ("qwen2", "qwen3", "qwen3_moe"):
         if not cfg_bool(cfg, "use_sliding_window", False):
             return 0
         w = cfg_int(cfg, "sliding_window", default=4096, none_ok=True)
@@ -356,7 +575,9 @@ def plan_gqa(cfg, family):
     if H % Hkv:
         raise ConvertError("num_attention_heads %d is not a multiple of num_key_value_heads %d"
                            % (H, Hkv))
-    d = cfg_int(cfg, "head_dim", default=None, none_ok=True)
+    # Qwen3's config class defaults head_dim to 128; the others derive it
+    d = cfg_int(cfg, "head_dim", default=128 if family in ("qwen3", "qwen3_moe") else None,
+                none_ok=True)
     if d is None:
         if D % H:
             raise ConvertError("hidden_size %d is not a multiple of num_attention_heads %d and "
@@ -378,11 +599,16 @@ def plan_gqa(cfg, family):
         qb = kb = vb = True
         ob = False
         mlp_bias = False
-    else:  # mistral: bias-free everywhere
+    elif family in ("qwen3", "qwen3_moe"):
+        qb = kb = vb = ob = cfg_bool(cfg, "attention_bias")
+        mlp_bias = False
+    else:  # mistral, mixtral: bias-free everywhere
         qb = kb = vb = ob = mlp_bias = False
+    qk_norm = family in ("qwen3", "qwen3_moe")
     layer = dict(kind="gqa", n_heads=H, n_kv_heads=Hkv, head_dim=d, rope_dim=r,
-                 q_bias=qb, k_bias=kb, v_bias=vb, o_bias=ob)
-    specs = []
+                 q_bias=qb, k_bias=kb, v_bias=vb, o_bias=ob, qk_norm=qk_norm)
+    ffn_plan = gqa_ffn_plan(cfg, family, L, D, I, mlp_bias)
+    specs, layers = [], []
     for n in range(L):
         p, hp = "layers.%d." % n, "model.layers.%d." % n
         a = hp + "self_attn."
@@ -398,31 +624,21 @@ def plan_gqa(cfg, family):
             specs.append(Spec(p + "bv", a + "v_proj.bias", (Hkv * d,)))
         if ob:
             specs.append(Spec(p + "bo", a + "o_proj.bias", (D,)))
-        specs += ffn_specs(p, hp, D, I, mlp_bias)
+        if qk_norm:
+            specs += [Spec(p + "q_norm", a + "q_norm.weight", (d,)),
+                      Spec(p + "k_norm", a + "k_norm.weight", (d,))]
+        f, fspecs = ffn_plan[n]
+        specs += fspecs(p, hp)
+        layers.append(dict(layer, **f))
     mcfg = dict(dim=D, n_layers=L, vocab_size=V, max_seq_len=max_pos, hidden_dim=I,
                 mlp_bias=mlp_bias, rope_theta=theta, rope_pairing="neox",
                 rope_scaling=scaling, sliding_window=sliding_window_of(cfg, family, L))
-    return mcfg, [dict(layer) for _ in range(L)], specs
-
-
-def check_dense(cfg, family, L):
-    default_experts = 64 if family == "deepseek_v2" else 256
-    n_routed = cfg_int(cfg, "n_routed_experts", default=default_experts, minimum=0, none_ok=True)
-    if not n_routed:
-        return
-    fkd = cfg_int(cfg, "first_k_dense_replace", default=0 if family == "deepseek_v2" else 3,
-                  minimum=0, none_ok=True) or 0
-    freq = cfg_int(cfg, "moe_layer_freq", default=1, none_ok=True) or 1
-    for n in range(L):
-        if n >= fkd and n % freq == 0:
-            raise ConvertError("layer %d is mixture-of-experts; not supported yet (n_routed_experts=%d, "
-                               "first_k_dense_replace=%d)" % (n, n_routed, fkd))
+    return mcfg, layers, specs
 
 
 def plan_mla(cfg, family):
     z = common_sizes(cfg)
     D, L, H, I, V = z["D"], z["L"], z["H"], z["I"], z["V"]
-    check_dense(cfg, family, L)
     dq = cfg_int(cfg, "q_lora_rank", default=1536, minimum=0, none_ok=True) or 0
     dc = cfg_int(cfg, "kv_lora_rank", default=512)
     dn = cfg_int(cfg, "qk_nope_head_dim", default=128)
@@ -442,7 +658,8 @@ def plan_mla(cfg, family):
                  qk_rope_head_dim=dr, v_head_dim=dv,
                  q_bias=ab and dq > 0,  # transformers: q_proj never has a bias, q_a_proj does
                  kv_bias=ab, o_bias=ab)
-    specs = []
+    ffn_plan = deepseek_ffn_plan(cfg, family, L, D, I, mlp_bias)
+    specs, layers = [], []
     for n in range(L):
         p, hp = "layers.%d." % n, "model.layers.%d." % n
         a = hp + "self_attn."
@@ -464,11 +681,13 @@ def plan_mla(cfg, family):
         if ab:
             specs += [Spec(p + "bkv_a", a + "kv_a_proj_with_mqa.bias", (dc + dr,)),
                       Spec(p + "bo", a + "o_proj.bias", (D,))]
-        specs += ffn_specs(p, hp, D, I, mlp_bias)
+        f, fspecs = ffn_plan[n]
+        specs += fspecs(p, hp)
+        layers.append(dict(layer, **f))
     mcfg = dict(dim=D, n_layers=L, vocab_size=V, max_seq_len=max_pos, hidden_dim=I,
                 mlp_bias=mlp_bias, rope_theta=theta, rope_pairing=pairing,
                 rope_scaling=scaling, sliding_window=0)
-    return mcfg, [dict(layer) for _ in range(L)], specs
+    return mcfg, layers, specs
 
 
 _LAYER_RE = re.compile(r"^model\.layers\.(\d+)\.")
@@ -509,17 +728,25 @@ def build(cfg, weights):
         raise ConvertError("config.json: %s" % e)
 
     for s in specs:
-        if s.src not in weights:
-            raise ConvertError("missing tensor %s (needed for %s)" % (s.src, s.dst))
+        for src in s.sources():
+            if src not in weights:
+                raise ConvertError("missing tensor %s (needed for %s)" % (src, s.dst))
+    block = fp8_settings(cfg)
+    weights.fp8_block = block
+    used = set()
     for s in specs:
-        dtype, shape = weights.info(s.src)
-        if dtype not in st.READABLE:
-            raise ConvertError("tensor %s has dtype %s; only %s are supported"
-                               % (s.src, dtype, ", ".join(st.READABLE)))
-        if tuple(shape) != s.src_shape:
-            raise ConvertError("tensor %s has shape %s but config.json implies %s"
-                               % (s.src, list(shape), list(s.src_shape)))
-    used = {s.src for s in specs}
+        for src in s.sources():
+            used.add(src)
+            dtype, shape = weights.info(src)
+            if dtype not in st.READABLE:
+                raise ConvertError("tensor %s has dtype %s; only %s are supported"
+                                   % (src, dtype, ", ".join(st.READABLE)))
+            if tuple(shape) != s.src_shape:
+                raise ConvertError("tensor %s has shape %s but config.json implies %s"
+                                   % (src, list(shape), list(s.src_shape)))
+            if dtype == FP8:
+                check_fp8(weights, src, shape, block)
+                used.add(src + "_scale_inv")
     L = mcfg["n_layers"]
     for name in weights.names():
         if name in used or ".rotary_emb." in name or name.endswith("rotary_emb.inv_freq"):
@@ -532,17 +759,18 @@ def build(cfg, weights):
         raise ConvertError("unexpected tensor %s: config.json (%s) has no use for it"
                            % (name, family))
 
-    def reader(s):
+    def reader(s, src):
         def fn():
-            a = weights.get(s.src)
+            a = weights.get(src)
             try:
-                mixformat.check_finite(s.src, a)
+                mixformat.check_finite(src, a)
             except mixformat.FormatError as e:
                 raise ConvertError("%s; refusing to convert (for %s)" % (e, s.dst))
             return s.fn(a) if s.fn is not None else a
         return fn
 
-    tensors = {s.dst: Lazy(s.shape, reader(s)) for s in specs}
+    tensors = {s.dst: (LazyStack(s.shape, [reader(s, x) for x in s.src]) if s.stack else
+                       Lazy(s.shape, reader(s, s.src))) for s in specs}
     l0 = layers[0]
     if l0["kind"] == "gqa":
         kind = ("MHA" if l0["n_kv_heads"] == l0["n_heads"] else
@@ -553,25 +781,59 @@ def build(cfg, weights):
         desc = "MLA H=%d dq=%d dc=%d dn=%d dr=%d dv=%d" % (
             l0["n_heads"], l0["q_lora_rank"], l0["kv_lora_rank"], l0["qk_nope_head_dim"],
             l0["qk_rope_head_dim"], l0["v_head_dim"])
+    if l0.get("qk_norm"):
+        desc += " qk-norm"
+    moe = [l for l in layers if l.get("ffn") == "moe"]
+    if moe:
+        f = moe[0]
+        desc += ", %d MoE layers (%d experts top-%d of width %d, shared %d, %s %s%s)" % (
+            len(moe), f["n_experts"], f["top_k"], f["expert_hidden"], f["shared_hidden"],
+            f["scoring"], f["topk_method"], ", fp8 dequantized" if block else "")
     summary = "%s: %d layers %s, D=%d, V=%d, rope %s/%s" % (
         family, L, desc, D, V, mcfg["rope_pairing"],
         (mcfg["rope_scaling"] or {}).get("type", "none"))
     return mcfg, layers, tensors, {s.dst: s.src for s in specs}, summary
 
 
+def check_fp8(weights, name, shape, block):
+    """An fp8 weight needs quantization_config and a float32 <name>_scale_inv of shape
+    [ceil(rows / b0), ceil(cols / b1)]."""
+    if block is None:
+        raise ConvertError("tensor %s is fp8 but config.json has no fp8 quantization_config"
+                           % name)
+    if len(shape) != 2:
+        raise ConvertError("fp8 tensor %s has %d dimensions; only matrices are supported"
+                           % (name, len(shape)))
+    sname = name + "_scale_inv"
+    if sname not in weights:
+        raise ConvertError("fp8 tensor %s has no scale %s" % (name, sname))
+    sdt, sshape = weights.info(sname)
+    want = (-(-shape[0] // block[0]), -(-shape[1] // block[1]))
+    if sdt != "F32":
+        raise ConvertError("scale %s has dtype %s, expected F32" % (sname, sdt))
+    if tuple(sshape) != want:
+        raise ConvertError("scale %s has shape %s, expected %s for a %s weight in %dx%d blocks"
+                           % (sname, list(sshape), list(want), list(shape), block[0], block[1]))
+
+
 def check_f16_range(tensors, names, sources):
     """Wrap tensors stored as f16 so that a finite value beyond f16's range is an error, not inf."""
-    for name in names:
-        t = tensors[name]
-
-        def fn(t=t, name=name):
-            a = np.asarray(t)
+    def checked(read, name):
+        def fn():
+            a = np.asarray(read())
             finite = a[np.isfinite(a)]
             if finite.size and float(np.max(np.abs(finite))) > 65504.0:
                 raise ConvertError("tensor %s (%s) has values beyond the f16 range; use --dtype "
                                    "bf16 or f32" % (sources[name], name))
             return a
-        tensors[name] = Lazy(t.shape, fn)
+        return fn
+
+    for name in names:
+        t = tensors[name]
+        if isinstance(t, LazyStack):  # expert by expert: never the whole stack at once
+            tensors[name] = LazyStack(t.shape, [checked(f, name) for f in t._fns])
+        else:
+            tensors[name] = Lazy(t.shape, checked(lambda t=t: t, name))
 
 
 # --------------------------------------------------------------------------- tokenizer.model
@@ -659,8 +921,9 @@ def convert(hf_dir, out, dtype="f32", log=None):
 
     tok_kind, tok, tok_config = tokenizer_files(hf_dir, cfg)
 
-    # norms and biases (every 1-D tensor) stay f32 whatever --dtype says
-    small = {n: "f32" for n, t in tensors.items() if len(t.shape) == 1}
+    # norms and biases (every 1-D tensor) and the routers stay f32 whatever --dtype says
+    small = {n: "f32" for n, t in tensors.items()
+             if len(t.shape) == 1 or n.endswith(".router")}
     if dtype == "f16":
         check_f16_range(tensors, [n for n in tensors if n not in small], sources)
     mixformat.write_model(out, mcfg, layers, tensors, tokenizer_bytes=tok, dtype=dtype,

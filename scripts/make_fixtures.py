@@ -63,10 +63,12 @@ first 2000 stories of ../shared/data/tinystories/train.txt with the
       in its vocab-256 models) do.
 """
 import argparse
+import copy
 import hashlib
 import json
 import math
 import os
+import re
 import shutil
 import sys
 import traceback
@@ -267,7 +269,328 @@ def fixtures():
         absent=["experts", "mlp.gate.weight", "self_attn.q_proj", "bias"],
         mla=True, yarn=True,
     ))
+
+    fx += moe_fixtures(T)
     return fx
+
+
+# --------------------------------------------------------------------------- MoE fixtures
+# Mixture-of-experts and Qwen3 fixtures (issue 10). Expert width 12 != dense width 40,
+# and 2 * 12 = 24 != hidden 32, so a fused [E, 2I, D] tensor cannot be mistaken for its
+# transpose. The hub layout (per-expert names) is written by to_hub() and checked by
+# reloading it: transformers must load every tensor (no missing or unexpected keys)
+# and give the in-memory model's logits.
+EXPERT_I = 12
+DS_MOE = dict(COMMON, num_hidden_layers=3, intermediate_size=40, num_attention_heads=4,
+              num_key_value_heads=4, rms_norm_eps=1e-6, tie_word_embeddings=False,
+              kv_lora_rank=16, qk_nope_head_dim=8, qk_rope_head_dim=8, v_head_dim=8,
+              attention_bias=False, moe_intermediate_size=EXPERT_I, n_routed_experts=8,
+              num_experts_per_tok=3, n_shared_experts=2, first_k_dense_replace=1)
+ROPE_DEFAULT = dict(rope_type="default", rope_theta=10000.0)
+FP8_BLOCK = [16, 16]
+
+
+def moe_fixtures(T):
+    fx = []
+    ds_shapes = {"model.layers.0.mlp.gate_proj.weight": (40, 32),
+                 "model.layers.1.mlp.gate.weight": (8, 32),
+                 "model.layers.1.mlp.experts.7.gate_proj.weight": (EXPERT_I, 32),
+                 "model.layers.1.mlp.experts.7.up_proj.weight": (EXPERT_I, 32),
+                 "model.layers.1.mlp.experts.7.down_proj.weight": (32, EXPERT_I),
+                 "model.layers.2.mlp.shared_experts.gate_proj.weight": (2 * EXPERT_I, 32),
+                 "model.layers.2.mlp.shared_experts.down_proj.weight": (32, 2 * EXPERT_I)}
+    # V2-Lite-like: plain q_proj, softmax greedy top-3 of 8, 2 shared experts, first layer
+    # dense; routed_scaling_factor 1.5 (native V2 always multiplies by it)
+    fx.append(dict(
+        name="deepseek_v2_moe_greedy", seed=11000, dtype="f32",
+        cfg_cls=T.DeepseekV2Config, model_cls=T.DeepseekV2ForCausalLM,
+        cfg=dict(DS_MOE, q_lora_rank=None, topk_method="greedy", n_group=1, topk_group=1,
+                 routed_scaling_factor=1.5, norm_topk_prob=False, rope_parameters=ROPE_DEFAULT),
+        expect=dict(q_lora_rank=None, n_routed_experts=8, num_experts_per_tok=3,
+                    n_shared_experts=2, first_k_dense_replace=1, topk_method="greedy",
+                    routed_scaling_factor=1.5, moe_intermediate_size=EXPERT_I,
+                    intermediate_size=40),
+        rope=ROPE_DEFAULT, shapes=ds_shapes, absent=["q_a_proj", "proj.bias"],
+        mla=True, moe_layers=[1, 2]))
+    # V2 (236B)-like: q-LoRA, group_limited_greedy (4 groups of 2, keep 2), scaling 16,
+    # yarn with mscale = mscale_all_dim = 0.707 as the V2 release; bf16 storage
+    yarn_v2 = dict(rope_type="yarn", factor=4.0, original_max_position_embeddings=64,
+                   beta_fast=32.0, beta_slow=1.0, mscale=0.707, mscale_all_dim=0.707,
+                   rope_theta=10000.0)
+    fx.append(dict(
+        name="deepseek_v2_moe_group", seed=12000, dtype="bf16",
+        cfg_cls=T.DeepseekV2Config, model_cls=T.DeepseekV2ForCausalLM,
+        cfg=dict(DS_MOE, max_position_embeddings=1024, q_lora_rank=20,
+                 topk_method="group_limited_greedy", n_group=4, topk_group=2,
+                 routed_scaling_factor=16.0, norm_topk_prob=False, rope_parameters=yarn_v2),
+        expect=dict(q_lora_rank=20, n_group=4, topk_group=2, topk_method="group_limited_greedy",
+                    routed_scaling_factor=16.0, first_k_dense_replace=1),
+        rope=yarn_v2, shapes=ds_shapes, absent=["self_attn.q_proj", "proj.bias"],
+        mla=True, yarn=True, moe_layers=[1, 2]))
+    # V3: sigmoid noaux_tc, 4 groups of 2 (keep 2), top-3, norm_topk_prob, scaling 2.5 and
+    # a correction bias drawn so that some corrected scores are negative (where
+    # transformers 5.17's -inf fill and the older 0.0 fill choose differently)
+    v3 = dict(DS_MOE, q_lora_rank=20, n_group=4, topk_group=2, norm_topk_prob=True,
+              routed_scaling_factor=2.5, rope_interleave=True, rope_parameters=ROPE_DEFAULT)
+    v3_expect = dict(q_lora_rank=20, n_group=4, topk_group=2, norm_topk_prob=True,
+                     routed_scaling_factor=2.5, n_routed_experts=8, num_experts_per_tok=3)
+    v3_shapes = dict(ds_shapes, **{"model.layers.1.mlp.gate.e_score_correction_bias": (8,)})
+    fx.append(dict(
+        name="deepseek_v3_moe_noaux", seed=13000, dtype="f32",
+        cfg_cls=T.DeepseekV3Config, model_cls=T.DeepseekV3ForCausalLM, cfg=v3,
+        expect=v3_expect, rope=ROPE_DEFAULT, shapes=v3_shapes,
+        absent=["self_attn.q_proj", "proj.bias"], mla=True, moe_layers=[1, 2],
+        score_bias=(-0.7, 0.3), fill_must_matter=True))
+    # V3 official-release layout: fp8 e4m3 linear weights with <name>_scale_inv per
+    # 16x16 block (edge blocks partial: 20, 24 and 12 rows/cols) and an MTP layer at
+    # index num_hidden_layers. transformers runs the exactly dequantized twin
+    # (deepseek_v3_fp8_twin, plain f32, no MTP tensors); both folders share its outputs.
+    fx.append(dict(
+        name="deepseek_v3_fp8_twin", seed=14000, dtype="f32",
+        cfg_cls=T.DeepseekV3Config, model_cls=T.DeepseekV3ForCausalLM,
+        cfg=dict(v3, num_hidden_layers=2, num_nextn_predict_layers=1),
+        expect=dict(v3_expect, num_hidden_layers=2), rope=ROPE_DEFAULT,
+        shapes={"model.layers.1.mlp.experts.7.gate_proj.weight": (EXPERT_I, 32)},
+        absent=["self_attn.q_proj", "proj.bias", "layers.2."], mla=True, moe_layers=[1],
+        score_bias=(-0.7, 0.3), fill_must_matter=True,
+        fp8=dict(name="deepseek_v3_fp8", block=FP8_BLOCK)))
+    # Router edge cases: one group (n_group 1), top_k = n_experts = 4, every layer MoE,
+    # no normalisation; Moonlight-style plain q_proj; one shared expert
+    fx.append(dict(
+        name="deepseek_v3_moe_edge", seed=15000, dtype="f32",
+        cfg_cls=T.DeepseekV3Config, model_cls=T.DeepseekV3ForCausalLM,
+        cfg=dict(DS_MOE, num_hidden_layers=2, q_lora_rank=None, n_routed_experts=4,
+                 num_experts_per_tok=4, n_group=1, topk_group=1, n_shared_experts=1,
+                 first_k_dense_replace=0, norm_topk_prob=False, routed_scaling_factor=1.0,
+                 rope_interleave=True, rope_parameters=ROPE_DEFAULT),
+        expect=dict(q_lora_rank=None, n_routed_experts=4, num_experts_per_tok=4, n_group=1,
+                    topk_group=1, first_k_dense_replace=0, norm_topk_prob=False),
+        rope=ROPE_DEFAULT,
+        shapes={"model.layers.0.mlp.experts.3.down_proj.weight": (32, EXPERT_I),
+                "model.layers.0.mlp.shared_experts.up_proj.weight": (EXPERT_I, 32)},
+        absent=["q_a_proj", "proj.bias"], mla=True, moe_layers=[0, 1],
+        score_bias=(0.0, 0.2)))
+    rope_q = dict(rope_type="default", rope_theta=1000000.0)
+    fx.append(dict(
+        name="qwen3_tied", seed=16000, dtype="f32",
+        cfg_cls=T.Qwen3Config, model_cls=T.Qwen3ForCausalLM,
+        cfg=dict(COMMON, intermediate_size=48, num_attention_heads=4, num_key_value_heads=2,
+                 head_dim=12, rms_norm_eps=1e-6, tie_word_embeddings=True,
+                 use_sliding_window=False, attention_bias=False, rope_parameters=rope_q),
+        expect=dict(num_attention_heads=4, num_key_value_heads=2, head_dim=12,
+                    tie_word_embeddings=True),
+        rope=rope_q,
+        shapes={"model.layers.0.self_attn.q_proj.weight": (48, 32),
+                "model.layers.0.self_attn.k_proj.weight": (24, 32),
+                "model.layers.0.self_attn.q_norm.weight": (12,),
+                "model.layers.1.self_attn.k_norm.weight": (12,)},
+        absent=["bias"], tied=True, moe_layers=[]))
+    fx.append(dict(
+        name="qwen3_moe", seed=17000, dtype="f32",
+        cfg_cls=T.Qwen3MoeConfig, model_cls=T.Qwen3MoeForCausalLM,
+        cfg=dict(COMMON, num_hidden_layers=3, intermediate_size=40,
+                 moe_intermediate_size=EXPERT_I, num_experts=8, num_experts_per_tok=2,
+                 norm_topk_prob=True, decoder_sparse_step=1, mlp_only_layers=[1],
+                 num_attention_heads=4, num_key_value_heads=2, head_dim=12,
+                 rms_norm_eps=1e-6, tie_word_embeddings=False, use_sliding_window=False,
+                 attention_bias=False, rope_parameters=rope_q),
+        expect=dict(num_experts=8, num_experts_per_tok=2, norm_topk_prob=True,
+                    decoder_sparse_step=1, mlp_only_layers=[1], head_dim=12),
+        rope=rope_q,
+        shapes={"model.layers.0.mlp.gate.weight": (8, 32),
+                "model.layers.0.mlp.experts.7.gate_proj.weight": (EXPERT_I, 32),
+                "model.layers.2.mlp.experts.0.down_proj.weight": (32, EXPERT_I),
+                "model.layers.1.mlp.gate_proj.weight": (40, 32),
+                "model.layers.0.self_attn.q_norm.weight": (12,)},
+        absent=["bias", "shared"], moe_layers=[0, 2]))
+    rope_m = dict(rope_type="default", rope_theta=1000000.0)
+    fx.append(dict(
+        name="mixtral", seed=18000, dtype="f32",
+        cfg_cls=T.MixtralConfig, model_cls=T.MixtralForCausalLM,
+        cfg=dict(COMMON, intermediate_size=EXPERT_I, num_local_experts=4,
+                 num_experts_per_tok=2, num_attention_heads=4, num_key_value_heads=2,
+                 rms_norm_eps=1e-5, tie_word_embeddings=False, sliding_window=None,
+                 router_jitter_noise=0.0, rope_parameters=rope_m),
+        expect=dict(num_local_experts=4, num_experts_per_tok=2, sliding_window=None),
+        rope=rope_m,
+        shapes={"model.layers.0.block_sparse_moe.gate.weight": (4, 32),
+                "model.layers.1.block_sparse_moe.experts.3.w1.weight": (EXPERT_I, 32),
+                "model.layers.1.block_sparse_moe.experts.3.w3.weight": (EXPERT_I, 32),
+                "model.layers.1.block_sparse_moe.experts.3.w2.weight": (32, EXPERT_I)},
+        absent=["bias", "mlp."], moe_layers=[0, 1], hub_expert_names=("w1", "w3", "w2"),
+        hub_rename=[(r"\.mlp\.", ".block_sparse_moe.")]))
+    return fx
+
+
+# --------------------------------------------------------------------------- hub layout
+_FUSED = re.compile(r"^(.*\.)experts\.(gate_up_proj|gate_proj|up_proj|down_proj)(\.weight)?$")
+_PER_EXPERT = re.compile(r"^(.*\.experts\.\d+\.)(gate_proj|up_proj|down_proj)\.weight$")
+
+
+def to_hub(state, spec, swap=False):
+    """A saved state dict -> the hub layout: one 2-D tensor per expert and projection,
+    named as the released checkpoints name them. swap: the fused gate_up_proj holds
+    up before gate (tried only if the first guess does not reload)."""
+    I, D = EXPERT_I, HIDDEN
+    names = dict(zip(("gate_proj", "up_proj", "down_proj"),
+                     spec.get("hub_expert_names", ("gate_proj", "up_proj", "down_proj"))))
+    out = {}
+    for k, t in state.items():
+        m = _FUSED.match(k)
+        if m and t.ndim == 3:
+            pre, what = m.group(1), m.group(2)
+            E = t.shape[0]
+            if what == "gate_up_proj":
+                if t.shape[1] != 2 * I:
+                    t = t.transpose(1, 2)
+                parts = [("gate_proj", t[:, :I]), ("up_proj", t[:, I:])]
+                if swap:
+                    parts = [("gate_proj", t[:, I:]), ("up_proj", t[:, :I])]
+            elif what == "down_proj":
+                parts = [("down_proj", t if t.shape[1] == D else t.transpose(1, 2))]
+            else:
+                parts = [(what, t if t.shape[1] == I else t.transpose(1, 2))]
+            for nm, w in parts:
+                for e in range(E):
+                    out["%sexperts.%d.%s.weight" % (pre, e, names[nm])] = w[e]
+            continue
+        m = _PER_EXPERT.match(k)
+        if m:
+            k = m.group(1) + names[m.group(2)] + ".weight"
+        out[k] = t
+    for pat, rep in spec.get("hub_rename", []):
+        out = {re.sub(pat, rep, k): v for k, v in out.items()}
+    return {k: v.detach().contiguous().clone() for k, v in out.items()}
+
+
+def read_state(path):
+    with safe_open(path, framework="pt") as f:
+        return {k: f.get_tensor(k) for k in f.keys()}
+
+
+def write_state(state, path):
+    from safetensors.torch import save_file
+    save_file(state, path, metadata={"format": "pt"})
+
+
+FP8_NAMES = ("q_proj.weight", "q_a_proj.weight", "q_b_proj.weight", "kv_a_proj_with_mqa.weight",
+             "kv_b_proj.weight", "o_proj.weight", "gate_proj.weight", "up_proj.weight",
+             "down_proj.weight", "eh_proj.weight")
+
+
+def fp8_quantize(w, block):
+    """[R, C] float32 -> (float8_e4m3fn [R, C], scale_inv float32 [ceil(R/b0), ceil(C/b1)],
+    dequantized float32 = W8 * scale_inv[i // b0, j // b1], one fp32 product each)."""
+    R, C = w.shape
+    b0, b1 = block
+    nr, nc = -(-R // b0), -(-C // b1)
+    s = torch.ones(nr, nc, dtype=torch.float32)
+    for i in range(nr):
+        for j in range(nc):
+            amax = float(w[i * b0:(i + 1) * b0, j * b1:(j + 1) * b1].abs().max())
+            if amax > 0:
+                s[i, j] = amax / 448.0
+    full = s.repeat_interleave(b0, 0)[:R].repeat_interleave(b1, 1)[:, :C]
+    w8 = (w.float() / full).to(torch.float8_e4m3fn)
+    return w8, s, w8.float() * full
+
+
+def make_fp8(spec, twin_dir, out_dir, hub):
+    """Quantize the twin's hub tensors in place (the twin becomes the exact dequantization)
+    and write the fp8 folder: W8 + <name>_scale_inv, quantization_config, an MTP layer."""
+    block = spec["fp8"]["block"]
+    L = spec["cfg"]["num_hidden_layers"]
+    fp8, twin = {}, {}
+    for k, t in hub.items():
+        if t.ndim == 2 and k.endswith(FP8_NAMES):
+            w8, s, deq = fp8_quantize(t.float(), block)
+            fp8[k], fp8[k + "_scale_inv"] = w8, s
+            twin[k] = deq
+        else:
+            fp8[k] = twin[k] = t
+    # the multi-token-prediction module at index L, as the V3 release has it
+    g = torch.Generator().manual_seed(spec["seed"] + 99)
+    pre = "model.layers.%d." % (L - 1)
+    for k, t in list(hub.items()):
+        if k.startswith(pre):
+            nk = "model.layers.%d." % L + k[len(pre):]
+            if k in fp8 and k + "_scale_inv" in fp8:
+                fp8[nk] = fp8[k].clone()
+                fp8[nk + "_scale_inv"] = fp8[k + "_scale_inv"].clone()
+            else:
+                fp8[nk] = t.clone()
+    mtp = "model.layers.%d." % L
+    extra = {mtp + "enorm.weight": torch.ones(HIDDEN), mtp + "hnorm.weight": torch.ones(HIDDEN),
+             mtp + "shared_head.norm.weight": torch.ones(HIDDEN),
+             mtp + "embed_tokens.weight": torch.randn(VOCAB, HIDDEN, generator=g) * W_STD,
+             mtp + "shared_head.head.weight": torch.randn(VOCAB, HIDDEN, generator=g) * W_STD}
+    fp8.update(extra)
+    w8, s, _ = fp8_quantize(torch.randn(HIDDEN, 2 * HIDDEN, generator=g) * W_STD, block)
+    fp8[mtp + "eh_proj.weight"], fp8[mtp + "eh_proj.weight_scale_inv"] = w8, s
+    write_state({k: v.contiguous() for k, v in twin.items()},
+                os.path.join(twin_dir, "model.safetensors"))
+    if os.path.isdir(out_dir):
+        shutil.rmtree(out_dir)
+    os.makedirs(out_dir)
+    write_state({k: v.contiguous() for k, v in fp8.items()},
+                os.path.join(out_dir, "model.safetensors"))
+    with open(os.path.join(twin_dir, "config.json")) as f:
+        c = json.load(f)
+    c["num_nextn_predict_layers"] = 1
+    c["quantization_config"] = dict(quant_method="fp8", fmt="e4m3", activation_scheme="dynamic",
+                                    weight_block_size=list(block))
+    with open(os.path.join(out_dir, "config.json"), "w") as f:
+        json.dump(c, f, indent=2)
+    shutil.copyfile(SPM_PATH, os.path.join(out_dir, "tokenizer.model"))
+    return dict(fp8_tensors=sum(1 for k in fp8 if k.endswith("_scale_inv")),
+                fp8_block=list(block))
+
+
+def router_notes(model, spec, ids):
+    """Per MoE router: the smallest gap between the K-th and (K+1)-th choice score over the
+    prompt (a near-tie would make the test depend on rounding), and for noaux_tc routers
+    how many token choices transformers 5.17's -inf fill changes against a 0.0 fill."""
+    caught = []
+    hooks = []
+    for name, mod in model.named_modules():
+        w = getattr(mod, "weight", None)
+        if name.endswith(".gate") and isinstance(w, torch.Tensor) and w.ndim == 2 and \
+                w.shape[1] == HIDDEN and w.shape[0] < HIDDEN:
+            hooks.append(mod.register_forward_pre_hook(
+                lambda m, a, name=name: caught.append((name, m, a[0].detach().clone()))))
+    with torch.no_grad():
+        model(input_ids=torch.tensor([ids]), use_cache=False)
+    for h in hooks:
+        h.remove()
+    c = model.config
+    K = c.num_experts_per_tok
+    out = {}
+    for name, mod, x in caught:
+        x = x.reshape(-1, HIDDEN).float()
+        z = x @ mod.weight.float().T
+        bias = getattr(mod, "e_score_correction_bias", None)
+        if bias is not None:
+            s = z.sigmoid()
+            ch = s + bias.float()
+            E, G, TG = ch.shape[1], c.n_group, c.topk_group
+            gs = ch.view(-1, G, E // G).topk(min(2, E // G), dim=-1)[0].sum(-1)
+            keep = torch.zeros_like(gs).scatter_(1, gs.topk(TG, dim=-1)[1], 1).bool()
+            keep = keep.unsqueeze(-1).expand(-1, G, E // G).reshape(-1, E)
+            a = ch.masked_fill(~keep, float("-inf"))
+            b = ch.masked_fill(~keep, 0.0)
+            ia = a.topk(K, dim=-1)[1].sort(-1)[0]
+            ib = b.topk(K, dim=-1)[1].sort(-1)[0]
+            srt = a.sort(-1, descending=True)[0]
+            out[name] = dict(fill_changes_tokens=int((ia != ib).any(-1).sum()),
+                             min_corrected=float(ch.min()))
+        else:
+            srt = z.softmax(-1).sort(-1, descending=True)[0]
+            out[name] = {}
+        if K < srt.shape[1]:
+            gap = (srt[:, K - 1] - srt[:, K])
+            gap = gap[torch.isfinite(gap)]
+            out[name]["min_topk_gap"] = float(gap.min()) if gap.numel() else None
+    return out
 
 
 # --------------------------------------------------------------------------- helpers
@@ -278,10 +601,14 @@ ST_DTYPE = {"f32": "F32", "f16": "F16", "bf16": "BF16"}
 def make_config(spec):
     cfg = spec["cfg_cls"](**spec["cfg"])
     L = spec["cfg"]["num_hidden_layers"]
-    # Some newer configs derive the dense/MoE split from a list; keep every layer dense.
-    if isinstance(getattr(cfg, "mlp_layer_types", None), list):
+    # Some newer configs derive the dense/MoE split from a list; keep every layer dense
+    # (the MoE fixtures keep what the config derived and check it in the saved file).
+    if "moe_layers" not in spec and isinstance(getattr(cfg, "mlp_layer_types", None), list):
         cfg.mlp_layer_types = ["dense"] * L
     return cfg
+
+
+SCORE_BIAS = (0.0, 0.0)  # set per fixture from spec["score_bias"]
 
 
 def reinit(model, seed):
@@ -295,6 +622,12 @@ def reinit(model, seed):
             else:  # linear weights and embeddings
                 mean, std = 0.0, W_STD
             p.copy_(torch.randn(p.shape, generator=g, dtype=torch.float32) * std + mean)
+        # DeepSeek-V3's router correction bias (a buffer or a parameter, by version)
+        for name, mod in model.named_modules():
+            b = getattr(mod, "e_score_correction_bias", None)
+            if isinstance(b, torch.Tensor):
+                mean, std = SCORE_BIAS
+                b.copy_(torch.randn(b.shape, generator=g, dtype=torch.float32) * std + mean)
 
 
 def save(model, d):
@@ -307,9 +640,15 @@ def save(model, d):
         os.remove(gc)
 
 
-def load(spec, d, **kw):
-    return spec["model_cls"].from_pretrained(d, dtype=torch.float32,
-                                             attn_implementation="eager", **kw).eval()
+def load(spec, d, info=None, **kw):
+    if info is None:
+        return spec["model_cls"].from_pretrained(d, dtype=torch.float32,
+                                                 attn_implementation="eager", **kw).eval()
+    m, li = spec["model_cls"].from_pretrained(d, dtype=torch.float32, attn_implementation="eager",
+                                              output_loading_info=True, **kw)
+    info.update({k: sorted(str(x) for x in v) if isinstance(v, (set, list, tuple)) else str(v)
+                 for k, v in li.items()})
+    return m.eval()
 
 
 @torch.no_grad()
@@ -425,6 +764,14 @@ def check_reloaded(spec, model, d):
     notes["tensors"] = {k: [dtypes[k]] + list(shapes[k]) for k in keys}
     want = ST_DTYPE[spec["dtype"]]
     bad = {k: t for k, t in dtypes.items() if t != want}
+    if "moe_layers" in spec:
+        L = spec["cfg"]["num_hidden_layers"]
+        for l in range(L):
+            has = any(k.startswith("model.layers.%d." % l) and ".experts." in k for k in keys)
+            check(has == (l in spec["moe_layers"]),
+                  "layer %d has experts: %s, expected %s" % (l, has, l in spec["moe_layers"]))
+        # e_score_correction_bias is a float32 buffer in transformers; allow it
+        bad = {k: t for k, t in bad.items() if not k.endswith("e_score_correction_bias")}
     check(not bad, "tensors not stored as %s: %s" % (want, bad))
     for k, sh in spec["shapes"].items():
         if check(k in shapes, "tensor %s missing" % k):
@@ -490,16 +837,66 @@ def attempt(spec, d, seed, tok_ids):
         shutil.rmtree(d)
     os.makedirs(d)
     torch.manual_seed(seed)
+    global SCORE_BIAS
+    SCORE_BIAS = spec.get("score_bias", (0.0, 0.0))
     cfg = make_config(spec)
     model = spec["model_cls"](cfg).eval()
     reinit(model, seed)
     model = model.to(TORCH_DTYPE[spec["dtype"]])
     save(model, d)
+    moe_notes, moe_problems = {}, []
+    if "moe_layers" in spec:
+        # the exact weights in fp32 (bf16 values widened), to check the hub layout by
+        mem = copy.deepcopy(model).float().eval()   # reloading it
+        mem_logits = forward_logits(mem, tok_ids)
+        st_path = os.path.join(d, "model.safetensors")
+        saved = read_state(st_path)
+        moe_notes["saved_keys_sample"] = sorted(saved)[:60]
+        for swap in (False, True):
+            hub = to_hub(saved, spec, swap)
+            if spec.get("fp8"):
+                moe_notes.update(make_fp8(spec, d, os.path.join(os.path.dirname(d),
+                                                                spec["fp8"]["name"]), hub))
+            else:
+                write_state(hub, st_path)
+            info = {}
+            ref = load(spec, d, info=info)
+            lg = forward_logits(ref, tok_ids)
+            diff = float((lg - mem_logits).abs().max())
+            bad = {k: v for k, v in info.items() if k in ("missing_keys", "unexpected_keys",
+                                                          "mismatched_keys") and v}
+            moe_notes["hub_reload"] = dict(swap=swap, loading_info=info, max_diff_vs_memory=diff)
+            log("  hub layout (swap=%s): reload diff %.3g, %s" % (swap, diff, bad or "all keys"))
+            if spec.get("fp8"):
+                # the twin's weights were re-quantized: compare against itself only
+                ok = not bad
+            else:
+                # f32: the same computation. bf16: the in-memory copy also holds its RoPE
+                # inv_freq buffer rounded to bf16, which moves the logits by ~1e-5
+                ok = not bad and diff < (1e-5 if spec["dtype"] == "f32" else 2e-4)
+            if ok:
+                break
+        else:
+            moe_problems.append("hub layout does not reload: %s" % moe_notes["hub_reload"])
+            log("  CHECK FAILED: " + moe_problems[-1])
+        del mem
     del model
     shutil.copyfile(SPM_PATH, os.path.join(d, "tokenizer.model"))
 
     ref = load(spec, d)
     notes, problems = check_reloaded(spec, ref, d)
+    notes.update(moe_notes)
+    problems += moe_problems
+    if "moe_layers" in spec:
+        try:
+            notes["routers"] = router_notes(ref, spec, tok_ids)
+            log("  routers:", json.dumps(notes["routers"]))
+            if spec.get("fill_must_matter") and not sum(
+                    r.get("fill_changes_tokens", 0) for r in notes["routers"].values()):
+                problems.append("no token's noaux_tc choice depends on the -inf mask fill")
+                log("  CHECK FAILED: " + problems[-1])
+        except Exception as e:  # noqa: BLE001 - only for the report
+            notes["routers_error"] = repr(e)
     logits = forward_logits(ref, tok_ids)
     gen, margins = greedy(ref, tok_ids, N_GREEDY)
     # the prompt logits and the greedy path's first step are the same computation
@@ -573,6 +970,16 @@ def build_one(spec, out_dir, tok_ids):
     with open(os.path.join(d, "reference.json"), "w") as f:
         json.dump(ref_json, f, indent=1)
         f.write("\n")
+    if spec.get("fp8"):
+        # the fp8 folder shares the twin's reference: same prompt, logits and greedy ids
+        d8 = os.path.join(out_dir, spec["fp8"]["name"])
+        lg.tofile(os.path.join(d8, "logits.f32"))
+        r8 = dict(ref_json, fixture=spec["fp8"]["name"],
+                  reference_from="transformers on %s, the exact dequantization of this "
+                  "folder's fp8 weights" % name)
+        with open(os.path.join(d8, "reference.json"), "w") as f:
+            json.dump(r8, f, indent=1)
+            f.write("\n")
     return ref, ref_json, notes["tensors"]
 
 

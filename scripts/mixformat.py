@@ -8,10 +8,18 @@ produces checkpoints through `write_model`.
                rope_pairing="neox")             # or "interleaved"
     layers = [dict(kind="gqa", n_heads=4, n_kv_heads=2, head_dim=16),
               dict(kind="mla", n_heads=4, q_lora_rank=0, kv_lora_rank=32,
-                   qk_nope_head_dim=16, qk_rope_head_dim=8, v_head_dim=16)]
+                   qk_nope_head_dim=16, qk_rope_head_dim=8, v_head_dim=16,
+                   ffn="moe", n_experts=8, top_k=2, expert_hidden=32, shared_hidden=64,
+                   scoring="softmax", topk_method="greedy", routed_scaling_factor=1.0)]
     write_model("out.bin", cfg, layers, tensors, tokenizer_bytes=b"...", dtype="bf16")
 
 `tensors` maps the names of docs/FORMAT.md to float arrays of the listed shapes.
+A layer's feed-forward is dense SwiGLU (`ffn="dense"`, the default, of width
+`hidden_dim`: the layer's own, else the header's) or a mixture of experts
+(`ffn="moe"`); the header's hidden_dim is written as the largest FFN width.
+A tensor may be a lazy array-like with `.shape`; if it also has `iter_rows()`
+(yielding consecutive slices along its first axis) it is encoded slice by slice,
+so a stacked [E, I, D] expert tensor never has to be in memory at once.
 """
 import fnmatch
 import mmap
@@ -22,9 +30,10 @@ import tempfile
 import numpy as np
 
 MAGIC = b"MIXATTN\0"
-VERSION = 2          # version 1 files (no block types) are still read by the loader
+VERSION = 2          # version 1 files (no block types, 64-byte layers) are still read
 HEADER_BYTES = 256
-LAYER_BYTES = 64
+LAYER_BYTES = 128    # version 1: 64 (attention only; every FFN dense of hidden_dim)
+LAYER_BYTES_V1 = 64
 ENTRY_BYTES = 128
 ALIGN = 64
 
@@ -41,11 +50,16 @@ BLOCK_BYTES = {"q8_0": 2 + 32, "q4_0": 2 + 16}
 PAIRING = {"neox": 0, "interleaved": 1}
 SCALING = {"none": 0, "linear": 1, "llama3": 2, "yarn": 3}
 KIND = {"gqa": 0, "mla": 1}
+FFN_KIND = {"dense": 0, "moe": 1}
+SCORING = {"softmax": 0, "sigmoid": 1}
+TOPK_METHOD = {"greedy": 0, "group_limited_greedy": 1, "noaux_tc": 2}
+GQA_QK_NORM = 16     # GQA bias_flags bit 4: per-head RMSNorm of q and k (Qwen3)
 
 # header: magic .. reserved(124), tokenizer offset/bytes
 _HEADER = struct.Struct("<8s9Iiiff2I3fI5fI3f2I2Q2Q")  # ... tokenizer blob, tokenizer-config blob
 TOKENIZER_KINDS = {"none": 0, "sentencepiece": 1, "hf": 2}  # header u32 at 124
 _LAYER = struct.Struct("<11I")
+_FFN = struct.Struct("<11If")        # at byte 64 of a version-2 layer descriptor
 _ENTRY = struct.Struct("<64sII4QQQ")
 
 
@@ -110,10 +124,50 @@ def defaults(cfg):
     return c
 
 
+def ffn_defaults(layer, cfg_hidden=None):
+    """The feed-forward part of a layer dict, defaults filled in and checked."""
+    f = dict(ffn="dense", hidden_dim=cfg_hidden, n_experts=0, top_k=0, expert_hidden=0,
+             shared_hidden=0, scoring="softmax", topk_method="greedy", n_group=1,
+             topk_group=1, norm_topk_prob=False, routed_scaling_factor=1.0)
+    f.update({k: v for k, v in layer.items() if k in f})
+    if f["ffn"] not in FFN_KIND:
+        raise FormatError("unknown feed-forward kind %r" % (f["ffn"],))
+    if f["ffn"] == "dense":
+        if not f["hidden_dim"] or f["hidden_dim"] < 1:
+            raise FormatError("dense feed-forward without a hidden_dim")
+        return f
+    f["hidden_dim"] = 0
+    if f["scoring"] not in SCORING:
+        raise FormatError("unknown router scoring %r" % (f["scoring"],))
+    if f["topk_method"] not in TOPK_METHOD:
+        raise FormatError("unknown routing method %r" % (f["topk_method"],))
+    E, K, G, TG = f["n_experts"], f["top_k"], f["n_group"], f["topk_group"]
+    if E < 1 or f["expert_hidden"] < 1 or K < 1:
+        raise FormatError("mixture of experts needs n_experts, top_k and expert_hidden >= 1")
+    if K > E:
+        raise FormatError("top_k %d > n_experts %d" % (K, E))
+    if G < 1 or E % G:
+        raise FormatError("n_experts %d is not divisible by n_group %d" % (E, G))
+    if TG < 1 or TG > G:
+        raise FormatError("topk_group %d must be in [1, n_group %d]" % (TG, G))
+    if f["topk_method"] == "greedy" and (G != 1 or TG != 1):
+        raise FormatError("greedy routing takes n_group = topk_group = 1")
+    if K > TG * (E // G):
+        raise FormatError("top_k %d is more than the %d experts of %d kept groups"
+                          % (K, TG * (E // G), TG))
+    if f["topk_method"] == "noaux_tc" and E // G < 2:
+        raise FormatError("noaux_tc needs at least 2 experts per group")
+    return f
+
+
+def ffn_width(f):
+    return f["hidden_dim"] if f["ffn"] == "dense" else max(f["expert_hidden"], f["shared_hidden"])
+
+
 def layer_defaults(layer):
     if layer["kind"] == "gqa":
         l = dict(n_kv_heads=layer["n_heads"], rope_dim=layer.get("head_dim"),
-                 q_bias=False, k_bias=False, v_bias=False, o_bias=False)
+                 q_bias=False, k_bias=False, v_bias=False, o_bias=False, qk_norm=False)
         l.update(layer)
         if l["rope_dim"] is None:
             l["rope_dim"] = l["head_dim"]
@@ -129,22 +183,37 @@ def layer_defaults(layer):
 def expected_tensors(cfg, layers):
     """name -> shape, the exact set docs/FORMAT.md requires."""
     c = defaults(cfg)
-    D, V, I = c["dim"], c["vocab_size"], c["hidden_dim"]
+    D, V = c["dim"], c["vocab_size"]
     shapes = {"tok_embeddings": (V, D), "norm": (D,)}
     if not c["tied"]:
         shapes["output"] = (V, D)
     for n, layer in enumerate(layers):
         l = layer_defaults(layer)
+        f = ffn_defaults(layer, c["hidden_dim"])
         p = "layers.%d." % n
         shapes[p + "attn_norm"] = (D,)
         shapes[p + "ffn_norm"] = (D,)
-        shapes[p + "w1"] = (I, D)
-        shapes[p + "w3"] = (I, D)
-        shapes[p + "w2"] = (D, I)
-        if c["mlp_bias"]:
-            shapes[p + "b1"] = (I,)
-            shapes[p + "b3"] = (I,)
-            shapes[p + "b2"] = (D,)
+        if f["ffn"] == "dense":
+            I = f["hidden_dim"]
+            shapes[p + "w1"] = (I, D)
+            shapes[p + "w3"] = (I, D)
+            shapes[p + "w2"] = (D, I)
+            if c["mlp_bias"]:
+                shapes[p + "b1"] = (I,)
+                shapes[p + "b3"] = (I,)
+                shapes[p + "b2"] = (D,)
+        else:
+            E, Ie, Is = f["n_experts"], f["expert_hidden"], f["shared_hidden"]
+            shapes[p + "router"] = (E, D)
+            if f["topk_method"] == "noaux_tc":
+                shapes[p + "router_bias"] = (E,)
+            shapes[p + "experts.w1"] = (E, Ie, D)
+            shapes[p + "experts.w3"] = (E, Ie, D)
+            shapes[p + "experts.w2"] = (E, D, Ie)
+            if Is:
+                shapes[p + "shared.w1"] = (Is, D)
+                shapes[p + "shared.w3"] = (Is, D)
+                shapes[p + "shared.w2"] = (D, Is)
         H = l["n_heads"]
         if l["kind"] == "gqa":
             d, Hkv = l["head_dim"], l["n_kv_heads"]
@@ -160,6 +229,9 @@ def expected_tensors(cfg, layers):
                 shapes[p + "bv"] = (Hkv * d,)
             if l["o_bias"]:
                 shapes[p + "bo"] = (D,)
+            if l["qk_norm"]:
+                shapes[p + "q_norm"] = (d,)
+                shapes[p + "k_norm"] = (d,)
         else:
             dq, dc = l["q_lora_rank"], l["kv_lora_rank"]
             dn, dr, dv = l["qk_nope_head_dim"], l["qk_rope_head_dim"], l["v_head_dim"]
@@ -352,11 +424,13 @@ def _pack_header(c, n_tensors, tok_off, tok_bytes, tok_kind=0, cfg_off=0, cfg_by
     ).ljust(HEADER_BYTES, b"\0")
 
 
-def _pack_layer(layer):
+def _pack_layer(layer, cfg_hidden):
     l = layer_defaults(layer)
+    f = ffn_defaults(layer, cfg_hidden)
     if l["kind"] == "gqa":
         bias = (1 if l["q_bias"] else 0) | (2 if l["k_bias"] else 0) | \
-               (4 if l["v_bias"] else 0) | (8 if l["o_bias"] else 0)
+               (4 if l["v_bias"] else 0) | (8 if l["o_bias"] else 0) | \
+               (GQA_QK_NORM if l["qk_norm"] else 0)
         vals = (0, l["n_heads"], l["n_kv_heads"], l["head_dim"], l["rope_dim"], bias,
                 0, 0, 0, 0, 0)
     else:
@@ -364,7 +438,11 @@ def _pack_layer(layer):
         vals = (1, l["n_heads"], 0, 0, l["rope_dim"], bias, l["q_lora_rank"],
                 l["kv_lora_rank"], l["qk_nope_head_dim"], l["qk_rope_head_dim"],
                 l["v_head_dim"])
-    return _LAYER.pack(*vals).ljust(LAYER_BYTES, b"\0")
+    ffn = _FFN.pack(FFN_KIND[f["ffn"]], f["hidden_dim"], f["n_experts"], f["top_k"],
+                    f["expert_hidden"], f["shared_hidden"], SCORING[f["scoring"]],
+                    TOPK_METHOD[f["topk_method"]], f["n_group"], f["topk_group"],
+                    1 if f["norm_topk_prob"] else 0, float(f["routed_scaling_factor"]))
+    return _LAYER.pack(*vals).ljust(64, b"\0") + ffn.ljust(LAYER_BYTES - 64, b"\0")
 
 
 def storage_dtype(name, shape, dtype, overrides=None):
@@ -420,6 +498,13 @@ def encode_chunks(t, dtype, shape, check_name=None):
     most ~CHUNK_VALUES values along its first axis; yields bytes. An object with an
     `encoded(lo, hi, dtype)` method supplies the stored bytes of rows [lo, hi) itself.
     With check_name, a piece holding NaN or Inf raises FormatError naming that tensor."""
+    if hasattr(t, "iter_rows"):  # stacked experts, one at a time (bounded memory)
+        for part in t.iter_rows():
+            part = np.asarray(part, dtype=np.float32)
+            if check_name is not None:
+                check_finite(check_name, part)
+            yield encode(part, dtype)
+        return
     per_row = int(np.prod(shape[1:])) if len(shape) > 1 else 1
     step = max(1, CHUNK_VALUES // max(per_row, 1))
     if hasattr(t, "encoded"):  # a generator that makes the stored bytes itself (bench/)
@@ -464,6 +549,15 @@ def write_model(path, cfg, layers, tensors, tokenizer_bytes=None, dtype="f32",
         raise FormatError("n_layers is %d but %d layer descriptors given"
                           % (c["n_layers"], len(layers)))
     want = expected_tensors(c, layers)
+    layer_hidden = c["hidden_dim"]
+    # the header's hidden_dim: the largest FFN width of any layer (docs/FORMAT.md)
+    c["hidden_dim"] = max(ffn_width(ffn_defaults(l, layer_hidden)) for l in layers)
+    routers = [n for n in want if n.endswith((".router", ".router_bias"))]
+    for name in routers:  # routing is a discrete choice: the router stays f32
+        dt = (dtypes or {}).get(name, "f32")
+        if dt != "f32":
+            raise FormatError("router tensor %s must be f32, not %s" % (name, dt))
+    dtypes = dict(dtypes or {}, **{name: "f32" for name in routers})
     got = set(tensors)
     missing = sorted(set(want) - got)
     extra = sorted(got - set(want))
@@ -485,7 +579,7 @@ def write_model(path, cfg, layers, tensors, tokenizer_bytes=None, dtype="f32",
     tcfg = pack_tokenizer_config(tokenizer_config) if tokenizer_config else b""
     if tcfg and not tok:
         raise FormatError("a tokenizer config needs an embedded tokenizer")
-    dir_off = HEADER_BYTES + LAYER_BYTES * len(layers)
+    dir_off = HEADER_BYTES + LAYER_BYTES * len(layers)  # version 2: 128-byte descriptors
     tok_off = _align(dir_off + ENTRY_BYTES * len(names))
     cfg_off = _align(tok_off + len(tok))
     off = _align(cfg_off + len(tcfg))
@@ -515,7 +609,7 @@ def write_model(path, cfg, layers, tensors, tokenizer_bytes=None, dtype="f32",
             f.write(_pack_header(c, len(names), tok_off if tok else 0, len(tok),
                                  TOKENIZER_KINDS[kind_name], cfg_off if tcfg else 0, len(tcfg)))
             for layer in layers:
-                f.write(_pack_layer(layer))
+                f.write(_pack_layer(layer, layer_hidden))
             f.write(b"".join(entries))
             f.write(b"\0" * (tok_off - f.tell()))
             f.write(tok)
@@ -570,20 +664,32 @@ def open_model(path):
                                  attention_factor=attf),
                sliding_window=sw, embed_scale=es, residual_scale=rsc, logit_scale=lsc)
     layers = []
+    lbytes = LAYER_BYTES_V1 if version == 1 else LAYER_BYTES
     for n in range(n_layers):
-        v = _LAYER.unpack_from(buf, HEADER_BYTES + n * LAYER_BYTES)
+        v = _LAYER.unpack_from(buf, HEADER_BYTES + n * lbytes)
         if v[0] == 0:
-            layers.append(dict(kind="gqa", n_heads=v[1], n_kv_heads=v[2], head_dim=v[3],
-                               rope_dim=v[4], q_bias=bool(v[5] & 1), k_bias=bool(v[5] & 2),
-                               v_bias=bool(v[5] & 4), o_bias=bool(v[5] & 8)))
+            l = dict(kind="gqa", n_heads=v[1], n_kv_heads=v[2], head_dim=v[3],
+                     rope_dim=v[4], q_bias=bool(v[5] & 1), k_bias=bool(v[5] & 2),
+                     v_bias=bool(v[5] & 4), o_bias=bool(v[5] & 8),
+                     qk_norm=bool(v[5] & GQA_QK_NORM))
         else:
-            layers.append(dict(kind="mla", n_heads=v[1], q_lora_rank=v[6],
-                               kv_lora_rank=v[7], qk_nope_head_dim=v[8],
-                               qk_rope_head_dim=v[9], v_head_dim=v[10],
-                               q_bias=bool(v[5] & 1), kv_bias=bool(v[5] & 2),
-                               o_bias=bool(v[5] & 8)))
+            l = dict(kind="mla", n_heads=v[1], q_lora_rank=v[6],
+                     kv_lora_rank=v[7], qk_nope_head_dim=v[8],
+                     qk_rope_head_dim=v[9], v_head_dim=v[10],
+                     q_bias=bool(v[5] & 1), kv_bias=bool(v[5] & 2),
+                     o_bias=bool(v[5] & 8))
+        if version == 1:
+            l.update(ffn="dense", hidden_dim=hidden)
+        else:
+            u = _FFN.unpack_from(buf, HEADER_BYTES + n * lbytes + 64)
+            inv = lambda d, x: {b: a for a, b in d.items()}[x]  # noqa: E731
+            l.update(ffn=inv(FFN_KIND, u[0]), hidden_dim=u[1], n_experts=u[2], top_k=u[3],
+                     expert_hidden=u[4], shared_hidden=u[5], scoring=inv(SCORING, u[6]),
+                     topk_method=inv(TOPK_METHOD, u[7]), n_group=u[8], topk_group=u[9],
+                     norm_topk_prob=bool(u[10] & 1), routed_scaling_factor=u[11])
+        layers.append(l)
     tensors = {}
-    dir_off = HEADER_BYTES + LAYER_BYTES * n_layers
+    dir_off = HEADER_BYTES + lbytes * n_layers
     for i in range(n_tensors):
         e = _ENTRY.unpack_from(buf, dir_off + i * ENTRY_BYTES)
         name = e[0].split(b"\0", 1)[0].decode()

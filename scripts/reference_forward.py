@@ -2,9 +2,10 @@
 """Independent float64 numpy forward pass over a mixattn .bin (docs/FORMAT.md).
 
 Written from the team notes on the Hugging Face architectures
-(docs/HF-SEMANTICS.md, sections 0, 1, 4 and 8), not from the C code, so the two can
-check each other. Plain full-sequence recomputation, no KV cache; MLA in the
-naive form (per-head K and V decompressed from the latent).
+(docs/HF-SEMANTICS.md, sections 0, 1, 4 and 8; 4.5 for the mixture-of-experts
+routers), not from the C code, so the two can check each other. Plain
+full-sequence recomputation, no KV cache; MLA in the naive form (per-head K and
+V decompressed from the latent); every token's experts evaluated one by one.
 
     python3 scripts/reference_forward.py MODEL.bin --tokens "1 2 3" --out logits.f32
     python3 scripts/reference_forward.py MODEL.bin --tokens "1 2 3" --greedy 24
@@ -164,6 +165,10 @@ def gqa_attention(m, n_layer, L, h, pos, mask):
     q = linear(h, t[p + "wq"], t.get(p + "bq")).reshape(n, H, d)
     k = linear(h, t[p + "wk"], t.get(p + "bk")).reshape(n, Hkv, d)
     v = linear(h, t[p + "wv"], t.get(p + "bv")).reshape(n, Hkv, d)
+    if L.get("qk_norm"):  # Qwen3: RMSNorm over each head's d values, before RoPE
+        eps = float(m.cfg["norm_eps"])
+        q = rmsnorm(q, t[p + "q_norm"], eps)
+        k = rmsnorm(k, t[p + "k_norm"], eps)
     if r:
         inv, att = rope_inv_freq(m.cfg, r)
         q = q.copy()
@@ -225,6 +230,61 @@ def ffn(m, n_layer, h):
     return linear(silu(g) * u, t[p + "w2"], t.get(p + "b2"))
 
 
+def route(L, z, bias):
+    """One token's router (notes 4.5): logits z [E] -> (expert ids, weights).
+
+    scores s = softmax(z) or sigmoid(z); the choice score is s (+ the correction
+    bias, noaux_tc only, for choosing and nothing else). Experts form n_group
+    contiguous groups; a group scores the max (group_limited_greedy) or the sum of
+    its top-2 choice scores (noaux_tc); only the topk_group best groups stay, the
+    others are masked with -inf (transformers 5.17); greedy keeps all. The top_k
+    choice scores pick the experts; their weights are the unbiased s, normalised to
+    sum 1 (+1e-20) if norm_topk_prob, then times routed_scaling_factor."""
+    E, K = L["n_experts"], L["top_k"]
+    if L["scoring"] == "softmax":
+        e = np.exp(z - z.max())
+        s = e / e.sum()
+    elif L["scoring"] == "sigmoid":
+        s = 1.0 / (1.0 + np.exp(-z))
+    else:
+        raise ValueError("unknown scoring %r" % (L["scoring"],))
+    choice = s + bias if L["topk_method"] == "noaux_tc" else s.copy()
+    G, TG = L["n_group"], L["topk_group"]
+    if L["topk_method"] != "greedy":
+        grouped = choice.reshape(G, E // G)
+        if L["topk_method"] == "group_limited_greedy":
+            gscore = grouped.max(axis=1)
+        else:
+            gscore = np.sort(grouped, axis=1)[:, ::-1][:, :2].sum(axis=1)
+        keep = np.zeros(G, dtype=bool)
+        keep[np.argsort(-gscore, kind="stable")[:TG]] = True
+        choice = np.where(np.repeat(keep, E // G), choice, -np.inf)
+    idx = np.argsort(-choice, kind="stable")[:K]
+    w = s[idx]
+    if L["norm_topk_prob"]:
+        w = w / (w.sum() + 1e-20)
+    return idx, w * float(L["routed_scaling_factor"])
+
+
+def swiglu(x, w1, w3, w2):
+    return (silu(x @ w1.T) * (x @ w3.T)) @ w2.T
+
+
+def moe(m, n_layer, L, h):
+    """y = sum_k w_k Expert_k(h) + Shared(h), token by token."""
+    t, p = m.t, "layers.%d." % n_layer
+    bias = t.get(p + "router_bias")
+    w1, w3, w2 = t[p + "experts.w1"], t[p + "experts.w3"], t[p + "experts.w2"]
+    out = np.zeros_like(h)
+    for i in range(h.shape[0]):
+        idx, w = route(L, t[p + "router"] @ h[i], bias)
+        for e, we in zip(idx, w):
+            out[i] += we * swiglu(h[i], w1[e], w3[e], w2[e])
+    if L["shared_hidden"]:
+        out += swiglu(h, t[p + "shared.w1"], t[p + "shared.w3"], t[p + "shared.w2"])
+    return out
+
+
 # --------------------------------------------------------------------------- model
 def logits(model, ids):
     """Logits of every position of `ids` (no BOS added): float64 [len(ids), vocab_size]."""
@@ -253,7 +313,8 @@ def logits(model, ids):
         else:
             raise ValueError("layer %d: unknown kind %r" % (i, L["kind"]))
         x = x + rsc * a
-        x = x + rsc * ffn(m, i, rmsnorm(x, t[p + "ffn_norm"], eps))
+        hn = rmsnorm(x, t[p + "ffn_norm"], eps)
+        x = x + rsc * (moe(m, i, L, hn) if L.get("ffn") == "moe" else ffn(m, i, hn))
     x = rmsnorm(x, t["norm"], eps) * float(cfg["logit_scale"])
     head = t["tok_embeddings"] if cfg["tied"] else t["output"]
     return x @ head.T

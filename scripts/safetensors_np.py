@@ -12,8 +12,9 @@ Reading:
     f = SafetensorsFile("model.safetensors")    # parses and validates the header only
     f.names(); f.info(name) -> (dtype, shape); f.get(name) -> float32 ndarray
 
-Only F32, F16 and BF16 tensors can be read as numbers (BF16 is widened exactly,
-uint16 << 16); asking for any other dtype raises SafetensorsError.
+Only F32, F16, BF16 and F8_E4M3 tensors can be read as numbers (BF16 is widened
+exactly, uint16 << 16; F8_E4M3, DeepSeek-V3's fp8 "e4m3fn", through a 256-entry
+table, also exact); asking for any other dtype raises SafetensorsError.
 
 Writing (for tests and tools):
     save_file({"w": array}, "model.safetensors", dtypes={"w": "BF16"})
@@ -35,7 +36,26 @@ DTYPE_SIZE = {
     "I32": 4, "U32": 4, "F32": 4,
     "I64": 8, "U64": 8, "F64": 8, "C64": 8,
 }
-READABLE = ("F32", "F16", "BF16")
+READABLE = ("F32", "F16", "BF16", "F8_E4M3")
+
+
+def _e4m3_table():
+    """float32 value of every float8_e4m3fn byte: sign, 4 exponent bits (bias 7),
+    3 mantissa bits; exponent 0 is subnormal (m/8 * 2^-6); S.1111.111 is NaN; no inf."""
+    t = np.empty(256, dtype=np.float32)
+    for b in range(256):
+        e, m = (b >> 3) & 15, b & 7
+        if e == 15 and m == 7:
+            v = float("nan")
+        elif e == 0:
+            v = m / 8.0 * 2.0 ** -6
+        else:
+            v = (1.0 + m / 8.0) * 2.0 ** (e - 7)
+        t[b] = -v if b & 0x80 else v
+    return t
+
+
+E4M3 = _e4m3_table()
 MAX_HEADER = 100 * 1024 * 1024  # the reference implementation's limit
 
 
@@ -137,6 +157,8 @@ class SafetensorsFile:
             a = np.frombuffer(raw, dtype="<f4").astype(np.float32)
         elif dtype == "F16":
             a = np.frombuffer(raw, dtype="<f2").astype(np.float32)
+        elif dtype == "F8_E4M3":
+            a = E4M3[np.frombuffer(raw, dtype=np.uint8)]
         else:
             a = from_bf16_bits(np.frombuffer(raw, dtype="<u2"))
         return a.reshape(shape)
@@ -152,6 +174,8 @@ _NP_TO_ST = {
 def _encode(a, dtype):
     if dtype == "BF16":
         return to_bf16_bits(np.asarray(a, dtype=np.float32)).astype("<u2").tobytes()
+    if dtype == "F8_E4M3":  # the caller gives the raw bytes as uint8
+        return np.ascontiguousarray(a, dtype=np.uint8).tobytes()
     np_dt = {v: k for k, v in _NP_TO_ST.items()}.get(dtype)
     if np_dt is None:
         raise SafetensorsError("cannot write dtype %s" % dtype)

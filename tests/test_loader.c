@@ -246,7 +246,7 @@ static void test_layer_errors(void **state) {
         {0, 3, 0, -1, 0, "head_dim", "head_dim 0"},
         {0, 4, 3, -1, 0, "rope_dim", "odd rope_dim"},
         {0, 4, 6, -1, 0, "rope_dim", "rope_dim > head_dim"},
-        {0, 5, 16, -1, 0, "bias", "unknown bias bit"},
+        {0, 5, 32, -1, 0, "bias", "unknown bias bit (bit 4 is qk_norm)"},
         {1, 4, 4, -1, 0, "rope_dim", "MLA rope_dim != qk_rope_head_dim"},
         {1, 9, 3, 4, 3, "qk_rope_head_dim", "MLA odd qk_rope_head_dim"},
         {1, 7, 0, -1, 0, "kv_lora_rank", "MLA kv_lora_rank 0"},

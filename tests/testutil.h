@@ -77,7 +77,10 @@ static inline double tu_rel_err(const float *a, const float *b, size_t n) {
 /* --- the checkpoint builder ------------------------------------------------------------ */
 
 #define TU_HEADER_BYTES 256
-#define TU_LAYER_BYTES 64
+#define TU_LAYER_BYTES_V1 64 // version 1: attention only
+#define TU_LAYER_BYTES 128   // version 2: attention + feed-forward (written dense of hidden_dim)
+/* layer descriptor bytes of a model's version */
+#define TU_LAYER_BYTES_OF(m) ((m)->version == 1 ? TU_LAYER_BYTES_V1 : TU_LAYER_BYTES)
 #define TU_ENTRY_BYTES 128
 #define TU_MAX_LAYERS 8
 #define TU_MAX_TENSORS 160
@@ -383,7 +386,7 @@ static inline uint16_t tu_f32_to_bf16(float f) {
  * truncated file. Returns a malloc'd buffer of exactly *n bytes. */
 static inline unsigned char *tu_serialize(TuModel *m, size_t *n) {
     const int L = m->n_layer_desc, T = m->n_tensors;
-    const uint64_t dir_off = TU_HEADER_BYTES + (uint64_t)TU_LAYER_BYTES * L;
+    const uint64_t dir_off = TU_HEADER_BYTES + (uint64_t)TU_LAYER_BYTES_OF(m) * L;
     const uint64_t tok_off = tu_align64(dir_off + (uint64_t)TU_ENTRY_BYTES * T);
     uint64_t off = tu_align64(tok_off + m->tokenizer_bytes), end = tok_off + m->tokenizer_bytes;
     for (int i = 0; i < T; i++) {
@@ -437,11 +440,15 @@ static inline unsigned char *tu_serialize(TuModel *m, size_t *n) {
     }
     // layer descriptors
     for (int l = 0; l < L; l++) {
-        unsigned char *p = b + TU_HEADER_BYTES + (size_t)l * TU_LAYER_BYTES;
+        unsigned char *p = b + TU_HEADER_BYTES + (size_t)l * TU_LAYER_BYTES_OF(m);
         const TuLayer *d = &m->layers[l];
         const uint32_t v[11] = {d->kind, d->n_heads, d->n_kv_heads, d->head_dim, d->rope_dim, d->bias,
                                 d->q_lora_rank, d->kv_lora_rank, d->qk_nope, d->qk_rope, d->v_head_dim};
         for (int k = 0; k < 11; k++) tu_put_u32(p + 4 * k, v[k]);
+        if (m->version != 1) { // feed-forward: dense SwiGLU of the header's width
+            tu_put_u32(p + 64, 0);
+            tu_put_u32(p + 68, m->hidden_dim);
+        }
     }
     // directory and data
     for (int i = 0; i < T; i++) {
@@ -479,7 +486,7 @@ static inline unsigned char *tu_serialize(TuModel *m, size_t *n) {
 
 /* offset of directory entry i in a serialised model */
 static inline size_t tu_entry_off(const TuModel *m, int i) {
-    return TU_HEADER_BYTES + (size_t)TU_LAYER_BYTES * (size_t)m->n_layer_desc + (size_t)TU_ENTRY_BYTES * (size_t)i;
+    return TU_HEADER_BYTES + (size_t)TU_LAYER_BYTES_OF(m) * (size_t)m->n_layer_desc + (size_t)TU_ENTRY_BYTES * (size_t)i;
 }
 
 /* index of the tensor named `name`, or -1 */

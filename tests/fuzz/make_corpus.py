@@ -56,6 +56,13 @@ def loader(d):
     with open(os.path.join(ROOT, "tests", "fixtures", "tiny_spm128.model"), "rb") as f:
         spm = f.read()
     tiny(os.path.join(d, "gqa_tok.bin"), [gqa], vocab_size=128, tokenizer=spm)
+    # mixture of experts (every router) and Qwen3's qk-norm: the feed-forward descriptor
+    moe = dict(ffn="moe", n_experts=4, top_k=2, expert_hidden=8)
+    tiny(os.path.join(d, "moe_routers.bin"), [
+        dict(gqa, qk_norm=True, **dict(moe, scoring="softmax", norm_topk_prob=True)),
+        dict(mla, **dict(moe, shared_hidden=8, scoring="sigmoid", topk_method="noaux_tc",
+                         n_group=2, topk_group=1, routed_scaling_factor=2.5)),
+        dict(gqa, **dict(moe, topk_method="group_limited_greedy", n_group=2, topk_group=1))])
 
 
 def tokenizer(d):

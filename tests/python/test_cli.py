@@ -141,7 +141,8 @@ class CliTest(unittest.TestCase):
         with open(self.notok, "rb") as f:
             buf = bytearray(f.read())
         n_layers = int.from_bytes(buf[20:24], "little")
-        e = 256 + 64 * n_layers  # the first directory entry
+        version = int.from_bytes(buf[8:12], "little")
+        e = 256 + (64 if version == 1 else 128) * n_layers  # the first directory entry
         buf[e:e + 64] = b"evil\nname".ljust(64, b"\0")
         buf[e + 64:e + 68] = (7).to_bytes(4, "little")
         path = os.path.join(self.tmp, "hostile_name.bin")

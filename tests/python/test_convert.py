@@ -31,15 +31,24 @@ def stored_dtypes(path):
     """name -> dtype code, parsed straight from docs/FORMAT.md offsets (not via mixformat)."""
     with open(path, "rb") as f:
         buf = f.read()
-    n_layers = struct.unpack_from("<I", buf, 20)[0]
+    version, n_layers = struct.unpack_from("<I", buf, 8)[0], struct.unpack_from("<I", buf, 20)[0]
     n_tensors = struct.unpack_from("<I", buf, 120)[0]
-    d0 = 256 + 64 * n_layers
+    d0 = 256 + (64 if version == 1 else 128) * n_layers
     out = {}
     for i in range(n_tensors):
         e = d0 + 128 * i
         name = buf[e:e + 64].split(b"\0", 1)[0].decode()
         out[name] = struct.unpack_from("<I", buf, e + 64)[0]
     return out
+
+
+def attn(layer):
+    """A layer dict without its feed-forward part (and without qk_norm when off)."""
+    ffn = ("ffn", "hidden_dim", "n_experts", "top_k", "expert_hidden", "shared_hidden",
+           "scoring", "topk_method", "n_group", "topk_group", "norm_topk_prob",
+           "routed_scaling_factor")
+    return {k: v for k, v in layer.items()
+            if k not in ffn and not (k == "qk_norm" and not v)}
 
 
 def bf16_exact(a):
@@ -300,7 +309,7 @@ class TestLlama(ConvertTestCase):
         self.assertFalse(cfg["mlp_bias"])
         self.assertEqual(cfg["sliding_window"], 0)
         for l in layers:
-            self.assertEqual(l, dict(kind="gqa", n_heads=4, n_kv_heads=4, head_dim=4, rope_dim=4,
+            self.assertEqual(attn(l), dict(kind="gqa", n_heads=4, n_kv_heads=4, head_dim=4, rope_dim=4,
                                      q_bias=False, k_bias=False, v_bias=False, o_bias=False))
         self.assert_gqa_mapping(m, tensors, 2)
         self.assertEqual(set(stored_dtypes(out).values()), {DT_F32})
@@ -498,7 +507,7 @@ class TestDeepSeek(ConvertTestCase):
                                     "beta_fast": 32, "beta_slow": 1, "mscale": 0.707,
                                     "mscale_all_dim": 0.707})
         cfg, layers, tensors, _, _, _ = self.convert_ok(m)
-        self.assertEqual(layers[0], dict(kind="mla", n_heads=3, q_lora_rank=0, kv_lora_rank=12,
+        self.assertEqual(attn(layers[0]), dict(kind="mla", n_heads=3, q_lora_rank=0, kv_lora_rank=12,
                                          qk_nope_head_dim=6, qk_rope_head_dim=4, v_head_dim=5,
                                          q_bias=False, kv_bias=False, o_bias=False))
         self.assertEqual(cfg["rope_pairing"], "interleaved")
@@ -524,7 +533,7 @@ class TestDeepSeek(ConvertTestCase):
                                        "original_max_position_embeddings": 256, "mscale": 1.0,
                                        "mscale_all_dim": 1.0, "beta_fast": 16})
         cfg, layers, tensors, _, _, _ = self.convert_ok(m)
-        self.assertEqual(layers[1], dict(kind="mla", n_heads=2, q_lora_rank=10, kv_lora_rank=8,
+        self.assertEqual(attn(layers[1]), dict(kind="mla", n_heads=2, q_lora_rank=10, kv_lora_rank=8,
                                          qk_nope_head_dim=4, qk_rope_head_dim=6, v_head_dim=3,
                                          q_bias=True, kv_bias=True, o_bias=True))
         self.assertEqual(cfg["rope_pairing"], "interleaved")
@@ -543,22 +552,259 @@ class TestDeepSeek(ConvertTestCase):
         self.assertEqual(cfg["rope_pairing"], "neox")
         self.check_mla(m, tensors, 2, 3, 10, 6, 5)
 
-    def test_moe_layer_freq_dense_layers(self):
-        # layer 1 >= first_k_dense_replace but 1 % moe_layer_freq != 0: dense
+    def test_moe_layer_freq_refused(self):
+        # transformers ignores moe_layer_freq, DeepSeek's code does not: refuse, not guess
         m = mla_model(L=2, first_k_dense_replace=1, n_routed_experts=4, moe_layer_freq=2)
-        _, _, tensors, _, _, _ = self.convert_ok(m)
-        self.check_mla(m, tensors, 2, 3, 10, 6, 5)
+        self.assert_fails(self.write(m), r"moe_layer_freq 2 is not supported")
 
-    def test_moe_refused(self):
-        m = mla_model(L=2, first_k_dense_replace=1, n_routed_experts=4)
-        msg = self.assert_fails(self.write(m), r"layer 1 is mixture-of-experts")
-        self.assertIn("not supported", msg)
-
-    def test_moe_default_experts_refused(self):
+    def test_moe_default_experts_need_top_k(self):
         m = mla_model("DeepseekV2ForCausalLM", dq=0, L=2)
         del m.cfg["first_k_dense_replace"]
         del m.cfg["n_routed_experts"]   # V2 class defaults: 64 experts from layer 0
-        self.assert_fails(self.write(m), r"layer 0 is mixture-of-experts")
+        self.assert_fails(self.write(m), r"lacks num_experts_per_tok")
+
+
+def add_experts(m, n, D, E, Ie, Ns=0, mod="mlp", names=("gate_proj", "up_proj", "down_proj"),
+                bias=False):
+    """Hub-named router, experts and shared expert of MoE layer n; replaces the dense MLP."""
+    p = "model.layers.%d." % n
+    for k in [k for k in m.t if k.startswith(p + "mlp.")]:
+        del m.t[k]
+    q = p + mod + "."
+    m.t[q + "gate.weight"] = m.rand(E, D)
+    if bias:
+        m.t[q + "gate.e_score_correction_bias"] = m.rand(E)
+    for e in range(E):
+        m.t[q + "experts.%d.%s.weight" % (e, names[0])] = m.rand(Ie, D)
+        m.t[q + "experts.%d.%s.weight" % (e, names[1])] = m.rand(Ie, D)
+        m.t[q + "experts.%d.%s.weight" % (e, names[2])] = m.rand(D, Ie)
+    if Ns:
+        for w, shape in (("gate_proj", (Ns * Ie, D)), ("up_proj", (Ns * Ie, D)),
+                         ("down_proj", (D, Ns * Ie))):
+            m.t[q + "shared_experts.%s.weight" % w] = m.rand(*shape)
+
+
+def ds_moe_model(arch="DeepseekV3ForCausalLM", L=3, E=8, K=3, Ie=5, Ns=2, fkd=1, **cfg):
+    kw = dict(first_k_dense_replace=fkd, n_routed_experts=E, num_experts_per_tok=K,
+              moe_intermediate_size=Ie, n_shared_experts=Ns)
+    if "V3" in arch:
+        kw.update(n_group=4, topk_group=2)
+    kw.update(cfg)
+    m = mla_model(arch, L=L, **kw)
+    D = m.cfg["hidden_size"]
+    for n in range(fkd, L):
+        add_experts(m, n, D, E, Ie, Ns, bias="V3" in arch)
+    return m
+
+
+class TestMoE(ConvertTestCase):
+
+    def check_moe(self, m, tensors, n, E, Ie, Is, mod="mlp", names=("gate_proj", "up_proj",
+                                                                       "down_proj"), bias=False):
+        q = "model.layers.%d.%s." % (n, mod)
+        p = "layers.%d." % n
+        self.assert_same(tensors[p + "router"], m.t[q + "gate.weight"], "router")
+        for ours, theirs in zip(("w1", "w3", "w2"), names):
+            got = tensors[p + "experts." + ours]
+            self.assertEqual(got.shape[0], E)
+            for e in range(E):
+                self.assert_same(got[e], m.t[q + "experts.%d.%s.weight" % (e, theirs)],
+                                 "%s expert %d" % (ours, e))
+        if bias:
+            self.assert_same(tensors[p + "router_bias"], m.t[q + "gate.e_score_correction_bias"])
+        else:
+            self.assertNotIn(p + "router_bias", tensors)
+        if Is:
+            for ours, theirs in (("w1", "gate_proj"), ("w3", "up_proj"), ("w2", "down_proj")):
+                self.assert_same(tensors[p + "shared." + ours],
+                                 m.t[q + "shared_experts.%s.weight" % theirs], "shared " + ours)
+        else:
+            self.assertNotIn(p + "shared.w1", tensors)
+        for w in ("w1", "w2", "w3"):
+            self.assertNotIn(p + w, tensors)
+
+    def test_v2_lite_layout(self):
+        # plain q_proj, first layer dense (width 20), experts of width 5, 2 shared
+        m = ds_moe_model("DeepseekV2ForCausalLM", dq=0, E=8, K=6, Ie=5, Ns=2,
+                         routed_scaling_factor=1.0)
+        cfg, layers, tensors, _, out, _ = self.convert_ok(m)
+        self.assertEqual(layers[0]["ffn"], "dense")
+        self.assertEqual(layers[0]["hidden_dim"], 20)
+        for n in (1, 2):
+            l = layers[n]
+            self.assertEqual((l["ffn"], l["n_experts"], l["top_k"], l["expert_hidden"],
+                              l["shared_hidden"], l["scoring"], l["topk_method"], l["n_group"],
+                              l["topk_group"], l["norm_topk_prob"], l["routed_scaling_factor"]),
+                             ("moe", 8, 6, 5, 10, "softmax", "greedy", 1, 1, False, 1.0))
+            self.check_moe(m, tensors, n, 8, 5, 10)
+        self.assertEqual(cfg["hidden_dim"], 20)  # the widest FFN of any layer
+
+    def test_v2_group_limited(self):
+        m = ds_moe_model("DeepseekV2ForCausalLM", topk_method="group_limited_greedy", n_group=4,
+                         topk_group=2, routed_scaling_factor=16.0, norm_topk_prob=True)
+        _, layers, tensors, _, _, _ = self.convert_ok(m)
+        l = layers[1]
+        self.assertEqual((l["topk_method"], l["n_group"], l["topk_group"],
+                          l["routed_scaling_factor"]), ("group_limited_greedy", 4, 2, 16.0))
+        self.assertFalse(l["norm_topk_prob"])  # transformers' V2 router never normalises
+
+    def test_v3_noaux_bias_mtp_and_router_f32(self):
+        m = ds_moe_model(L=2, mtp=True, norm_topk_prob=True, routed_scaling_factor=2.5)
+        add_experts(m, 2, 24, 8, 5, 2, bias=True)  # the MTP layer has experts too
+        cfg, layers, tensors, _, out, _ = self.convert_ok(m, "--dtype", "bf16")
+        l = layers[1]
+        self.assertEqual((l["scoring"], l["topk_method"], l["n_group"], l["topk_group"],
+                          l["norm_topk_prob"], l["routed_scaling_factor"]),
+                         ("sigmoid", "noaux_tc", 4, 2, True, 2.5))
+        dts = stored_dtypes(out)
+        self.assertEqual((dts["layers.1.router"], dts["layers.1.router_bias"]), (DT_F32, DT_F32))
+        self.assertEqual(dts["layers.1.experts.w1"], DT_BF16)
+        self.assertFalse(any(k.startswith("layers.2.") for k in tensors))
+
+    def test_mixtral_sharded(self):
+        m = gqa_model("MixtralForCausalLM", D=16, L=2, H=4, Hkv=2, I=6, num_local_experts=4,
+                      num_experts_per_tok=2)
+        for n in range(2):
+            add_experts(m, n, 16, 4, 6, mod="block_sparse_moe", names=("w1", "w3", "w2"))
+        names = sorted(m.t)
+        _, layers, tensors, _, _, _ = self.convert_ok(m, shards=[names[::3], names[1::3],
+                                                                 names[2::3]])
+        for n in range(2):
+            l = layers[n]
+            self.assertEqual((l["ffn"], l["n_experts"], l["top_k"], l["norm_topk_prob"],
+                              l["scoring"], l["topk_method"]),
+                             ("moe", 4, 2, True, "softmax", "greedy"))
+            self.check_moe(m, tensors, n, 4, 6, 0, mod="block_sparse_moe",
+                           names=("w1", "w3", "w2"))
+
+    def test_qwen3_moe_layer_choice_and_qk_norm(self):
+        # MoE iff not in mlp_only_layers and (l + 1) % decoder_sparse_step == 0
+        m = gqa_model("Qwen3MoeForCausalLM", D=16, L=4, H=4, Hkv=2, d=6, I=10, num_experts=4,
+                      num_experts_per_tok=2, moe_intermediate_size=3, decoder_sparse_step=2,
+                      mlp_only_layers=[3], norm_topk_prob=False)
+        add_experts(m, 1, 16, 4, 3)
+        for n in range(4):
+            a = "model.layers.%d.self_attn." % n
+            m.t[a + "q_norm.weight"] = m.rand(6)
+            m.t[a + "k_norm.weight"] = m.rand(6)
+        _, layers, tensors, _, _, _ = self.convert_ok(m)
+        self.assertEqual([l["ffn"] for l in layers], ["dense", "moe", "dense", "dense"])
+        self.assertFalse(layers[1]["norm_topk_prob"])
+        self.check_moe(m, tensors, 1, 4, 3, 0)
+        for n in range(4):
+            self.assertTrue(layers[n]["qk_norm"])
+            a = "model.layers.%d.self_attn." % n
+            self.assert_same(tensors["layers.%d.q_norm" % n], m.t[a + "q_norm.weight"])
+            self.assert_same(tensors["layers.%d.k_norm" % n], m.t[a + "k_norm.weight"])
+
+    # -- bad input: one line, exit 1, no output file ------------------------------------
+
+    def test_expert_missing(self):
+        m = ds_moe_model()
+        del m.t["model.layers.2.mlp.experts.5.up_proj.weight"]
+        self.assert_fails(self.write(m), r"missing tensor model\.layers\.2\.mlp\.experts\.5\."
+                          r"up_proj\.weight \(needed for layers\.2\.experts\.w3\)")
+
+    def test_expert_misshapen(self):
+        m = ds_moe_model()
+        m.t["model.layers.1.mlp.experts.0.down_proj.weight"] = m.rand(5, 24)
+        self.assert_fails(self.write(m), r"experts\.0\.down_proj\.weight has shape \[5, 24\]")
+
+    def test_top_k_above_experts(self):
+        self.assert_fails(self.write(ds_moe_model(K=9, n_group=1, topk_group=1)),
+                          r"num_experts_per_tok 9 > the number of experts 8")
+
+    def test_experts_not_divisible_by_groups(self):
+        self.assert_fails(self.write(ds_moe_model(n_group=3, topk_group=2)),
+                          r"not divisible by n_group 3")
+
+    def test_unknown_routing_method(self):
+        self.assert_fails(self.write(ds_moe_model("DeepseekV2ForCausalLM",
+                                                  topk_method="random_topk")),
+                          r"unknown routing method topk_method='random_topk'")
+        self.assert_fails(self.write(ds_moe_model(topk_method="greedy")),
+                          r"unknown routing method topk_method='greedy'")
+
+    def test_unknown_scoring(self):
+        self.assert_fails(self.write(ds_moe_model("DeepseekV2ForCausalLM",
+                                                  scoring_func="sigmoid")),
+                          r"scoring_func 'sigmoid' is not supported")
+
+
+def fp8_model(block=(4, 4)):
+    """A V3 MoE checkpoint whose matrices are fp8 e4m3 with block scales (edge blocks
+    partial: 24 = 6 blocks of 4 rows, 5 and 10 and 22 are not multiples of 4)."""
+    m = ds_moe_model(L=2, mtp=True)
+    add_experts(m, 2, 24, 8, 5, 2, bias=True)
+    m.cfg["quantization_config"] = dict(quant_method="fp8", fmt="e4m3",
+                                        activation_scheme="dynamic", weight_block_size=list(block))
+    m.cfg["num_nextn_predict_layers"] = 1
+    dtypes, raw = {}, {}
+    for k in list(m.t):
+        if k.endswith("proj.weight") or k.endswith("proj_with_mqa.weight"):
+            R, C = m.t[k].shape
+            bits = m.rng.integers(0, 256, size=(R, C), dtype=np.uint8)
+            bits[(bits & 0x7F) == 0x7F] = 0x3C  # no NaN patterns
+            m.t[k] = bits
+            dtypes[k] = "F8_E4M3"
+            nr, nc = -(-R // block[0]), -(-C // block[1])
+            m.t[k + "_scale_inv"] = (m.rng.random((nr, nc)) * 0.01 + 1e-3).astype(np.float32)
+            raw[k] = bits
+    return m, dtypes, raw
+
+
+def e4m3_value(b):
+    """One float8_e4m3fn byte, decoded from the bit fields (independently of the table)."""
+    sign = -1.0 if b & 0x80 else 1.0
+    e, f = (b >> 3) & 15, b & 7
+    return sign * (f / 8.0 * 2.0 ** -6 if e == 0 else (1 + f / 8.0) * 2.0 ** (e - 7))
+
+
+class TestFp8(ConvertTestCase):
+
+    def test_exact_dequantization_partial_blocks(self):
+        m, dtypes, raw = fp8_model(block=(4, 4))
+        _, layers, tensors, _, _, _ = self.convert_ok(m, dtypes=dtypes)
+        lut = np.array([e4m3_value(b) for b in range(256)], dtype=np.float32)
+        checked = 0
+        for src, dst, pick in (
+                ("model.layers.1.mlp.experts.3.down_proj.weight", "layers.1.experts.w2", 3),
+                ("model.layers.0.self_attn.q_b_proj.weight", "layers.0.wq_b", None),
+                ("model.layers.1.mlp.shared_experts.gate_proj.weight", "layers.1.shared.w1", None)):
+            bits, s = raw[src], m.t[src + "_scale_inv"]
+            want = np.empty(bits.shape, dtype=np.float32)
+            for i in range(bits.shape[0]):
+                for j in range(bits.shape[1]):
+                    want[i, j] = np.float32(lut[bits[i, j]]) * s[i // 4, j // 4]
+            got = tensors[dst] if pick is None else tensors[dst][pick]
+            self.assert_same(got, want, dst)
+            checked += 1
+        self.assertEqual(checked, 3)
+        self.assertFalse(any(k.startswith("layers.2.") for k in tensors))
+
+    def test_fp8_without_scale(self):
+        m, dtypes, _ = fp8_model()
+        del m.t["model.layers.1.mlp.experts.2.gate_proj.weight_scale_inv"]
+        self.assert_fails(self.write(m, dtypes=dtypes), r"fp8 tensor model\.layers\.1\.mlp\."
+                          r"experts\.2\.gate_proj\.weight has no scale")
+
+    def test_fp8_scale_wrong_shape(self):
+        m, dtypes, _ = fp8_model()
+        k = "model.layers.0.self_attn.kv_b_proj.weight_scale_inv"
+        m.t[k] = np.ones((m.t[k].shape[0] + 1, m.t[k].shape[1]), dtype=np.float32)
+        self.assert_fails(self.write(m, dtypes=dtypes), r"scale .*kv_b_proj\.weight_scale_inv "
+                          r"has shape")
+
+    def test_fp8_without_quantization_config(self):
+        m, dtypes, _ = fp8_model()
+        del m.cfg["quantization_config"]
+        self.assert_fails(self.write(m, dtypes=dtypes), r"is fp8 but config\.json has no fp8 "
+                          r"quantization_config")
+
+    def test_unknown_quantization(self):
+        m, dtypes, _ = fp8_model()
+        m.cfg["quantization_config"]["quant_method"] = "gptq"
+        self.assert_fails(self.write(m, dtypes=dtypes), r"quant_method 'gptq' is not supported")
 
 
 class TestStorage(ConvertTestCase):

@@ -10,7 +10,8 @@ converted with scripts/convert_hf.py and checked:
   * ./run greedy ids equal transformers' (up to the first EOS, where ./run stops);
   * scripts/reference_forward.py (float64 numpy) agrees with logits.f32 within
     1e-4, which validates that reference against transformers;
-  * a bf16 conversion stays within a measured tolerance.
+  * a bf16 conversion stays within a measured tolerance;
+  * the fp8 DeepSeek-V3 fixture converts to exactly its dequantized twin.
 
     /usr/bin/python3 -m unittest discover -s tests/python -t . -v
 """
@@ -53,6 +54,10 @@ BF16_ARGMAX_AGREE = 0.85
 # (fixture, MLA modes) converted to bf16: one f32 GQA-family fixture, the f32 MLA
 # fixture with q-LoRA and yarn, and one stored in f16 (re-rounded to bf16).
 BF16_CASES = ["llama_mha", "deepseek_v3", "llama_gqa_hd"]
+# issue 10: mixture-of-experts and Qwen3 fixtures (scripts/make_fixtures.py moe_fixtures)
+MOE_FIXTURES = ["deepseek_v2_moe_greedy", "deepseek_v2_moe_group", "deepseek_v3_moe_noaux",
+                "deepseek_v3_moe_edge", "deepseek_v3_fp8", "deepseek_v3_fp8_twin", "qwen3_tied",
+                "qwen3_moe", "mixtral"]
 
 
 def fixture_names():
@@ -165,10 +170,23 @@ class ParityTest(unittest.TestCase):
 
     def test_fixtures_present(self):
         names = fixture_names()
-        self.assertGreaterEqual(len(names), 7, "expected the HF fixtures under %s, found %s"
+        self.assertGreaterEqual(len(names), 16, "expected the HF fixtures under %s, found %s"
                                 % (util.FIXTURES, names))
-        for n in BF16_CASES:
+        for n in BF16_CASES + MOE_FIXTURES:
             self.assertIn(n, names)
+
+    def test_fp8_is_its_dequantized_twin(self):
+        # deepseek_v3_fp8 (fp8 e4m3 weights, 16x16 block scales, partial edge blocks,
+        # an MTP layer) converts to exactly the tensors of the f32 twin transformers ran
+        a = mixformat.read_model(self.converted(Fixture("deepseek_v3_fp8")))
+        b = mixformat.read_model(self.converted(Fixture("deepseek_v3_fp8_twin")))
+        self.assertEqual(a[1], b[1])
+        self.assertEqual(sorted(a[2]), sorted(b[2]))
+        for k in a[2]:
+            self.assertTrue(np.array_equal(a[2][k], b[2][k]), k)
+        with open(os.path.join(util.FIXTURES, "deepseek_v3_fp8", "config.json")) as f:
+            cfg = json.load(f)
+        self.assertEqual(cfg["quantization_config"]["weight_block_size"], [16, 16])
 
 
 def _add(kind, name):

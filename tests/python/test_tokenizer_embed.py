@@ -208,7 +208,7 @@ class TestConverterTokenizer(unittest.TestCase):
     def test_spm_model_wins(self):
         d = self.folder("mistral")
         shutil.copy(os.path.join(util.ROOT, "weights", "tokenizer.model"), d)
-        self.assertEqual(convert_hf.tokenizer_files(d, {})[0], "sentencepiece")
+        self.assertEqual(convert_hf.tokenizer_files(d, {"vocab_size": 4096})[0], "sentencepiece")
 
     def test_full_conversion(self):
         # a tiny Llama folder with Llama 3's tokenizer files: convert_hf embeds tokenizer.json,

@@ -250,7 +250,7 @@ class TestHfTokenizerErrors(unittest.TestCase):
     def test_decode_ids_out_of_range(self):
         tok = self.write("ok", tiny_tokenizer())
         self.assert_error(["-z", tok, "--decode-ids", "1 2 102"], "outside the vocabulary")
-        self.assert_error(["-z", tok, "--decode-ids", "1 x"], "not a list of integers")
+        self.assert_error(["-z", tok, "--decode-ids", "1 x"], "not an integer")
 
     def test_bad_tokenizer_config(self):
         tok = self.write("cfg", tiny_tokenizer())
