@@ -21,7 +21,6 @@ import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "scripts"))
 import mixformat  # noqa: E402
-import safetensors_np as st  # noqa: E402
 
 D, H, DC, DR, DN, DV, E, IE, NS, K, I_DENSE, V = 2048, 16, 512, 64, 128, 128, 64, 1408, 2, 6, \
     10944, 102400
