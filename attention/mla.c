@@ -123,7 +123,8 @@ static void attend_absorbed(const MLAWeights *w, const MLACache *cache, int n, i
                 const float *q_nope_h = q_t + (size_t)h * (dn + dr);
                 const float *w_uk_h = w->w_uk + (size_t)h * dn * dc; // [dn, dc]
                 memset(q_lat_h, 0, sizeof(float) * dc);
-                for (int i = 0; i < dn; i++) axpy(q_lat_h, q_nope_h[i], w_uk_h + (size_t)i * dc, dc);
+                for (int i = 0; i < dn; i++)
+                    axpy(q_lat_h, q_nope_h[i], w_uk_h + (size_t)i * dc, dc);
             }
 
             // score[h][k] = scale * (q_lat[h] . c_k + q_pe[h] . k_pe_k)
@@ -134,7 +135,8 @@ static void attend_absorbed(const MLAWeights *w, const MLACache *cache, int n, i
                     const float *q_lat_h = q_lat + (size_t)(h - h0) * dc;
                     const float *q_pe_h = q_t + (size_t)h * (dn + dr) + dn;
                     float *att_h = att + (size_t)(h - h0) * len;
-                    att_h[k - first] = (dot(q_lat_h, c, dc) + dot(q_pe_h, k_pe, dr)) * w->softmax_scale;
+                    att_h[k - first] =
+                        (dot(q_lat_h, c, dc) + dot(q_pe_h, k_pe, dr)) * w->softmax_scale;
                 }
             }
             for (int h = h0; h < h1; h++) softmax(att + (size_t)(h - h0) * len, len);

@@ -207,9 +207,15 @@ void matmul(float *Y, const Matrix *W, const float *X, const float *bias, int n)
         split_range(rows, omp_get_num_threads(), omp_get_thread_num(), &r0, &r1);
         for (int t0 = 0; t0 < n && r1 > r0; t0 += tile) {
             const int nt = n - t0 < tile ? n - t0 : tile;
-            ActQ8 part = {act.q + (size_t)t0 * cols, act.d + (size_t)t0 * nb,
-                          act.lsum + (size_t)t0 * cols / 4, cols};
-            const void *xt = block ? (const void *)&part : (const void *)(X + (size_t)t0 * cols);
+            // block types: this tile's quantised activations; otherwise act.q is NULL and
+            // no arithmetic may touch it (UBSan, via tests/fuzz/fuzz_loader.c)
+            ActQ8 part;
+            const void *xt = X + (size_t)t0 * cols;
+            if (block) {
+                part = (ActQ8){act.q + (size_t)t0 * cols, act.d + (size_t)t0 * nb, act.lsum + (size_t)t0 * cols / 4,
+                               cols};
+                xt = &part;
+            }
             k->gemm(Y + (size_t)t0 * rows + r0, (size_t)rows, W, r0, r1, xt, nt);
         }
     }

@@ -735,7 +735,8 @@ int model_check_tensors(const char *path, char *err, size_t errlen) {
     int rc = -1;
     unsigned char *dir = NULL, *buf = NULL;
     if (pread(fd, h, sizeof h, 0) != (ssize_t)sizeof h) { fail(err, errlen, "%s: cannot read the header", path); goto out; }
-    const uint64_t dir_off = HEADER_BYTES + (uint64_t)LAYER_BYTES * rd_u32(h + 20), n = rd_u32(h + 120);
+    const uint64_t layer_bytes = rd_u32(h + 8) == 1 ? LAYER_BYTES_V1 : LAYER_BYTES;
+    const uint64_t dir_off = HEADER_BYTES + layer_bytes * rd_u32(h + 20), n = rd_u32(h + 120);
     if (!(dir = malloc(n * ENTRY_BYTES)) || pread(fd, dir, n * ENTRY_BYTES, (off_t)dir_off) != (ssize_t)(n * ENTRY_BYTES)) {
         fail(err, errlen, "%s: cannot read the tensor directory", path);
         goto out;

@@ -155,6 +155,10 @@ class HostileTest(unittest.TestCase):
     def test_check_tensors_passes_a_clean_model(self):
         p = self.ok([self.model, "--check-tensors", "-p", "Once", "-n", "3", "-t", "0"])
         self.assertTrue(p.stdout.startswith("Once"))
+        # the shipped models (format version 1: 64-byte layer descriptors)
+        shipped = os.path.join(util.ROOT, "weights", "gqa.bin")
+        p = self.ok([shipped, "--check-tensors", "-p", "Once", "-n", "3", "-t", "0"])
+        self.assertTrue(p.stdout.startswith("Once"))
 
     # --- --ppl streaming, NUL bytes, progress ------------------------------------------------
 
