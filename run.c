@@ -1,6 +1,7 @@
 // run: the command line. Parses flags, loads the model and tokenizer, and owns the
-// loop: prompt -> prefill -> sample -> decode -> print. Also --info, --ppl and
-// --dump-logits. All the math is in model/ and attention/.
+// loop, generate(): prompt -> prefill -> sample -> decode -> print. Also --chat, --info,
+// --ppl, --dump-logits and the tokenizer tools. All the math is in model/ (forward()),
+// attention/ and kernels/; docs/ATTENTION.md walks one token through them.
 #define _POSIX_C_SOURCE 200809L
 #include <errno.h>
 #include <math.h>

@@ -37,7 +37,8 @@ void attn_scratch_fit_mla(AttnScratchSize *z, const MLAWeights *w) {
 // the sizes of every buffer, in floats; naive only when some layer is MLA
 typedef struct { size_t q, q_a, kv_a, heads, att_stride, att, latent_stride, latent, k, v; } Sizes;
 
-static Sizes sizes(const AttnScratchSize *z, int context, int max_tokens, int n_threads, MlaMode mode) {
+static Sizes sizes(const AttnScratchSize *z, int context, int max_tokens, int n_threads,
+                   MlaMode mode) {
     const size_t T = (size_t)max_tokens, C = (size_t)context, P = (size_t)n_threads;
     Sizes s;
     s.q = T * max_sz(z->q, 1);

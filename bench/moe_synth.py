@@ -20,7 +20,7 @@ import sys
 import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "scripts"))
-import safetensors_np as st  # noqa: E402
+import mixformat  # noqa: E402
 
 D, H, DC, DR, DN, DV, E, IE, NS, K, I_DENSE, V = 2048, 16, 512, 64, 128, 128, 64, 1408, 2, 6, \
     10944, 102400
@@ -87,7 +87,7 @@ def write_shard(path, items, rng):
                 a = 1.0 + 0.02 * rng.standard_normal(shape, dtype=np.float32)
             else:  # std 1/sqrt(fan_in): activations keep their scale through the layers
                 a = rng.standard_normal(shape, dtype=np.float32) * np.float32(shape[-1] ** -0.5)
-            f.write(st.f32_to_bf16_bits(a).astype("<u2").tobytes())
+            f.write(mixformat.to_bf16_bits(a).astype("<u2").tobytes())
 
 
 def main():

@@ -23,12 +23,11 @@ import re
 import signal
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-import numpy as np  # noqa: E402
+import numpy as np
 
-import mixformat  # noqa: E402
-import safetensors_np as st  # noqa: E402
+import mixformat
+import safetensors_np as st
 
 PROG = "convert_hf"
 

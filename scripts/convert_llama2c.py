@@ -38,15 +38,13 @@ scores, types; BPE, byte fallback, no normalization but the dummy-prefix space)
 and embedded as the checkpoint's tokenizer; docs/CONVERT.md lists the checks.
 """
 import argparse
-import os
 import re
 import struct
 import sys
 
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import mixformat  # noqa: E402
+import mixformat
 
 MAGIC = 0x616B3432  # "ak42" read as a little-endian uint32
 SPACE = "\u2581"

@@ -38,6 +38,10 @@ ENTRY_BYTES = 128
 ALIGN = 64
 
 DTYPES = {"f32": 0, "f16": 1, "bf16": 2, "q8_0": 3, "q4_0": 4}
+# MLA's inner norms (q_a_norm, kv_a_norm) always use this epsilon, not norm_eps
+# (docs/FORMAT.md; transformers builds them without passing eps: docs/HF-SEMANTICS.md §0).
+# The C side: MLA_INNER_NORM_EPS in attention/attention.h.
+MLA_INNER_NORM_EPS = 1e-6
 DTYPE_NAMES = {v: k for k, v in DTYPES.items()}
 DTYPE_SIZE = {0: 4, 1: 2, 2: 2}  # bytes per element of the plain types
 # block types (ggml's layouts): 32 weights of a row share one f16 scale

@@ -23,9 +23,8 @@ import os
 import signal
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-import mixformat  # noqa: E402
+import mixformat
 
 PROG = "quantize"
 TYPES = ("f32", "f16", "bf16", "q8_0", "q4_0")

@@ -18,15 +18,12 @@ As a module:
 """
 import argparse
 import math
-import os
 import sys
 
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import mixformat  # noqa: E402
+import mixformat
 
-MLA_NORM_EPS = 1e-6  # q_a_norm / kv_a_norm, always (docs/HF-SEMANTICS.md §0)
 
 
 class Model:
@@ -208,11 +205,11 @@ def mla_attention(m, n_layer, L, h, pos, mask):
         q = linear(h, t[p + "wq"], t.get(p + "bq"))
     else:
         qa = linear(h, t[p + "wq_a"], t.get(p + "bq_a"))
-        q = linear(rmsnorm(qa, t[p + "q_a_norm"], MLA_NORM_EPS), t[p + "wq_b"])
+        q = linear(rmsnorm(qa, t[p + "q_a_norm"], mixformat.MLA_INNER_NORM_EPS), t[p + "wq_b"])
     q = q.reshape(n, H, dn + dr)
     q_nope, q_pe = q[..., :dn], q[..., dn:]
     kv = linear(h, t[p + "wkv_a"], t.get(p + "bkv_a"))
-    c = rmsnorm(kv[:, :dc], t[p + "kv_a_norm"], MLA_NORM_EPS)      # [n, dc]
+    c = rmsnorm(kv[:, :dc], t[p + "kv_a_norm"], mixformat.MLA_INNER_NORM_EPS)      # [n, dc]
     k_pe = kv[:, dc:]                                               # [n, dr], shared
     k_nope = np.einsum("hkc,nc->nhk", t[p + "w_uk"], c)             # [n, H, dn]
     v = np.einsum("hvc,nc->nhv", t[p + "w_uv"], c)                  # [n, H, dv]

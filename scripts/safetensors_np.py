@@ -25,6 +25,8 @@ import struct
 
 import numpy as np
 
+from mixformat import from_bf16_bits, to_bf16_bits  # the one bf16 codec
+
 # dtype name -> element size in bytes (every dtype the format defines, so that the
 # header of a file holding unsupported dtypes can still be validated)
 DTYPE_SIZE = {
@@ -59,20 +61,6 @@ MAX_HEADER = 100 * 1024 * 1024  # the reference implementation's limit
 
 class SafetensorsError(ValueError):
     pass
-
-
-def bf16_bits_to_f32(bits):
-    """uint16 bf16 bit patterns -> float32 (exact)."""
-    return (np.asarray(bits, dtype=np.uint16).astype(np.uint32) << 16).view(np.float32)
-
-
-def f32_to_bf16_bits(a):
-    """float32 -> uint16 bf16 bit patterns, round to nearest even (as torch does)."""
-    a = np.ascontiguousarray(a, dtype=np.float32)
-    u = a.view(np.uint32).astype(np.uint64)
-    out = ((u + 0x7FFF + ((u >> 16) & 1)) >> 16).astype(np.uint16)
-    out[np.isnan(a)] = 0x7FC0
-    return out
 
 
 class SafetensorsFile:
@@ -172,7 +160,7 @@ class SafetensorsFile:
         elif dtype == "F8_E4M3":
             a = E4M3[np.frombuffer(raw, dtype=np.uint8)]
         else:
-            a = bf16_bits_to_f32(np.frombuffer(raw, dtype="<u2"))
+            a = from_bf16_bits(np.frombuffer(raw, dtype="<u2"))
         return a.reshape(shape)
 
 
@@ -185,7 +173,7 @@ _NP_TO_ST = {
 
 def _encode(a, dtype):
     if dtype == "BF16":
-        return f32_to_bf16_bits(np.asarray(a, dtype=np.float32)).astype("<u2").tobytes()
+        return to_bf16_bits(np.asarray(a, dtype=np.float32)).astype("<u2").tobytes()
     if dtype == "F8_E4M3":  # the caller gives the raw bytes as uint8
         return np.ascontiguousarray(a, dtype=np.uint8).tobytes()
     np_dt = {v: k for k, v in _NP_TO_ST.items()}.get(dtype)
@@ -198,8 +186,10 @@ def save_file(tensors, path, dtypes=None, metadata=None):
     """Write {name: ndarray} as safetensors.
 
     The dtype of each tensor is `dtypes[name]` if given (e.g. "BF16", "F16", "F32",
-    "I64"), else the array's own dtype. Tensors are written in name order, the
-    header padded with spaces to a multiple of 8 bytes, as the reference writer does."""
+    "I64"), else the array's own dtype. Tensors are written in name order, the header's
+    keys sorted and the header padded with spaces to a multiple of 8 bytes, as the
+    reference writer does; the bytes depend only on the arguments (train.py's HF export
+    is sha-pinned in weights/training/hf_check.json)."""
     dtypes = dtypes or {}
     header, blobs, off = {}, [], 0
     if metadata is not None:
@@ -213,7 +203,7 @@ def save_file(tensors, path, dtypes=None, metadata=None):
         header[name] = {"dtype": dt, "shape": list(a.shape), "data_offsets": [off, off + len(data)]}
         blobs.append(data)
         off += len(data)
-    hjson = json.dumps(header, separators=(",", ":")).encode("utf-8")
+    hjson = json.dumps(header, separators=(",", ":"), sort_keys=True).encode("utf-8")
     hjson += b" " * (-len(hjson) % 8)
     with open(path, "wb") as f:
         f.write(struct.pack("<Q", len(hjson)))

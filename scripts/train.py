@@ -30,15 +30,13 @@ import hashlib
 import json
 import math
 import os
-import struct
-import sys
 import time
 
 import numpy as np
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, HERE)
-import mixformat  # noqa: E402
+import mixformat
+import safetensors_np
 
 try:
     import torch
@@ -52,7 +50,6 @@ except ImportError:  # the numpy-only path (--hf-from-bin) runs without torch
 
 MODELS_JSON = os.path.join(HERE, "models.json")
 SEPARATOR = "<|endoftext|>"
-MLA_INNER_EPS = 1e-6  # kv_a_norm epsilon, fixed (docs/FORMAT.md, as in transformers)
 HF_DIRS = {"LlamaForCausalLM": "hf_llama", "DeepseekV3ForCausalLM": "hf_deepseek"}
 HF_TOL = 1e-4
 
@@ -188,7 +185,7 @@ class MLAAttention(nn.Module):
         self.rope_dim = self.dr
         self.wq = nn.Linear(D, self.H * (self.dn + self.dr), bias=False)
         self.wkv_a = nn.Linear(D, self.dc + self.dr, bias=False)
-        self.kv_a_norm = RMSNorm(self.dc, MLA_INNER_EPS)
+        self.kv_a_norm = RMSNorm(self.dc, mixformat.MLA_INNER_NORM_EPS)
         self.w_uk = nn.Parameter(torch.empty(self.H, self.dn, self.dc))
         self.w_uv = nn.Parameter(torch.empty(self.H, self.dv, self.dc))
         self.wo = nn.Linear(self.H * self.dv, D, bias=False)
@@ -302,26 +299,6 @@ def evaluate(model, windows, device, batch=64):
 # ----------------------------------------------------------------------------
 # Hugging Face export (numpy only, so that it can be rebuilt from a .bin)
 
-def write_safetensors(path, arrays):
-    """name -> float32 array, stored as BF16. Deterministic bytes (sorted names)."""
-    header, blobs, off = {}, [], 0
-    for name in sorted(arrays):
-        a = np.asarray(arrays[name], dtype=np.float32)
-        data = mixformat.encode(a, "bf16")
-        header[name] = {"dtype": "BF16", "shape": list(a.shape),
-                        "data_offsets": [off, off + len(data)]}
-        blobs.append(data)
-        off += len(data)
-    header["__metadata__"] = {"format": "pt"}
-    hb = json.dumps(header, separators=(",", ":"), sort_keys=True).encode()
-    hb += b" " * (-len(hb) % 8)
-    with open(path, "wb") as f:
-        f.write(struct.pack("<Q", len(hb)))
-        f.write(hb)
-        for b in blobs:
-            f.write(b)
-
-
 def hf_config(arch, cfg, layers):
     l0 = layers[0]
     if any(l != l0 for l in layers):
@@ -427,8 +404,9 @@ def write_hf_folder(folder, arch, cfg, layers, tensors, tokenizer_bytes):
     os.makedirs(folder, exist_ok=True)
     with open(os.path.join(folder, "config.json"), "w") as f:
         f.write(json.dumps(hf_config(arch, cfg, layers), indent=2, sort_keys=True) + "\n")
-    write_safetensors(os.path.join(folder, "model.safetensors"),
-                      hf_arrays(arch, cfg, layers, tensors))
+    arrays = hf_arrays(arch, cfg, layers, tensors)  # name -> float32, stored as BF16
+    safetensors_np.save_file(arrays, os.path.join(folder, "model.safetensors"),
+                             dtypes={name: "BF16" for name in arrays}, metadata={"format": "pt"})
     with open(os.path.join(folder, "tokenizer.model"), "wb") as f:
         f.write(tokenizer_bytes)
     tok_cfg = {"tokenizer_class": "LlamaTokenizer", "unk_token": "<unk>", "bos_token": "<s>",

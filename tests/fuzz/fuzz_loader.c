@@ -40,13 +40,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         int ids[3];
         for (int i = 0; i < 3; i++) ids[i] = (int)((data[i % size] * 31u + (unsigned)i) % (unsigned)V);
         const int n = context < 3 ? context : 3;
-        float *logits = forward(&m, &s, ids, n, 0, 0);
+        float *logits = forward(&m, &s, ids, n, 0, 1);
         Sampler sm;
         if (sampler_create(&sm, V, mode ? 0.7f : 0.0f, mode ? 5 : 0, 0.9f, 42) == 0) {
             int next = sampler_sample(&sm, logits);
             if (next < 0 || next >= V) abort();
             if (n < context) {
-                logits = forward(&m, &s, &next, 1, n, 0);
+                logits = forward(&m, &s, &next, 1, n, 1);
                 next = sampler_sample(&sm, logits);
                 if (next < 0 || next >= V) abort();
             }

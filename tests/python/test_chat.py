@@ -24,8 +24,7 @@ import sys
 import tempfile
 import unittest
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import util  # noqa: E402
+from tests.python import util  # also puts scripts/ on sys.path
 
 import chat_template as ct  # noqa: E402
 

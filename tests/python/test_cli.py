@@ -18,14 +18,12 @@ import os
 import re
 import shutil
 import subprocess
-import sys
 import tempfile
 import unittest
 
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import util  # noqa: E402
+from tests.python import util  # also puts scripts/ on sys.path
 
 import mixformat  # noqa: E402
 

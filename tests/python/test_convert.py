@@ -17,10 +17,9 @@ import unittest
 
 import numpy as np
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-SCRIPTS = os.path.join(ROOT, "scripts")
-CONVERT = os.path.join(SCRIPTS, "convert_hf.py")
-sys.path.insert(0, SCRIPTS)
+from tests.python import util  # also puts scripts/ on sys.path
+
+ROOT, SCRIPTS, CONVERT = util.ROOT, util.SCRIPTS, util.CONVERT
 
 import mixformat  # noqa: E402
 import safetensors_np as st  # noqa: E402
@@ -286,9 +285,9 @@ class TestSafetensors(unittest.TestCase):
     def test_bf16_rounding_is_nearest_even(self):
         # 1 + 2^-8 is halfway between two bf16 values: rounds to the even one, 1.0
         x = np.array([1 + 2 ** -8, 1 + 3 * 2 ** -8, -2.5, np.inf], dtype=np.float32)
-        b = st.f32_to_bf16_bits(x)
+        b = mixformat.to_bf16_bits(x)
         self.assertEqual([int(v) for v in b], [0x3F80, 0x3F82, 0xC020, 0x7F80])
-        self.assertTrue(np.array_equal(st.bf16_bits_to_f32(b), [1.0, 1 + 2 ** -6, -2.5, np.inf]))
+        self.assertTrue(np.array_equal(mixformat.from_bf16_bits(b), [1.0, 1 + 2 ** -6, -2.5, np.inf]))
 
 
 class TestLlama(ConvertTestCase):

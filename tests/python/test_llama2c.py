@@ -27,8 +27,7 @@ import unittest
 
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import util  # noqa: E402
+from tests.python import util  # also puts scripts/ on sys.path
 
 import convert_llama2c  # noqa: E402
 

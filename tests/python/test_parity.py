@@ -18,14 +18,12 @@ converted with scripts/convert_hf.py and checked:
 import json
 import os
 import shutil
-import sys
 import tempfile
 import unittest
 
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import util  # noqa: E402
+from tests.python import util  # also puts scripts/ on sys.path
 
 import mixformat  # noqa: E402  (scripts/ is on sys.path through util)
 import reference_forward as rf  # noqa: E402
