@@ -51,12 +51,15 @@ void moe_scratch_free(MoEScratch *s) {
 
 // --- routing ------------------------------------------------------------------------
 
-// index of the largest v[i] over i in [0, n) with keep(i); ties: the lowest index
+// index of the largest v[i] over i in [0, n), skipping the -inf entries (taken or
+// masked); ties: the lowest index. Never out of range: if nothing is left (only when
+// the scores are NaN, from non-finite weights) it returns 0, so the routing stays in
+// bounds and the NaN reaches the logits, where the caller reports it.
 static int argmax_of(const float *v, int n) {
     int best = -1;
     for (int i = 0; i < n; i++)
         if (v[i] != -INFINITY && (best < 0 || v[i] > v[best])) best = i;
-    return best;
+    return best < 0 ? 0 : best;
 }
 
 void moe_route(const MoEWeights *w, float *z, float *choice, int *idx, float *weight) {

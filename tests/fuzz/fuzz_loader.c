@@ -33,7 +33,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     const int context = m.cfg.max_seq_len < 4 ? m.cfg.max_seq_len : 4;
     for (int mode = 0; mode < 2; mode++) {
         RunState s;
-        if (state_create(&s, &m, context, 4, mode ? MLA_NAIVE : MLA_ABSORBED, err, sizeof err) != 0) {
+        // every KV-cache type the runtime has, chosen by the input's last byte
+        static const DType kv_types[] = {DTYPE_F32, DTYPE_F16, DTYPE_BF16, DTYPE_Q8_0};
+        const DType kv = kv_types[(data[size - 1] + mode) % 4];
+        if (state_create(&s, &m, context, 4, mode ? MLA_NAIVE : MLA_ABSORBED, kv, err,
+                         sizeof err) != 0) {
             if (!err[0] || strchr(err, '\n')) abort();
             continue;
         }
