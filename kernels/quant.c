@@ -45,6 +45,13 @@ uint16_t f32_to_bf16(float f) {
 
 // --- ggml's reference block quantizers ------------------------------------------------------
 
+// (int8_t)v for a v the quantizers below keep in range; a NaN or out-of-range v (only from
+// non-finite input, which the writers refuse but a hostile activation may carry) becomes 0
+// instead of an undefined conversion. The caller reports the non-finite logits it leads to.
+static inline int8_t to_int8(float v) {
+    return v >= -128.0f && v < 128.0f ? (int8_t)v : 0;
+}
+
 // q8_0, per block of 32: amax = max |x|; d = amax / 127 (f32); id = d ? 1/d : 0 (f32);
 // q[j] = roundf(x[j] * id) (f32 product, rounded half away from zero); stored d = f16(d).
 // (The quants use the f32 d, the block stores its f16 rounding: ggml's rule.)
@@ -54,7 +61,7 @@ static void quantize_q8_0(BlockQ8_0 *y, const float *x, int n) {
         for (int j = 0; j < QK; j++) amax = fmaxf(amax, fabsf(x[j]));
         const float d = amax / 127.0f, id = d != 0.0f ? 1.0f / d : 0.0f;
         y[b].d = f32_to_f16(d);
-        for (int j = 0; j < QK; j++) y[b].qs[j] = (int8_t)roundf(x[j] * id);
+        for (int j = 0; j < QK; j++) y[b].qs[j] = to_int8(roundf(x[j] * id));
     }
 }
 
@@ -70,7 +77,7 @@ static void quantize_q4_0(BlockQ4_0 *y, const float *x, int n) {
         y[b].d = f32_to_f16(d);
         for (int j = 0; j < QK / 2; j++) {
             const float x0 = x[j] * id, x1 = x[j + QK / 2] * id;
-            int q0 = (int8_t)(x0 + 8.5f), q1 = (int8_t)(x1 + 8.5f); // both >= 0.5: trunc = floor
+            int q0 = to_int8(x0 + 8.5f), q1 = to_int8(x1 + 8.5f); // both >= 0.5: trunc = floor
             if (q0 > 15) q0 = 15;
             if (q1 > 15) q1 = 15;
             y[b].qs[j] = (uint8_t)(q0 | (q1 << 4));

@@ -152,7 +152,7 @@ static void test_block_errors(void **state) {
     PATCH(tu_put_u64(x + e2 + 104, tu_get_u64(b + e2 + 104) + 2), "aligned", "misaligned block offset");
     {   // the same model written as version 1 (64-byte layer descriptors)
         tm.version = 1;
-        size_t n1;
+        size_t n1 = 0;
         unsigned char *b1 = tu_serialize(&tm, &n1);
         assert_non_null(b1);
         expect_fail_n(b1, n1, "version 2", "q4_0 in a version 1 file");
