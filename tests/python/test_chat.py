@@ -93,7 +93,7 @@ class CompileTest(unittest.TestCase):
         self.assertEqual(s["generation"], "<｜Assistant｜><think>\n")
         self.assertIn("</think>", s["content"]["assistant"]["refuse_substrings"])
         # DeepSeek-R1 (671B): V3's template with the distills' "</think>" cut; the
-        # generation prompt opens a think block since the February 2025 update
+        # generation prompt opens a think block since an early-2025 update
         for name, gen in (("deepseek-r1", "<｜Assistant｜><think>\n"),
                           ("deepseek-r1-2501", "<｜Assistant｜>")):
             s = self.compiled(name)
