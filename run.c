@@ -316,7 +316,8 @@ static Tokenizer *tokenizer_from_path(const char *path, char *err, size_t errlen
     return t;
 }
 
-// HF encode(text, add_special_tokens=False) of the file's bytes, or decode(ids).
+// HF encode(text, add_special_tokens=False) of the file's bytes, or decode(ids) (with
+// clean_up_tokenization_spaces where the tokenizer's config sets it).
 static int tokenizer_tool(const Options *o, const Tokenizer *tok) {
     char err[512];
     for (int f = 0; f < o->n_encode_files; f++) { // one line per file
@@ -335,6 +336,7 @@ static int tokenizer_tool(const Options *o, const Tokenizer *tok) {
         size_t len;
         char *text = tokenizer_decode_ex(tok, ids, n, 0, &len);
         if (!text) die("--decode-ids: the tokenizer cannot decode these ids");
+        if (tokenizer_cleans_up_spaces(tok)) len = tokenizer_clean_up_spaces(text, len); // as transformers
         fwrite(text, 1, len, stdout);
         free(text);
         free(ids);
