@@ -50,12 +50,15 @@ void gqa_attention(const GQAWeights *w, const GQACache *cache, const Rope *rope,
         for (int kv = 0; kv < Hkv; kv++) rope_rotate(rope, k_t + kv * d, cos_t, sin_t);
     }
 
-    // --- append to the cache rows pos0.., in the cache's dtype (attention/kv.h)
-    const size_t row_bytes = dtype_row_bytes(cache->type, kv_dim);
+    // --- append to the cache rows pos0.. of every KV head's block, in the cache's dtype
+    // (attention/kv.h; head-major layout: attention/attention.h)
+    const size_t head_bytes = dtype_row_bytes(cache->type, d);
     for (int t = 0; t < n; t++) {
-        const size_t row = (size_t)(pos0 + t) * row_bytes;
-        kv_store(cache->type, (char *)cache->key + row, k_new + (size_t)t * kv_dim, kv_dim);
-        kv_store(cache->type, (char *)cache->value + row, v_new + (size_t)t * kv_dim, kv_dim);
+        for (int kv = 0; kv < Hkv; kv++) {
+            const float *k_h = k_new + (size_t)t * kv_dim + kv * d, *v_h = v_new + (size_t)t * kv_dim + kv * d;
+            kv_store(cache->type, gqa_row(cache, cache->key, kv, pos0 + t, head_bytes), k_h, d);
+            kv_store(cache->type, gqa_row(cache, cache->value, kv, pos0 + t, head_bytes), v_h, d);
+        }
     }
 
     // --- attend, then the output projection of the concatenated heads
@@ -75,9 +78,8 @@ void gqa_attend(const GQAWeights *w, const GQACache *cache, int n, int pos0, int
     const int group = H / Hkv; // query heads per KV head
     const int q_dim = H * d;
     const float scale = 1.0f / sqrtf((float)d);
-    const DType type = cache->type; // rows of Hkv heads of d values each (attention/kv.h)
-    const size_t head_bytes = dtype_row_bytes(type, d), row_bytes = head_bytes * (size_t)Hkv;
-    const char *keys = cache->key, *values = cache->value;
+    const DType type = cache->type; // rows of d values, a block of them per KV head (attention/kv.h)
+    const size_t head_bytes = dtype_row_bytes(type, d);
     const int threads = split_threads(s->n_threads);
     const HeadSplit split = split_heads(n * Hkv, group, threads);
 
@@ -94,12 +96,12 @@ void gqa_attend(const GQAWeights *w, const GQACache *cache, int n, int pos0, int
                 float *att = s->att + (size_t)omp_get_thread_num() * s->att_stride; // [h1-h0, len]
 
                 const int nh = h1 - h0;
-                const char *key0 = keys + (size_t)first * row_bytes + kv * head_bytes;
-                const char *value0 = values + (size_t)first * row_bytes + kv * head_bytes;
+                const char *key0 = gqa_row(cache, cache->key, kv, first, head_bytes);     // [len, d]
+                const char *value0 = gqa_row(cache, cache->value, kv, first, head_bytes); // [len, d]
 
                 // score[h][k] = q[h] . key[kv][k] / sqrt(d): each key row widened once for
                 // the group's nh queries (kernels/vec.h), then a vectorised softmax
-                rows_dot(att, (size_t)len, q_t + h0 * d, (size_t)d, nh, type, key0, row_bytes, len, d);
+                rows_dot(att, (size_t)len, q_t + h0 * d, (size_t)d, nh, type, key0, head_bytes, len, d);
                 for (int h = h0; h < h1; h++) {
                     vec_scale(att + (size_t)(h - h0) * len, scale, len);
                     vec_softmax(att + (size_t)(h - h0) * len, len);
@@ -107,7 +109,7 @@ void gqa_attend(const GQAWeights *w, const GQACache *cache, int n, int pos0, int
 
                 // o[h] = sum_k p[h][k] value[kv][k]
                 memset(o_t + h0 * d, 0, sizeof(float) * (size_t)nh * d);
-                rows_axpy(o_t + h0 * d, (size_t)d, att, (size_t)len, nh, type, value0, row_bytes, len, d);
+                rows_axpy(o_t + h0 * d, (size_t)d, att, (size_t)len, nh, type, value0, head_bytes, len, d);
             }
         }
     }
@@ -122,7 +124,7 @@ void gqa_attend_reference(const GQAWeights *w, const GQACache *cache, int n, int
     const int H = w->n_heads, Hkv = w->n_kv_heads, d = w->head_dim;
     const int group = H / Hkv, q_dim = H * d;
     const float scale = 1.0f / sqrtf((float)d);
-    const size_t head_bytes = dtype_row_bytes(cache->type, d), row_bytes = head_bytes * (size_t)Hkv;
+    const size_t head_bytes = dtype_row_bytes(cache->type, d);
     for (int t = 0; t < n; t++) {
         const int pos = pos0 + t, first = attn_first_key(pos, window);
         for (int h = 0; h < H; h++) {
@@ -130,14 +132,14 @@ void gqa_attend_reference(const GQAWeights *w, const GQACache *cache, int n, int
             const float *q_h = q + (size_t)t * q_dim + h * d;
             float *o_h = heads + (size_t)t * q_dim + h * d;
             for (int k = first; k <= pos; k++) { // widened to f32, then the f32 dot
-                const char *key = (const char *)cache->key + (size_t)k * row_bytes + kv * head_bytes;
+                const char *key = gqa_row(cache, cache->key, kv, k, head_bytes);
                 float key_f[d];
                 att[k - first] = dot(q_h, kv_row_f32(cache->type, key, key_f, d), d) * scale;
             }
             softmax(att, pos - first + 1);
             memset(o_h, 0, sizeof(float) * d);
             for (int k = first; k <= pos; k++) {
-                const char *value = (const char *)cache->value + (size_t)k * row_bytes + kv * head_bytes;
+                const char *value = gqa_row(cache, cache->value, kv, k, head_bytes);
                 float value_f[d];
                 axpy(o_h, att[k - first], kv_row_f32(cache->type, value, value_f, d), d);
             }

@@ -37,7 +37,8 @@ KernelIsa kernels_best_isa(void) {
     const int f16c = __get_cpuid(1, &a, &b, &c, &d) && (c & bit_F16C);
     const int avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && f16c;
     if (avx2 && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-        __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512vnni"))
+        __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512vnni") &&
+        __builtin_cpu_supports("avx512vbmi"))
         return ISA_AVX512;
     if (avx2) return ISA_AVX2;
 #endif

@@ -6,8 +6,9 @@
 
 #ifdef KERNELS_X86
 #include <immintrin.h>
+#include <stdlib.h>
 
-#define AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")))
+#define AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni,avx512vbmi,avx2,fma,f16c")))
 #define INLINE static inline __attribute__((always_inline)) AVX512
 
 // --- loading 16 weights of a float dtype as f32 ---------------------------------------------
@@ -141,33 +142,6 @@ INLINE __m512i act_init2(DType t, const int32_t *lsum, int two) {
     return _mm512_slli_epi32(v, OFFSET_SHIFT(t));
 }
 
-// lanes 0..7: the exact partial dots of block b (4 columns each), lanes 8..15: of block b+1
-INLINE __m512 block_pair(DType t, const char *w, const ActQ8 *a, int tok, int b, int two, float dx0, float dx1) {
-    const __m512i p = _mm512_dpbusd_epi32(act_init2(t, a->lsum + (size_t)tok * a->cols / 4 + b * 8, two),
-                                          block_bytes2(t, w + b * BLOCK_BYTES(t), two),
-                                          act_bytes2(a->q + (size_t)tok * a->cols + b * QK, two));
-    const float s0 = block_scale(w + b * BLOCK_BYTES(t)) * dx0;
-    const float s1 = two ? block_scale(w + (b + 1) * BLOCK_BYTES(t)) * dx1 : 0.0f;
-    return _mm512_mul_ps(_mm512_cvtepi32_ps(p), halves(s0, s1));
-}
-
-// one row . one token: 4 blocks per step in two accumulators
-INLINE float dot_block(DType t, const char *w, const ActQ8 *a, int tok) {
-    const int nb = a->cols / QK;
-    const float *d = a->d + (size_t)tok * nb;
-    __m512 acc0 = _mm512_setzero_ps(), acc1 = acc0;
-    int b = 0;
-    for (; b + 4 <= nb; b += 4) {
-        acc0 = _mm512_add_ps(acc0, block_pair(t, w, a, tok, b, 1, d[b], d[b + 1]));
-        acc1 = _mm512_add_ps(acc1, block_pair(t, w, a, tok, b + 2, 1, d[b + 2], d[b + 3]));
-    }
-    for (; b < nb; b += 2) {
-        const int two = b + 1 < nb;
-        acc0 = _mm512_add_ps(acc0, block_pair(t, w, a, tok, b, two, d[b], two ? d[b + 1] : 0.0f));
-    }
-    return _mm512_reduce_add_ps(_mm512_add_ps(acc0, acc1));
-}
-
 // R rows x T tokens over blocks b, b+1 (or b alone): each pair of weight blocks is unpacked once
 // for T tokens, each pair of activation blocks loaded once for R rows
 INLINE void tile_block_step(DType t, int R, int T, __m512 acc[4][4], const char *W, size_t rb,
@@ -201,6 +175,198 @@ INLINE void tile_block(DType t, int R, int T, float *Y, size_t ldy, const char *
     int b = 0;
     for (; b + 2 <= nb; b += 2) tile_block_step(t, R, T, acc, W, rb, a, b, 1);
     if (b < nb) tile_block_step(t, R, T, acc, W, rb, a, b, 0);
+    for (int k = 0; k < T; k++) {
+        if (R == 4) {
+            store_sums4(Y + (size_t)k * ldy, acc[0][k], acc[1][k], acc[2][k], acc[3][k]);
+            continue;
+        }
+        for (int r = 0; r < R; r++) Y[(size_t)k * ldy + r] = _mm512_reduce_add_ps(acc[r][k]);
+    }
+}
+
+// --- block dtypes, decode: R rows . one token ---------------------------------------------------
+//
+// Each step reads a group of blocks of R rows with two plain 64-byte loads per row, moves the
+// quants into place with one byte permute (vpermt2b) and the f16 scales with one word permute,
+// and shares the activation's vectors (quants, offset init, scales) between the R rows. The
+// integer dot of each block stays exact in int32 lanes; one convert and one fma per row and step
+// apply the scales. The last, partial group uses masked loads (zeros past the row's end: no read
+// beyond the matrix, and zero weights, quants and scales there).
+
+// 64-bit mask of the first n bytes (0 <= n; n >= 64: all)
+INLINE __mmask64 first_bytes(int n) { return n >= 64 ? ~(__mmask64)0 : ((__mmask64)1 << (n < 0 ? 0 : n)) - 1; }
+
+// Software prefetch distance, in rows ahead of the one being read (the same column). Measured on
+// stories110M's decode step (bench/kernels.c; docs/KERNELS.md): q8_0 one row at a time with
+// 8 rows ahead, q4_0 four rows at a time with 16 rows ahead, both over no prefetch.
+#define Q8_PREFETCH_ROWS 8
+#define Q4_PREFETCH_ROWS 16
+
+INLINE uint16_t load_u16(const char *p) {
+    uint16_t v;
+    __builtin_memcpy(&v, p, sizeof v);
+    return v;
+}
+
+// q8_0, one row, two blocks b, b+1 (68 bytes) per step: two 32-byte loads of quants (lanes 0..7
+// block b, 8..15 block b+1), the two scales widened together. (Measured: four rows at a time
+// sharing the activation, and 64-byte loads with a byte permute, both read memory slower.)
+INLINE float row_q8_0(const char *w, size_t rb, const ActQ8 *a) {
+    const int nb = a->cols / QK;
+    const __m512i didx = _mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1);
+    const __m512i flip = _mm512_set1_epi8((char)0x80);
+    __m512 acc = _mm512_setzero_ps();
+    for (int b = 0; b < nb; b += 2) {
+        const int two = b + 1 < nb;
+        const char *p = w + b * sizeof(BlockQ8_0);
+        _mm_prefetch(p + Q8_PREFETCH_ROWS * rb, _MM_HINT_T0);
+        const __m256i w0 = _mm256_loadu_si256((const __m256i *)(p + 2));
+        const __m512i u = _mm512_xor_si512(
+            two ? _mm512_inserti64x4(_mm512_castsi256_si512(w0), _mm256_loadu_si256((const __m256i *)(p + 36)), 1)
+                : _mm512_zextsi256_si512(w0),
+            flip);
+        const __m512i x = two ? _mm512_loadu_si512(a->q + b * QK) : _mm512_zextsi256_si512(_mm256_loadu_si256((const __m256i *)(a->q + b * QK)));
+        const __m512i init = _mm512_slli_epi32(two ? _mm512_loadu_si512(a->lsum + b * 8)
+                                                   : _mm512_maskz_loadu_epi32(0xFF, a->lsum + b * 8), 7);
+        const __m512i dot = _mm512_dpbusd_epi32(init, u, x);
+        // d_w * d_x of both blocks in lanes 0, 1, then spread over their 8 lanes each
+        __m128i h = _mm_cvtsi32_si128(load_u16(p));
+        if (two) h = _mm_insert_epi16(h, load_u16(p + sizeof(BlockQ8_0)), 1);
+        const __m128 s = _mm_mul_ps(_mm_cvtph_ps(h), _mm_maskz_loadu_ps(two ? 3 : 1, a->d + b));
+        acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot), _mm512_permutexvar_ps(didx, _mm512_castps128_ps512(s)), acc);
+    }
+    return _mm512_reduce_add_ps(acc);
+}
+
+// q4_0 in groups of four blocks b..b+3 (72 bytes of a row): bytes 0..63 and 8..71 give the four
+// blocks' packed nibbles (16 bytes each, one 128-bit lane per block) and scales (words 0, 9, 18,
+// 27); the low nibbles (columns 0..15 of each block) and the high ones (16..31) are multiplied
+// by the activation's quants permuted to the same order, into the same int32 lanes.
+
+// one row's group: the nibbles as unsigned bytes (lo: columns 0..15 of each block, hi: 16..31)
+// and the scales (lanes 4j..4j+3: block b+j); `left` < 4 blocks: masked loads, zeros past them
+INLINE void weights_q4_0(const char *p, int left, __m512i *lo, __m512i *hi, __m512 *dw) {
+    const __m512i widx = _mm512_setr_epi32(0x05040302, 0x09080706, 0x0D0C0B0A, 0x11100F0E,
+                                           0x17161514, 0x1B1A1918, 0x1F1E1D1C, 0x23222120,
+                                           0x29282726, 0x2D2C2B2A, 0x31302F2E, 0x35343332,
+                                           0x73727170, 0x77767574, 0x7B7A7978, 0x7F7E7D7C);
+    const __m512i sidx = _mm512_setr_epi32(0, 0, 0x00090009, 0x00090009, 0x00120012, 0x00120012,
+                                           0x001B001B, 0x001B001B, 0, 0, 0, 0, 0, 0, 0, 0);
+    const __m512i low4 = _mm512_set1_epi8(15);
+    const int full = left == 4;
+    const __m512i l0 = full ? _mm512_loadu_si512(p) : _mm512_maskz_loadu_epi8(first_bytes(left * 18), p);
+    const __m512i l1 = full ? _mm512_loadu_si512(p + 8) : _mm512_maskz_loadu_epi8(first_bytes(left * 18 - 8), p + 8);
+    const __m512i nib = _mm512_permutex2var_epi8(l0, widx, l1);
+    *lo = _mm512_and_si512(nib, low4);
+    *hi = _mm512_and_si512(_mm512_srli_epi16(nib, 4), low4);
+    *dw = _mm512_cvtph_ps(_mm512_castsi512_si256(_mm512_permutexvar_epi16(sidx, l0)));
+}
+
+// q8_0 in the same groups of four blocks b..b+3 (136 bytes of a row), for the GEMM: columns 0..15
+// of each block (lo) and 16..31 (hi) gathered from two pairs of 64-byte loads by byte permutes
+// (the indices: byte offsets into the group, the second pair loaded from byte 8), w + 128 as
+// unsigned bytes; the scales from words 0, 17, 34, 51.
+static const uint8_t Q8_LO_IDX[64] = {2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17,
+    36, 37, 38, 39, 40, 41, 42, 43, 44, 45, 46, 47, 48, 49, 50, 51, 70, 71, 72, 73, 74, 75, 76,
+    77, 78, 79, 80, 81, 82, 83, 84, 85, 104, 105, 106, 107, 108, 109, 110, 111, 112, 113, 114,
+    115, 116, 117, 118, 119};
+static const uint8_t Q8_HI_IDX[64] = {10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23,
+    24, 25, 44, 45, 46, 47, 48, 49, 50, 51, 52, 53, 54, 55, 56, 57, 58, 59, 78, 79, 80, 81, 82,
+    83, 84, 85, 86, 87, 88, 89, 90, 91, 92, 93, 112, 113, 114, 115, 116, 117, 118, 119, 120,
+    121, 122, 123, 124, 125, 126, 127};
+static const uint16_t Q8_SCALE_IDX[32] = {0, 0, 0, 0, 17, 17, 17, 17, 34, 34, 34, 34, 51, 51,
+    51, 51, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0};
+
+INLINE void weights_q8_0(const char *p, int left, __m512i *lo, __m512i *hi, __m512 *dw) {
+    const __m512i flip = _mm512_set1_epi8((char)0x80);
+    const int n = left * (int)sizeof(BlockQ8_0);
+    const int full = left == 4;
+    const __m512i a0 = full ? _mm512_loadu_si512(p) : _mm512_maskz_loadu_epi8(first_bytes(n), p);
+    const __m512i a1 = full ? _mm512_loadu_si512(p + 64) : _mm512_maskz_loadu_epi8(first_bytes(n - 64), p + 64);
+    const __m512i b0 = full ? _mm512_loadu_si512(p + 8) : _mm512_maskz_loadu_epi8(first_bytes(n - 8), p + 8);
+    const __m512i b1 = full ? _mm512_loadu_si512(p + 72) : _mm512_maskz_loadu_epi8(first_bytes(n - 72), p + 72);
+    *lo = _mm512_xor_si512(_mm512_permutex2var_epi8(a0, _mm512_loadu_si512(Q8_LO_IDX), a1), flip);
+    *hi = _mm512_xor_si512(_mm512_permutex2var_epi8(b0, _mm512_loadu_si512(Q8_HI_IDX), b1), flip);
+    *dw = _mm512_cvtph_ps(_mm512_castsi512_si256(
+        _mm512_permutex2var_epi16(a0, _mm512_loadu_si512(Q8_SCALE_IDX), a1)));
+}
+
+// one token's group, in the weights' order: quants lo / hi, the offset init (each 128-bit lane
+// sums to -8 * the block's quant sum) and the activation scales (lanes 4j..4j+3: block b+j)
+typedef struct { __m512i lo, hi, init; __m512 dx; } ActGroupQ4;
+
+INLINE ActGroupQ4 act_group(const int8_t *q, const float *d, const int32_t *lsum, int nb, int b, int shift) {
+    const __m512i xlo = _mm512_setr_epi32(0x03020100, 0x07060504, 0x0B0A0908, 0x0F0E0D0C,
+                                          0x23222120, 0x27262524, 0x2B2A2928, 0x2F2E2D2C,
+                                          0x43424140, 0x47464544, 0x4B4A4948, 0x4F4E4D4C,
+                                          0x63626160, 0x67666564, 0x6B6A6968, 0x6F6E6D6C);
+    const __m512i xhi = _mm512_add_epi8(xlo, _mm512_set1_epi8(16));
+    const __m512i even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+    const __m512i odd = _mm512_add_epi32(even, _mm512_set1_epi32(1));
+    const __m512i didx = _mm512_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3);
+    const int left = nb - b < 4 ? nb - b : 4;
+    const __m512i q0 = _mm512_maskz_loadu_epi8(first_bytes(left * QK), q + b * QK);
+    const __m512i q1 = _mm512_maskz_loadu_epi8(first_bytes(left * QK - 64), q + b * QK + 64);
+    // lane 4j + i: 8 * (the lsums 2i, 2i+1 of block b+j)
+    const __mmask16 lm0 = (__mmask16)(left >= 2 ? 0xFFFF : 0xFF);
+    const __mmask16 lm1 = (__mmask16)(left == 4 ? 0xFFFF : left == 3 ? 0xFF : 0);
+    const __m512i s0 = _mm512_maskz_loadu_epi32(lm0, lsum + b * 8);
+    const __m512i s1 = _mm512_maskz_loadu_epi32(lm1, lsum + b * 8 + 16);
+    ActGroupQ4 g;
+    g.lo = _mm512_permutex2var_epi8(q0, xlo, q1);
+    g.hi = _mm512_permutex2var_epi8(q0, xhi, q1);
+    g.init = _mm512_slli_epi32(_mm512_add_epi32(_mm512_permutex2var_epi32(s0, even, s1),
+                                                _mm512_permutex2var_epi32(s0, odd, s1)), shift);
+    g.dx = _mm512_permutexvar_ps(didx, _mm512_maskz_loadu_ps((__mmask16)((1u << left) - 1), d + b));
+    return g;
+}
+
+// acc += the group's products: exact int32 dots of the 4 blocks, then one scale per block
+INLINE __m512 group_q4_0(__m512 acc, __m512i lo, __m512i hi, __m512 dw, const ActGroupQ4 *x) {
+    const __m512i dot = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(x->init, lo, x->lo), hi, x->hi);
+    return _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot), _mm512_mul_ps(dw, x->dx), acc);
+}
+
+// decode: R rows . one token, the activation's group shared by the R rows
+INLINE void rows_q4_0(int R, float *y, const char *W, size_t rb, const ActQ8 *a) {
+    const int nb = a->cols / QK;
+    __m512 acc[4];
+    for (int r = 0; r < R; r++) acc[r] = _mm512_setzero_ps();
+    for (int b = 0; b < nb; b += 4) {
+        const ActGroupQ4 x = act_group(a->q, a->d, a->lsum, nb, b, 3);
+        const int left = nb - b < 4 ? nb - b : 4;
+        for (int r = 0; r < R; r++) {
+            const char *p = W + r * rb + b * sizeof(BlockQ4_0);
+            _mm_prefetch(p + Q4_PREFETCH_ROWS * rb, _MM_HINT_T0);
+            __m512i lo, hi;
+            __m512 dw;
+            weights_q4_0(p, left, &lo, &hi, &dw);
+            acc[r] = group_q4_0(acc[r], lo, hi, dw, &x);
+        }
+    }
+    if (R == 4) store_sums4(y, acc[0], acc[1], acc[2], acc[3]);
+    else for (int r = 0; r < R; r++) y[r] = _mm512_reduce_add_ps(acc[r]);
+}
+
+// prefill: R rows x T tokens, the activation packed in groups beforehand (x: token k's groups
+// at x + k * groups): each row's group unpacked once for T tokens, each token's once for R rows
+INLINE void tile_group(DType t, int R, int T, float *Y, size_t ldy, const char *W, size_t rb,
+                       const ActGroupQ4 *x, int groups, int nb) {
+    __m512 acc[4][4];
+    for (int r = 0; r < R; r++)
+        for (int k = 0; k < T; k++) acc[r][k] = _mm512_setzero_ps();
+    for (int g = 0; g < groups; g++) {
+        const int left = nb - 4 * g < 4 ? nb - 4 * g : 4;
+        __m512i lo[4], hi[4];
+        __m512 dw[4];
+        for (int r = 0; r < R; r++) {
+            const char *p = W + r * rb + g * 4 * BLOCK_BYTES(t);
+            if (t == DTYPE_Q4_0) weights_q4_0(p, left, &lo[r], &hi[r], &dw[r]);
+            else weights_q8_0(p, left, &lo[r], &hi[r], &dw[r]);
+        }
+        for (int k = 0; k < T; k++)
+            for (int r = 0; r < R; r++) acc[r][k] = group_q4_0(acc[r][k], lo[r], hi[r], dw[r], x + k * groups + g);
+    }
     for (int k = 0; k < T; k++) {
         if (R == 4) {
             store_sums4(Y + (size_t)k * ldy, acc[0][k], acc[1][k], acc[2][k], acc[3][k]);
@@ -244,11 +410,15 @@ AVX512 void avx512_rows(float *y, const Matrix *W, int r0, int r1, const void *x
         for (int r = r0; r < r1; r++) y[r - r0] = dot_float(T, base + r * rb, x, W->cols);     \
         break;
     ROWS_FLOAT(DTYPE_F32) ROWS_FLOAT(DTYPE_F16) ROWS_FLOAT(DTYPE_BF16)
-#define ROWS_BLOCK(T)                                                                          \
-    case T:                                                                                    \
-        for (int r = r0; r < r1; r++) y[r - r0] = dot_block(T, base + r * rb, x, 0);          \
+    case DTYPE_Q8_0:
+        for (int r = r0; r < r1; r++) y[r - r0] = row_q8_0(base + r * rb, rb, x);
         break;
-    ROWS_BLOCK(DTYPE_Q8_0) ROWS_BLOCK(DTYPE_Q4_0)
+    case DTYPE_Q4_0: {
+        int r = r0;
+        for (; r + 4 <= r1; r += 4) rows_q4_0(4, y + r - r0, base + r * rb, rb, x);
+        for (; r < r1; r++) rows_q4_0(1, y + r - r0, base + r * rb, rb, x);
+        break;
+    }
     }
 }
 
@@ -266,12 +436,12 @@ AVX512 void avx512_rows(float *y, const Matrix *W, int r0, int r1, const void *x
     case 19: FN(T, 4, 3, __VA_ARGS__); break; case 20: FN(T, 4, 4, __VA_ARGS__); break;        \
     }
 
-#define GEMM_LOOP(T, TILE, XARG)                                                               \
+#define GEMM_LOOP(T, TILE, ...)                                                                \
     for (int r = r0; r < r1; r += 4) {                                                         \
         const int rr = r1 - r < 4 ? r1 - r : 4;                                                \
         for (int k = 0; k < n; k += 4) {                                                       \
             const int kk = n - k < 4 ? n - k : 4;                                              \
-            TILE_CASES(TILE, T, Y + (size_t)k * ldy + (r - r0), ldy, base + r * rb, rb, XARG)  \
+            TILE_CASES(TILE, T, Y + (size_t)k * ldy + (r - r0), ldy, base + r * rb, rb, __VA_ARGS__) \
         }                                                                                      \
     }
 
@@ -287,8 +457,25 @@ AVX512 void avx512_gemm(float *Y, size_t ldy, const Matrix *W, int r0, int r1, c
     case DTYPE_F32: GEMM_LOOP(DTYPE_F32, tile_float, FLOAT_X) break;
     case DTYPE_F16: GEMM_LOOP(DTYPE_F16, tile_float, FLOAT_X) break;
     case DTYPE_BF16: GEMM_LOOP(DTYPE_BF16, tile_float, FLOAT_X) break;
-    case DTYPE_Q8_0: GEMM_LOOP(DTYPE_Q8_0, tile_block, BLOCK_X) break;
-    case DTYPE_Q4_0: GEMM_LOOP(DTYPE_Q4_0, tile_block, BLOCK_X) break;
+    case DTYPE_Q8_0: case DTYPE_Q4_0: {
+        // the n tokens' activation packed in the groups' order once, for all the rows
+        const int nb = W->cols / QK, groups = (nb + 3) / 4;
+        ActGroupQ4 *packed = aligned_alloc(64, sizeof(ActGroupQ4) * (size_t)n * groups);
+        if (!packed) { // the tiles over the unpacked activation
+            if (W->dtype == DTYPE_Q8_0) GEMM_LOOP(DTYPE_Q8_0, tile_block, BLOCK_X)
+            else GEMM_LOOP(DTYPE_Q4_0, tile_block, BLOCK_X)
+            break;
+        }
+        for (int k = 0; k < n; k++)
+            for (int g = 0; g < groups; g++)
+                packed[(size_t)k * groups + g] = act_group(a->q + (size_t)k * a->cols, a->d + (size_t)k * nb,
+                                                           a->lsum + (size_t)k * a->cols / 4, nb, 4 * g,
+                                                           OFFSET_SHIFT(W->dtype));
+        if (W->dtype == DTYPE_Q8_0) GEMM_LOOP(DTYPE_Q8_0, tile_group, packed + (size_t)k * groups, groups, nb)
+        else GEMM_LOOP(DTYPE_Q4_0, tile_group, packed + (size_t)k * groups, groups, nb)
+        free(packed);
+        break;
+    }
     }
 }
 #endif

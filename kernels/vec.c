@@ -279,35 +279,69 @@ AVX512 static void avx512_widen(DType t, float *dst, const void *row, int n) {
 }
 
 // Rows of f32/f16/bf16/q8_0 used in place (no widening buffer): the conversion happens in
-// registers, once per query (the row stays in L1 for the group's queries).
-static inline AVX512 __m512 load_t16(DType t, const void *row, int i, __mmask16 m) {
+// registers. Three things make these stream a long cache at memory speed (measured on a
+// stories110M 4096-token f16 cache, 1 thread, docs/KERNELS.md):
+//  - full 16-value chunks use plain loads; only the tail is masked (with a masked load on
+//    every chunk the scores ran at 3.5 GB/s, with plain loads at 13-15 GB/s);
+//  - each row is prefetched PREFETCH_ROWS rows ahead (another ~2x on head-major blocks);
+//  - scores: 4 rows per step, their 4 sums reduced together; weighted sum: AXPY_ROWS rows
+//    per step accumulated in registers, so y is loaded and stored once per step, not per row.
+#define PREFETCH_ROWS 16
+#define AXPY_ROWS 8
+
+static inline AVX512 void prefetch_row(const void *rows, size_t stride, int k, int nrows, size_t bytes) {
+    if (k >= nrows) return;
+    const char *r = (const char *)rows + (size_t)k * stride;
+    for (size_t b = 0; b < bytes; b += 64) __builtin_prefetch(r + b, 0, 3);
+}
+
+// 16 values of a float-type row from column i: all 16 (full) or the first m bits (tail)
+static inline AVX512 __m512 load16(DType t, const void *row, int i) {
+    if (t == DTYPE_F32) return _mm512_loadu_ps((const float *)row + i);
+    const __m256i h = _mm256_loadu_si256((const __m256i *)((const uint16_t *)row + i));
+    if (t == DTYPE_F16) return _mm512_cvtph_ps(h);
+    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
+}
+static inline AVX512 __m512 load16_tail(DType t, const void *row, int i, __mmask16 m) {
     if (t == DTYPE_F32) return _mm512_maskz_loadu_ps(m, (const float *)row + i);
     const __m256i h = _mm256_maskz_loadu_epi16(m, (const uint16_t *)row + i);
     if (t == DTYPE_F16) return _mm512_cvtph_ps(h);
     return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
 }
+// the 32 int8 values of a q8_0 block as two f32 vectors
+static inline AVX512 __m512 q8_lo(const BlockQ8_0 *b) {
+    return _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)b->qs)));
+}
+static inline AVX512 __m512 q8_hi(const BlockQ8_0 *b) {
+    return _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(b->qs + 16))));
+}
 
-static inline __attribute__((always_inline)) AVX512 float dot_t(DType t, const void *row, const float *q, int n) {
+// row . q as 16 partial sums (their total is the dot product)
+static inline __attribute__((always_inline)) AVX512 __m512 dot_partial(DType t, const void *row,
+                                                                      const float *q, int n) {
     __m512 s0 = _mm512_setzero_ps(), s1 = s0;
     int i = 0;
     if (t == DTYPE_Q8_0) {
         for (const BlockQ8_0 *b = row; i < n; i += QK, b++) {
-            const __m512 v0 = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)b->qs)));
-            const __m512 v1 = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(b->qs + 16))));
-            const __m512 p = _mm512_fmadd_ps(v0, _mm512_loadu_ps(q + i), _mm512_mul_ps(v1, _mm512_loadu_ps(q + i + 16)));
+            const __m512 p = _mm512_fmadd_ps(q8_lo(b), _mm512_loadu_ps(q + i),
+                                             _mm512_mul_ps(q8_hi(b), _mm512_loadu_ps(q + i + 16)));
             s0 = _mm512_fmadd_ps(p, _mm512_set1_ps(_cvtsh_ss(b->d)), s0);
         }
-        return _mm512_reduce_add_ps(s0);
+        return s0;
     }
     for (; i + 32 <= n; i += 32) {
-        s0 = _mm512_fmadd_ps(load_t16(t, row, i, 0xffff), _mm512_loadu_ps(q + i), s0);
-        s1 = _mm512_fmadd_ps(load_t16(t, row, i + 16, 0xffff), _mm512_loadu_ps(q + i + 16), s1);
+        s0 = _mm512_fmadd_ps(load16(t, row, i), _mm512_loadu_ps(q + i), s0);
+        s1 = _mm512_fmadd_ps(load16(t, row, i + 16), _mm512_loadu_ps(q + i + 16), s1);
     }
-    for (; i < n; i += 16) {
-        const __mmask16 m = n - i >= 16 ? (__mmask16)0xffff : tail_mask(n - i);
-        s0 = _mm512_fmadd_ps(load_t16(t, row, i, m), _mm512_maskz_loadu_ps(m, q + i), s0);
+    if (i + 16 <= n) {
+        s0 = _mm512_fmadd_ps(load16(t, row, i), _mm512_loadu_ps(q + i), s0);
+        i += 16;
     }
-    return _mm512_reduce_add_ps(_mm512_add_ps(s0, s1));
+    if (i < n) {
+        const __mmask16 m = tail_mask(n - i);
+        s1 = _mm512_fmadd_ps(load16_tail(t, row, i, m), _mm512_maskz_loadu_ps(m, q + i), s1);
+    }
+    return _mm512_add_ps(s0, s1);
 }
 
 // the sums of a0..a3 to y[0..3] with one shuffle tree (as kernels/tensor_avx512.c does)
@@ -321,71 +355,94 @@ static inline AVX512 void store_sums4(float *y, __m512 a0, __m512 a1, __m512 a2,
     _mm_storeu_ps(y, _mm512_castps512_ps128(r));
 }
 
-// 4 consecutive short rows (n <= 128) . q into out[0..3]: their 4 sums reduced together
-static inline __attribute__((always_inline)) AVX512 void dot4_t(DType t, float *out, const char *row,
-                                                                size_t stride, const float *q, int n) {
-    __m512 s[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps()};
-    for (int i = 0; i < n; i += 16) {
-        const __mmask16 m = n - i >= 16 ? (__mmask16)0xffff : tail_mask(n - i);
-        const __m512 x = _mm512_maskz_loadu_ps(m, q + i);
-        for (int k = 0; k < 4; k++) s[k] = _mm512_fmadd_ps(load_t16(t, row + k * stride, i, m), x, s[k]);
+// out[i][k] = q_i . row_k: rows k..k+3 for every query (they stay in L1 meanwhile)
+static inline __attribute__((always_inline)) AVX512 void
+rows_dot_t(DType t, float *out, size_t out_stride, const float *q, size_t q_stride, int nq,
+           const char *rows, size_t row_stride, int nrows, int n) {
+    const size_t bytes = dtype_row_bytes(t, n);
+    int k = 0;
+    for (; k + 4 <= nrows; k += 4) {
+        const char *r = rows + (size_t)k * row_stride;
+        for (int j = 0; j < 4; j++) prefetch_row(rows, row_stride, k + j + PREFETCH_ROWS, nrows, bytes);
+        for (int i = 0; i < nq; i++) {
+            const float *q_i = q + (size_t)i * q_stride;
+            store_sums4(out + (size_t)i * out_stride + k, dot_partial(t, r, q_i, n),
+                        dot_partial(t, r + row_stride, q_i, n), dot_partial(t, r + 2 * row_stride, q_i, n),
+                        dot_partial(t, r + 3 * row_stride, q_i, n));
+        }
     }
-    store_sums4(out, s[0], s[1], s[2], s[3]);
+    for (; k < nrows; k++)
+        for (int i = 0; i < nq; i++)
+            out[(size_t)i * out_stride + k] =
+                _mm512_reduce_add_ps(dot_partial(t, rows + (size_t)k * row_stride, q + (size_t)i * q_stride, n));
 }
 
-static inline __attribute__((always_inline)) AVX512 void axpy_t(DType t, float *y, float a, const void *row, int n) {
-    int i = 0;
-    if (t == DTYPE_Q8_0) {
-        for (const BlockQ8_0 *b = row; i < n; i += QK, b++) {
-            const __m512 s = _mm512_set1_ps(a * _cvtsh_ss(b->d));
-            const __m512 v0 = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)b->qs)));
-            const __m512 v1 = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(b->qs + 16))));
-            _mm512_storeu_ps(y + i, _mm512_fmadd_ps(s, v0, _mm512_loadu_ps(y + i)));
-            _mm512_storeu_ps(y + i + 16, _mm512_fmadd_ps(s, v1, _mm512_loadu_ps(y + i + 16)));
+// y_i += sum_k a_i[k] row_k, AXPY_ROWS rows at a time: per 16 (q8_0: 32) columns, the rows'
+// contributions are summed in a register, then added to y once
+static inline __attribute__((always_inline)) AVX512 void
+rows_axpy_t(DType t, float *y, size_t y_stride, const float *a, size_t a_stride, int nq,
+            const char *rows, size_t row_stride, int nrows, int n) {
+    const size_t bytes = dtype_row_bytes(t, n);
+    for (int k0 = 0; k0 < nrows; k0 += AXPY_ROWS) {
+        const int kn = nrows - k0 < AXPY_ROWS ? nrows - k0 : AXPY_ROWS;
+        const char *r = rows + (size_t)k0 * row_stride;
+        for (int j = 0; j < kn; j++) prefetch_row(rows, row_stride, k0 + j + PREFETCH_ROWS, nrows, bytes);
+        for (int i = 0; i < nq; i++) {
+            const float *a_i = a + (size_t)i * a_stride + k0;
+            float *y_i = y + (size_t)i * y_stride;
+            int c = 0;
+            if (t == DTYPE_Q8_0) {
+                for (; c < n; c += QK) {
+                    __m512 lo = _mm512_loadu_ps(y_i + c), hi = _mm512_loadu_ps(y_i + c + 16);
+                    for (int j = 0; j < kn; j++) {
+                        const BlockQ8_0 *b = (const BlockQ8_0 *)(r + (size_t)j * row_stride) + c / QK;
+                        const __m512 s = _mm512_set1_ps(a_i[j] * _cvtsh_ss(b->d));
+                        lo = _mm512_fmadd_ps(s, q8_lo(b), lo);
+                        hi = _mm512_fmadd_ps(s, q8_hi(b), hi);
+                    }
+                    _mm512_storeu_ps(y_i + c, lo);
+                    _mm512_storeu_ps(y_i + c + 16, hi);
+                }
+                continue;
+            }
+            for (; c + 16 <= n; c += 16) {
+                __m512 acc = _mm512_loadu_ps(y_i + c);
+                for (int j = 0; j < kn; j++)
+                    acc = _mm512_fmadd_ps(_mm512_set1_ps(a_i[j]), load16(t, r + (size_t)j * row_stride, c), acc);
+                _mm512_storeu_ps(y_i + c, acc);
+            }
+            if (c < n) {
+                const __mmask16 m = tail_mask(n - c);
+                __m512 acc = _mm512_maskz_loadu_ps(m, y_i + c);
+                for (int j = 0; j < kn; j++)
+                    acc = _mm512_fmadd_ps(_mm512_set1_ps(a_i[j]), load16_tail(t, r + (size_t)j * row_stride, c, m), acc);
+                _mm512_mask_storeu_ps(y_i + c, m, acc);
+            }
         }
-        return;
-    }
-    const __m512 va = _mm512_set1_ps(a);
-    for (; i < n; i += 16) {
-        const __mmask16 m = n - i >= 16 ? (__mmask16)0xffff : tail_mask(n - i);
-        _mm512_mask_storeu_ps(y + i, m, _mm512_fmadd_ps(va, load_t16(t, row, i, m), _mm512_maskz_loadu_ps(m, y + i)));
     }
 }
 
 #define FUSED_CASES(BODY)                                                                      \
     switch (t) {                                                                               \
-    case DTYPE_F32: { BODY(DTYPE_F32) } break;                                                     \
-    case DTYPE_F16: { BODY(DTYPE_F16) } break;                                                     \
-    case DTYPE_BF16: { BODY(DTYPE_BF16) } break;                                                   \
-    case DTYPE_Q8_0: { BODY(DTYPE_Q8_0) } break;                                                   \
+    case DTYPE_F32: BODY(DTYPE_F32); break;                                                    \
+    case DTYPE_F16: BODY(DTYPE_F16); break;                                                    \
+    case DTYPE_BF16: BODY(DTYPE_BF16); break;                                                  \
+    case DTYPE_Q8_0: BODY(DTYPE_Q8_0); break;                                                  \
     default: return 0;                                                                         \
     }
 
-// 1 if done, 0 for a dtype without a fused path (q4_0: the widening path)
+// 1 if done, 0 for a dtype without a fused path (q4_0: the widening path). Each case
+// inlines the kernel with its dtype a constant.
 AVX512 static int avx512_rows_dot(float *out, size_t out_stride, const float *q, size_t q_stride, int nq,
                                   DType t, const void *rows, size_t row_stride, int nrows, int n) {
-#define DOT_BODY(T)                                                                            \
-    int k = 0;                                                                                 \
-    if (T != DTYPE_Q8_0 && n <= 128)                                                           \
-        for (; k + 4 <= nrows; k += 4)                                                         \
-            for (int i = 0; i < nq; i++)                                                       \
-                dot4_t(T, out + (size_t)i * out_stride + k, (const char *)rows + (size_t)k * row_stride, \
-                       row_stride, q + (size_t)i * q_stride, n);                               \
-    for (; k < nrows; k++)                                                                     \
-        for (int i = 0; i < nq; i++)                                                           \
-            out[(size_t)i * out_stride + k] =                                                  \
-                dot_t(T, (const char *)rows + (size_t)k * row_stride, q + (size_t)i * q_stride, n);
+#define DOT_BODY(T) rows_dot_t(T, out, out_stride, q, q_stride, nq, rows, row_stride, nrows, n)
     FUSED_CASES(DOT_BODY)
     return 1;
 }
 
 AVX512 static int avx512_rows_axpy(float *y, size_t y_stride, const float *a, size_t a_stride, int nq,
                                    DType t, const void *rows, size_t row_stride, int nrows, int n) {
-#define AXPY_BODY(T)                                                                           \
-    for (int k = 0; k < nrows; k++)                                                            \
-        for (int i = 0; i < nq; i++)                                                           \
-            axpy_t(T, y + (size_t)i * y_stride, a[(size_t)i * a_stride + k],                   \
-                   (const char *)rows + (size_t)k * row_stride, n);
+#define AXPY_BODY(T) rows_axpy_t(T, y, y_stride, a, a_stride, nq, rows, row_stride, nrows, n)
     FUSED_CASES(AXPY_BODY)
     return 1;
 }

@@ -78,8 +78,9 @@ int state_create(RunState *s, const Model *m, int context, int max_tokens, MlaMo
             GQACache *g = &s->cache[n].gqa;
             g->type = kv_part_type(kv_type, l->gqa.head_dim);
             const size_t part = dtype_row_bytes(g->type, l->gqa.n_kv_heads * l->gqa.head_dim) * C;
-            g->key = p;
+            g->key = p; // [Hkv, C, d] each (head-major, attention/attention.h)
             g->value = p + part;
+            g->context = context;
             p += 2 * part;
         } else {
             MLACache *a = &s->cache[n].mla;

@@ -206,12 +206,20 @@ static void check_gqa_case(const GqaCase *c, int window, int chunk, uint64_t see
     snprintf(what, sizeof what, "gqa H=%d Hkv=%d d=%d r=%d bias=%d %s W=%d chunk=%d out", c->H, c->Hkv, c->d,
              c->rope_dim, c->bias, c->pairing ? "interleaved" : "neox", window, chunk);
     TU_CHECK_CLOSE(out, r.out, T * DIM, ATOL, RTOL, what);
-    // the cache holds K after RoPE and V, 2 * Hkv * d floats per token
+    // the cache holds K after RoPE and V, 2 * Hkv * d floats per token, head-major:
+    // row t of KV head kv at [kv, t] of a [Hkv, context, d] block
     const size_t kw = (size_t)c->Hkv * c->d;
-    snprintf(what, sizeof what, "gqa H=%d Hkv=%d cache key", c->H, c->Hkv);
-    TU_CHECK_CLOSE((const float *)f.s.cache[0].gqa.key, r.K, T * kw, ATOL, RTOL, what);
-    snprintf(what, sizeof what, "gqa H=%d Hkv=%d cache value", c->H, c->Hkv);
-    TU_CHECK_CLOSE((const float *)f.s.cache[0].gqa.value, r.V, T * kw, ATOL, RTOL, what);
+    const GQACache *g = &f.s.cache[0].gqa;
+    assert_int_equal(g->context, 12);
+    for (int kv = 0; kv < c->Hkv; kv++) {
+        for (int t = 0; t < T; t++) {
+            const size_t at = ((size_t)kv * g->context + t) * c->d;
+            snprintf(what, sizeof what, "gqa H=%d Hkv=%d cache key head %d row %d", c->H, c->Hkv, kv, t);
+            TU_CHECK_CLOSE((const float *)g->key + at, r.K + t * kw + kv * c->d, c->d, ATOL, RTOL, what);
+            snprintf(what, sizeof what, "gqa H=%d Hkv=%d cache value head %d row %d", c->H, c->Hkv, kv, t);
+            TU_CHECK_CLOSE((const float *)g->value + at, r.V + t * kw + kv * c->d, c->d, ATOL, RTOL, what);
+        }
+    }
     ref_free(&r);
     free(x);
     fx_close(&f);

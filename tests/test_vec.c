@@ -168,6 +168,13 @@ static void test_rows(void **state) {
             for (int i = 0; i < cnt; i++)
                 for (int nq = 1; nq <= 4; nq += 3) check_rows((DType)t, nq, 1 + (i * 5) % 13, ns[i], seed += 5);
         }
+        /* more rows than the 4-row score step, the 8-row weighted-sum step and the prefetch
+         * distance (16 rows ahead), with ragged ends: 37 = 9 * 4 + 1 = 4 * 8 + 5 */
+        for (int t = 0; t < DTYPE_COUNT; t++)
+            for (int nq = 1; nq <= 3; nq += 2) {
+                check_rows((DType)t, nq, 37, 64, seed += 5);
+                check_rows((DType)t, nq, 70, dtype_is_block((DType)t) ? 128 : 47, seed += 5);
+            }
         check_rows(DTYPE_BF16, 2, 3, 4096 + 64, seed += 5); /* longer than one widening chunk */
         check_rows(DTYPE_Q8_0, 2, 3, 4096 + 64, seed += 5);
     }

@@ -92,6 +92,34 @@ class CompileTest(unittest.TestCase):
         s = self.compiled("r1-distill-qwen")
         self.assertEqual(s["generation"], "<｜Assistant｜><think>\n")
         self.assertIn("</think>", s["content"]["assistant"]["refuse_substrings"])
+        # DeepSeek-R1 (671B): V3's template with the distills' "</think>" cut; the
+        # generation prompt opens a think block since an early-2025 update
+        for name, gen in (("deepseek-r1", "<｜Assistant｜><think>\n"),
+                          ("deepseek-r1-2501", "<｜Assistant｜>")):
+            s = self.compiled(name)
+            self.assertEqual(s["generation"], gen)
+            self.assertEqual(s["system_first"], {"prefix": "<｜begin▁of▁sentence｜>", "suffix": ""})
+            self.assertNotIn("system", s["roles"])
+            self.assertEqual(s["roles"]["assistant"],
+                             {"prefix": "<｜Assistant｜>", "suffix": "<｜end▁of▁sentence｜>"})
+            self.assertIn("</think>", s["content"]["assistant"]["refuse_substrings"])
+
+    def test_deepseek_r1_2501_matches_huggingface_js(self):
+        # huggingface.js's own test of this template (packages/jinja/test/e2e.test.js,
+        # the source of templates.json's entry): an independent Jinja engine's expected text
+        try:
+            import jinja2  # noqa: F401
+        except ImportError:
+            self.skipTest("jinja2 is not importable")
+        cfg = family_config("deepseek-r1-2501")
+        conv = [{"role": "user", "content": "Hi there."},
+                {"role": "assistant", "content": '<think>The user said "Hi there."</think>Hi!'},
+                {"role": "user", "content": "Tell me a joke."}]
+        want = ("<｜begin▁of▁sentence｜><｜User｜>Hi there.<｜Assistant｜>Hi!<｜end▁of▁sentence｜>"
+                "<｜User｜>Tell me a joke.<｜Assistant｜>")
+        got = ct.render(cfg["chat_template"], conv, ct.special_tokens(cfg),
+                        datetime.date(2025, 2, 3))
+        self.assertEqual(got, want)
 
     def test_mistral_and_zephyr(self):
         for name in ("mistral-v0.1", "mixtral-v0.1"):
