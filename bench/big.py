@@ -137,10 +137,10 @@ def main():
             bw = bandwidth(th)
             _, _, err, rss = run_rss([RUN, path, "--tokens", ids, "-n", "16", "-t", "0",
                                       "--print-ids", "-c", "1024"], th)
-            m = re.search(r"prefill: \d+ tokens, ([\d.]+) tok/s \| decode: \d+ tokens, ([\d.]+) tok/s",
-                          err)
-            put(model=name, metric="run", threads=th, bandwidth=bw, prefill16_tok_s=float(m.group(1)),
-                decode16_tok_s=float(m.group(2)), rss=rss)
+            m = re.search(r"prefill: \d+ tokens, ([\d.]+) tok/s \| "
+                          r"decode: \d+ tokens, ([\d.]+) tok/s", err)
+            put(model=name, metric="run", threads=th, bandwidth=bw,
+                prefill16_tok_s=float(m.group(1)), decode16_tok_s=float(m.group(2)), rss=rss)
             modes = ["absorbed", "naive"] if mla else ["absorbed"]
             for ctx in [int(c) for c in a.contexts.split(",")]:
                 for mode in modes:

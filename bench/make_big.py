@@ -89,9 +89,9 @@ def build(shape_name, dtype, out):
                hidden_dim=s["hidden"], norm_eps=1e-5, bos_id=1, eos_id=2, rope_theta=s["theta"])
     if "kv_lora_rank" in s:  # DeepSeek-V2: MLA everywhere, dense first layer(s), then MoE
         cfg.update(norm_eps=1e-6, bos_id=100000, eos_id=100001,
-                   rope_scaling=dict(type="yarn", factor=40.0, original_max_position_embeddings=4096,
-                                     beta_fast=32.0, beta_slow=1.0, mscale=0.707,
-                                     mscale_all_dim=0.707))
+                   rope_scaling=dict(type="yarn", factor=40.0,
+                                     original_max_position_embeddings=4096, beta_fast=32.0,
+                                     beta_slow=1.0, mscale=0.707, mscale_all_dim=0.707))
         mla = dict(kind="mla", n_heads=H, q_lora_rank=0, kv_lora_rank=s["kv_lora_rank"],
                    qk_nope_head_dim=s["qk_nope_head_dim"], qk_rope_head_dim=s["qk_rope_head_dim"],
                    v_head_dim=s["v_head_dim"])
