@@ -316,7 +316,8 @@ static Tokenizer *tokenizer_from_path(const char *path, char *err, size_t errlen
     return t;
 }
 
-// HF encode(text, add_special_tokens=False) of the file's bytes, or decode(ids).
+// HF encode(text, add_special_tokens=False) of the file's bytes, or decode(ids) (with
+// clean_up_tokenization_spaces where the tokenizer's config sets it).
 static int tokenizer_tool(const Options *o, const Tokenizer *tok) {
     char err[512];
     for (int f = 0; f < o->n_encode_files; f++) { // one line per file
@@ -335,6 +336,7 @@ static int tokenizer_tool(const Options *o, const Tokenizer *tok) {
         size_t len;
         char *text = tokenizer_decode_ex(tok, ids, n, 0, &len);
         if (!text) die("--decode-ids: the tokenizer cannot decode these ids");
+        if (tokenizer_cleans_up_spaces(tok)) len = tokenizer_clean_up_spaces(text, len); // as transformers
         fwrite(text, 1, len, stdout);
         free(text);
         free(ids);
@@ -764,6 +766,32 @@ static int single_token(Tokenizer *tok, const char *text) {
     return id;
 }
 
+// One line of stdin (a user turn) into *line, grown as needed up to CHAT_MAX_LINE bytes:
+// its length without the trailing "\n" or "\r\n", or -1 at EOF. Longer lines are refused
+// (no unbounded buffer); a last line without a newline counts.
+#define CHAT_MAX_LINE ((size_t)1 << 20)
+static long read_turn(char **line, size_t *cap) {
+    size_t len = 0;
+    int ch;
+    while ((ch = getc(stdin)) != EOF && ch != '\n') {
+        if (len == CHAT_MAX_LINE) die("--chat: a line of stdin is longer than %zu bytes", CHAT_MAX_LINE);
+        if (len + 2 > *cap) {
+            const size_t want = *cap ? *cap * 2 : 256;
+            char *grown = realloc(*line, want);
+            if (!grown) die("out of memory");
+            *line = grown, *cap = want;
+        }
+        (*line)[len++] = (char)ch;
+    }
+    if (ferror(stdin)) die("--chat: cannot read stdin");
+    if (ch == EOF && len == 0) return -1;
+    if (!*line && !(*line = malloc(*cap = 1))) die("out of memory"); // an empty first line
+    if (len && (*line)[len - 1] == '\r') len--;
+    (*line)[len] = 0;
+    if (strlen(*line) != len) die("--chat: a line holds a NUL byte");
+    return (long)len;
+}
+
 // --chat: read a user turn per line, render it with the template (the whole first
 // turn, then only what follows the last reply), prefill only those new tokens on top
 // of the KV cache, and stream the reply until an end id (EOS or the template's end
@@ -783,12 +811,7 @@ static void chat(const Model *m, RunState *s, Tokenizer *tok, const ChatTemplate
     int pos = 0, n_history = 0, turn = 0;
     for (;;) {
         if (interactive) fprintf(stderr, "> ");
-        const ssize_t got = getline(&line, &cap, stdin);
-        if (got < 0) break; // EOF: done
-        size_t len = (size_t)got;
-        if (len && line[len - 1] == '\n') line[--len] = 0;
-        if (len && line[len - 1] == '\r') line[--len] = 0;
-        if (strlen(line) != len) die("--chat: a line holds a NUL byte");
+        if (read_turn(&line, &cap) < 0) break; // EOF: done
         // the new text: the first turn whole, later ones after the last reply
         char *text;
         size_t text_len;

@@ -966,7 +966,7 @@ def tokenizer_files(hf_dir, cfg):
     (the runtime parses it, docs/TOKENIZER.md); tokenizer.json first for a model with a
     chat template. The records (docs/FORMAT.md) hold
     "config.json": a digest of tokenizer_config.json (bos_token, eos_token, add_bos_token,
-    add_eos_token) with eos_token_id = every end id of generation_config.json and
+    add_eos_token, clean_up_tokenization_spaces) with eos_token_id = every end id of generation_config.json and
     config.json, and the compiled chat template (scripts/chat_template.py)."""
     spm = os.path.join(hf_dir, "tokenizer.model")
     tj_path = os.path.join(hf_dir, "tokenizer.json")
@@ -993,8 +993,8 @@ def tokenizer_files(hf_dir, cfg):
     gc = _read_json(gc_path, "generation_config.json")[1] if os.path.isfile(gc_path) else {}
     if not isinstance(gc, dict):
         raise ConvertError("generation_config.json: not an object")
-    digest = {k: tc[k] for k in ("bos_token", "eos_token", "add_bos_token", "add_eos_token")
-              if k in tc}
+    digest = {k: tc[k] for k in ("bos_token", "eos_token", "add_bos_token", "add_eos_token",
+                                 "clean_up_tokenization_spaces") if k in tc}
     for k in ("bos_token", "eos_token"):  # {"content": ...} objects -> their content
         if isinstance(digest.get(k), dict):
             digest[k] = digest[k].get("content")

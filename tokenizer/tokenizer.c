@@ -29,6 +29,7 @@ struct Tokenizer {
     HfTokenizer *hf;
     int bos, eos, unk, vocab_size;
     int add_bos, add_eos;   // what add_special adds
+    int clean_up_spaces;    // tokenizer_config.json clean_up_tokenization_spaces (absent: 0)
     int end_ids[MAX_END_IDS], n_end;
     unsigned char *config;  // the config blob (owned copy), for tokenizer_config_record
     size_t config_bytes;
@@ -151,6 +152,8 @@ static int apply_config(Tokenizer *t, const char *json, size_t len, const char *
     }
     if (cJSON_IsBool(v = cJSON_GetObjectItemCaseSensitive(c, "add_bos_token"))) t->add_bos = cJSON_IsTrue(v);
     if (cJSON_IsBool(v = cJSON_GetObjectItemCaseSensitive(c, "add_eos_token"))) t->add_eos = cJSON_IsTrue(v);
+    if (cJSON_IsBool(v = cJSON_GetObjectItemCaseSensitive(c, "clean_up_tokenization_spaces")))
+        t->clean_up_spaces = cJSON_IsTrue(v);
     // generation_config.json: eos_token_id (an int or a list) ends generation too
     if ((v = cJSON_GetObjectItemCaseSensitive(c, "eos_token_id"))) {
         if (cJSON_IsNumber(v)) add_end(t, v->valueint);
@@ -495,6 +498,30 @@ char *tokenizer_decode_ex(const Tokenizer *t, const int *ids, int n_ids, int ski
     free(raw);
     if (len) *len = o;
     return out;
+}
+
+int tokenizer_cleans_up_spaces(const Tokenizer *t) { return t ? t->clean_up_spaces : 0; }
+
+// transformers' clean_up_tokenization: these str.replace calls in this order, each over
+// the whole text, left to right without overlaps (every one shortens, so in place).
+size_t tokenizer_clean_up_spaces(char *text, size_t len) {
+    static const char *const from[] = {" .", " ?", " !", " ,", " ' ", " n't", " 'm", " 's", " 've", " 're"};
+    static const char *const to[] = {".", "?", "!", ",", "'", "n't", "'m", "'s", "'ve", "'re"};
+    for (size_t k = 0; text && k < sizeof from / sizeof from[0]; k++) {
+        const size_t fl = strlen(from[k]), tl = strlen(to[k]);
+        size_t r = 0, w = 0;
+        while (r < len) {
+            if (len - r >= fl && !memcmp(text + r, from[k], fl)) {
+                memmove(text + w, to[k], tl);
+                w += tl, r += fl;
+            } else {
+                text[w++] = text[r++];
+            }
+        }
+        len = w;
+    }
+    if (text) text[len] = '\0';
+    return len;
 }
 
 char *tokenizer_decode_len(const Tokenizer *t, const int *ids, int n_ids, size_t *len) {

@@ -106,6 +106,12 @@ char *tokenizer_decode_len(const Tokenizer *t, const int *ids, int n_ids, size_t
 /* tokenizer.json: HF decode(ids, skip_special_tokens), invalid UTF-8 replaced by
  * U+FFFD; (SentencePiece ignores skip_special: its Decode drops control pieces). */
 char *tokenizer_decode_ex(const Tokenizer *t, const int *ids, int n_ids, int skip_special, size_t *len);
+/* Does the config set clean_up_tokenization_spaces (transformers' decode then applies
+ * tokenizer_clean_up_spaces; absent means false, as in transformers since 4.45)? */
+int tokenizer_cleans_up_spaces(const Tokenizer *t);
+/* transformers' clean_up_tokenization on text[0..len), in place (" ." -> ".", " n't" ->
+ * "n't", ...); returns the new length and NUL-terminates (text needs len + 1 bytes). */
+size_t tokenizer_clean_up_spaces(char *text, size_t len);
 
 #ifdef __cplusplus
 }

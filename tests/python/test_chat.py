@@ -388,6 +388,16 @@ class ChatModeTest(unittest.TestCase):
                       "Hi\n" + "Tell me a very long story about a little girl named Lily.\n")
         self.assertEqual(r.returncode, 1, r.stderr)
         self.assertIn("no longer fits the context", r.stderr.decode().strip().splitlines()[-1])
+        # a stdin line is read into a bounded buffer (1 MiB): longer ones are refused,
+        # also after a first turn and without a final newline
+        for stdin in ("x" * ((1 << 20) + 1) + "\n", "Hi\n" + "y" * (3 << 20)):
+            r = self.chat(["--chat-template", tpl, "-t", "0", "-n", "1", "-c", "256"], stdin)
+            self.assertEqual(r.returncode, 1, r.stderr[-300:])
+            self.assertEqual(r.stderr.decode().strip().splitlines()[-1],
+                             "run: error: --chat: a line of stdin is longer than 1048576 bytes")
+        r = self.chat(["--chat-template", tpl, "-t", "0", "-n", "1", "-c", "64"],
+                      "z" * (1 << 20) + "\n")  # exactly the bound: read, then too long a turn
+        self.assertNotIn(b"longer than", r.stderr)
         mistral, _ = self.structures["mistral-v0.1"]
         for why, args in (("system refused", ["--chat-template", mistral, "--system", "x"]),
                           ("no template", []),

@@ -196,7 +196,8 @@ class TestConverterTokenizer(unittest.TestCase):
             self.assertEqual(tok, f.read())
         dig = json.loads(rec["config.json"])
         self.assertEqual(dig, {"add_bos_token": True, "add_eos_token": False, "bos_token": "<s>",
-                               "eos_token": "</s>", "eos_token_id": [2, 32001]})
+                               "eos_token": "</s>", "eos_token_id": [2, 32001],
+                               "clean_up_tokenization_spaces": False})
 
     def test_object_tokens_and_no_config(self):
         d = self.folder("deepseek_v3")

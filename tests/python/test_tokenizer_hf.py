@@ -118,6 +118,62 @@ class TestHfTokenizerIds(unittest.TestCase):
                         self.assertEqual(out, texts[tname])
 
 
+@unittest.skipUnless(have_shared(), "../shared/data/tokenizers is absent: skipping the HF tokenizer tests")
+class TestCleanUpTokenizationSpaces(unittest.TestCase):
+    """--decode-ids applies transformers' clean_up_tokenization where the config sets
+    clean_up_tokenization_spaces (llama3's does; the other three set it false): the
+    texts decoded by @huggingface/tokenizers with each tokenizer_config.json
+    (tests/fixtures/tokenizer/cleanup.json, tests/tools/hf_cleanup_reference.mjs), from
+    -z tokenizer.json (its config read from beside it) and from a .bin whose config
+    digest scripts/convert_hf.py wrote."""
+
+    @classmethod
+    def setUpClass(cls):
+        with open(os.path.join(FIX, "cleanup.json"), encoding="utf-8") as f:
+            cls.ref = json.load(f)["tokenizers"]
+        cls.tmp = tempfile.mkdtemp(prefix="tok_cleanup_")
+
+    @classmethod
+    def tearDownClass(cls):
+        shutil.rmtree(cls.tmp, ignore_errors=True)
+
+    def check(self, tok, cases, want_key):
+        for i, c in enumerate(cases):
+            with self.subTest(tokenizer=tok, case=i):
+                p = run(["-z", tok, "--decode-ids", " ".join(map(str, c["ids"]))])
+                self.assertEqual(p.returncode, 0, p.stderr.decode())
+                self.assertEqual(p.stdout.decode("utf-8"), c[want_key])
+
+    def test_as_the_config_says(self):
+        self.assertTrue(self.ref["llama3"]["clean_up_tokenization_spaces"])
+        changed = sum(c["decoded"] != c["text"] for c in self.ref["llama3"]["cases"])
+        self.assertEqual(changed, len(self.ref["llama3"]["cases"]))  # every case tests it
+        for name in NAMES:
+            self.check(os.path.join(SHARED_TOK, name, "tokenizer.json"), self.ref[name]["cases"],
+                       "decoded")
+
+    def test_embedded_config(self):
+        from tests.python.test_tokenizer_embed import write_tiny, convert_hf
+        d = os.path.join(self.tmp, "llama3")
+        os.makedirs(d, exist_ok=True)
+        shutil.copy(os.path.join(SHARED_TOK, "llama3", "tokenizer.json"), d)
+        with open(os.path.join(SHARED_TOK, "llama3", "tokenizer_config.json"), encoding="utf-8") as f:
+            tc = json.load(f)
+        with open(os.path.join(d, "tokenizer_config.json"), "w", encoding="utf-8") as f:
+            json.dump({k: v for k, v in tc.items() if k != "chat_template"}, f)  # the digest only
+        kind, tok, rec = convert_hf.tokenizer_files(d, {})
+        self.assertTrue(json.loads(rec["config.json"])["clean_up_tokenization_spaces"])
+        cases = self.ref["llama3"]["cases"]
+        with_cleanup = os.path.join(self.tmp, "with.bin")
+        write_tiny(with_cleanup, 128256, tok, kind, rec)
+        self.check(with_cleanup, cases, "decoded")
+        dig = json.loads(rec["config.json"])
+        del dig["clean_up_tokenization_spaces"]  # absent: off, as in transformers >= 4.45
+        without = os.path.join(self.tmp, "without.bin")
+        write_tiny(without, 128256, tok, kind, {"config.json": json.dumps(dig).encode()})
+        self.check(without, cases[:3], "text")
+
+
 def tiny_tokenizer(**over):
     """A small byte-level BPE tokenizer.json (every byte, a few merges, one special)."""
     chars = [chr(c) for c in range(33, 127)] + ["\u0120", "\u010a"]  # + 'Ġ' (space), 'Ċ' (newline)
