@@ -122,9 +122,10 @@ bench: run $(BUILD)/bench_decode $(BUILD)/bench_bandwidth
 	$(PYTHON) bench/bench.py
 
 # Real models' shapes with random weights, written straight to their type (build-bench/,
-# ~14 GB of disk): Mistral-7B in q4_0 and q8_0, TinyLlama-1.1B in bf16. Load time,
-# resident memory and tok/s.
-bench-big: run
+# ~24 GB of disk): Mistral-7B in q4_0 and q8_0, TinyLlama-1.1B in bf16, DeepSeek-V2-Lite
+# (MoE + MLA) in q4_0. Load time, resident memory, tok/s, fraction of the bandwidth bound
+# (docs/BENCH-BIG.md; `bench/big.py --models dsv2lite_q8_0 --cold ...` for one model).
+bench-big: run $(BUILD)/bench_decode $(BUILD)/bench_bandwidth
 	$(PYTHON) bench/big.py
 
 $(BUILD)/bench_tokenize: bench/tokenize.c $(TOK_OBJ) $(HDRS)

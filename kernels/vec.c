@@ -344,6 +344,29 @@ static inline __attribute__((always_inline)) AVX512 __m512 dot_partial(DType t, 
     return _mm512_add_ps(s0, s1);
 }
 
+// rows . q_a and row . q_b for two queries of a group, each row chunk loaded and converted
+// once for both (q8_0: per block). n % 16 == 0 (the caller checks): no tail.
+static inline __attribute__((always_inline)) AVX512 void dot_partial2(DType t, const void *row, const float *qa,
+                                                                      const float *qb, int n, __m512 *sa, __m512 *sb) {
+    __m512 a = _mm512_setzero_ps(), b = a;
+    if (t == DTYPE_Q8_0) {
+        int i = 0;
+        for (const BlockQ8_0 *blk = row; i < n; i += QK, blk++) {
+            const __m512 lo = q8_lo(blk), hi = q8_hi(blk), d = _mm512_set1_ps(_cvtsh_ss(blk->d));
+            a = _mm512_fmadd_ps(_mm512_fmadd_ps(lo, _mm512_loadu_ps(qa + i), _mm512_mul_ps(hi, _mm512_loadu_ps(qa + i + 16))), d, a);
+            b = _mm512_fmadd_ps(_mm512_fmadd_ps(lo, _mm512_loadu_ps(qb + i), _mm512_mul_ps(hi, _mm512_loadu_ps(qb + i + 16))), d, b);
+        }
+    } else {
+        for (int i = 0; i < n; i += 16) {
+            const __m512 r = load16(t, row, i);
+            a = _mm512_fmadd_ps(r, _mm512_loadu_ps(qa + i), a);
+            b = _mm512_fmadd_ps(r, _mm512_loadu_ps(qb + i), b);
+        }
+    }
+    *sa = a;
+    *sb = b;
+}
+
 // the sums of a0..a3 to y[0..3] with one shuffle tree (as kernels/tensor_avx512.c does)
 static inline AVX512 void store_sums4(float *y, __m512 a0, __m512 a1, __m512 a2, __m512 a3) {
     const __m512 s01 = _mm512_add_ps(_mm512_shuffle_f32x4(a0, a1, 0x44), _mm512_shuffle_f32x4(a0, a1, 0xEE));
@@ -364,7 +387,16 @@ rows_dot_t(DType t, float *out, size_t out_stride, const float *q, size_t q_stri
     for (; k + 4 <= nrows; k += 4) {
         const char *r = rows + (size_t)k * row_stride;
         for (int j = 0; j < 4; j++) prefetch_row(rows, row_stride, k + j + PREFETCH_ROWS, nrows, bytes);
-        for (int i = 0; i < nq; i++) {
+        int i = 0;
+        if (n % 16 == 0) // two queries at a time share the row loads (a GQA group, MLA's heads)
+            for (; i + 2 <= nq; i += 2) {
+                const float *qa = q + (size_t)i * q_stride, *qb = qa + q_stride;
+                __m512 a[4], b[4];
+                for (int j = 0; j < 4; j++) dot_partial2(t, r + j * row_stride, qa, qb, n, &a[j], &b[j]);
+                store_sums4(out + (size_t)i * out_stride + k, a[0], a[1], a[2], a[3]);
+                store_sums4(out + (size_t)(i + 1) * out_stride + k, b[0], b[1], b[2], b[3]);
+            }
+        for (; i < nq; i++) {
             const float *q_i = q + (size_t)i * q_stride;
             store_sums4(out + (size_t)i * out_stride + k, dot_partial(t, r, q_i, n),
                         dot_partial(t, r + row_stride, q_i, n), dot_partial(t, r + 2 * row_stride, q_i, n),
