@@ -6,6 +6,7 @@
 //       x += residual_scale * W2 (silu(W1 n) * W3 n),   n = RMSNorm(x)
 //            (or the mixture of experts of model/moe.c on n)
 //   logits = W_out (RMSNorm(x) * logit_scale)
+#include <omp.h>
 #include <string.h>
 
 #include "kernels/kernels.h"
@@ -44,6 +45,18 @@ float *forward(const Model *m, RunState *s, const int *tokens, int n, int pos0, 
             rmsnorm(s->xb + (size_t)t * D, s->x + (size_t)t * D, layer->ffn_norm, D, c->norm_eps);
         if (layer->ffn == FFN_MOE) {
             moe_forward(&layer->moe, D, n, s->xb, s->xb2, &s->moe);
+        } else if (n == 1) {
+            // decode: the three products in one parallel region, a barrier between them
+            // instead of a fork/join each (docs/KERNELS.md, "Threads")
+            const int I = layer->ffn_hidden;
+            #pragma omp parallel if (omp_get_max_threads() > 1)
+            {
+                matvec_team(s->hb, &layer->w1, s->xb, layer->b1);  // [I]
+                matvec_team(s->hb2, &layer->w3, s->xb, layer->b3); // [I]
+                #pragma omp single
+                swiglu(s->hb, s->hb2, I);
+                matvec_team(s->xb2, &layer->w2, s->hb, layer->b2); // [D]
+            }
         } else {
             const int I = layer->ffn_hidden;
             matmul(s->hb, &layer->w1, s->xb, layer->b1, n);  // [n, I]

@@ -24,7 +24,9 @@ import json
 import re
 import sys
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+# the characters a content cut may lstrip after its separator (the runtime's are ASCII)
+CUT_LSTRIPS = ("", "\n")
 # strftime_now(fmt) renders as DATE_OPEN fmt DATE_CLOSE in a compiled string; the
 # runtime writes strftime(fmt) of the day it runs (private-use code points, so a
 # template holding them is refused).
@@ -156,7 +158,11 @@ def _refusal(s, messages):
 
 
 def _content(s, key, text):
-    return text.strip(PY_SPACE) if s["content"][key]["strip"] else text
+    c = s["content"][key]
+    sep = c["cut_after"]
+    if sep and sep in text:  # text.split(sep)[-1], then lstrip (what R1 and Qwen3 do)
+        text = text.split(sep)[-1].lstrip(c["cut_lstrip"])
+    return text.strip(PY_SPACE) if c["strip"] else text
 
 
 def _render_structure(s, messages):
@@ -276,7 +282,7 @@ def derive(r, core, tokens=()):
         except TemplateRefused:
             continue
         cand["content"] = {k: dict(strip=False, refuse_empty=False, refuse_padded=False,
-                                   refuse_substrings=[])
+                                   refuse_substrings=[], cut_after="", cut_lstrip="")
                            for k in ("user", "assistant", "system_first", "system")}
         for key, msgs, i in (("user", [U1, A1, U2], 2), ("assistant", [U1, A1, U2], 1)):
             cand["content"][key]["strip"] = _strips(r, msgs, i)
@@ -357,6 +363,7 @@ def probes(template, specials):
                 ("padded", "text \u3000"), ("padded", " "), ("padded", "\t\n")]
     for lit in lits:
         features += [(("substr", lit), c) for c in (lit, "a " + lit + " b", lit + "\nx", "x " + lit)]
+        features += [(("substr", lit), c) for c in _cut_contents(lit)]
     for a, b in itertools.product(lits, repeat=2):
         if a != b:
             features.append((("substr", a), a + " x " + b))
@@ -369,6 +376,63 @@ def probes(template, specials):
                 key = "system_first" if (shape[i] == "s" and i == 0) else conv[i]["role"]
                 out.append(((tag, key) if isinstance(tag, str) else (tag[0], key, tag[1]), conv))
     return out
+
+
+def _cut_contents(lit):
+    """Contents that tell apart the ways a template may cut content at lit."""
+    return [lit + lit, "a" + lit + "b" + lit + "c", lit + "\n\nx", "<think>\nr\n" + lit + "\n\n ans\n",
+            "x" + lit, "x" + lit + "\n", "\n" + lit + "\t x", lit + "\n", " " + lit + " "]
+
+
+def cut_probes(template, specials, key, sep):
+    """Conversations checking a content cut at sep for key (assistant or user): the cut
+    content in every turn of multi-turn conversations, beside every other message
+    holding each literal (and each pair), which a template may test to change how it
+    renders the cut message (Qwen3's tool responses move its last query)."""
+    tag = ("substr", key, sep)
+    role = "assistant" if key == "assistant" else "user"
+    lits = _literals(template) + [v for v in specials.values() if isinstance(v, str)]
+    cuts = [sep, "r" + sep + "ans"] + _cut_contents(sep)
+    out = []
+    for shape in ("uauau", "suauau", "uaua", "sua"):
+        for c in cuts:
+            pool = [SYSTEMS[0] if ch == "s" else WORDS[j] for j, ch in enumerate(shape)]
+            conv = _conv(shape, pool)
+            for m in conv:
+                if m["role"] == role:
+                    m["content"] = c
+            out.append((tag, conv))
+    others = [a for a in lits] + [a + " x " + b for a, b in itertools.product(lits, repeat=2)
+                                  if a != b]
+    for o in others:
+        for shape in ("uau", "suauu", "uaua"):
+            pool = [SYSTEMS[0] if ch == "s" else WORDS[j] for j, ch in enumerate(shape)]
+            conv = _conv(shape, pool)
+            for j, m in enumerate(conv):
+                if m["role"] == role:
+                    m["content"] = "r" + sep + "ans"
+            for j, m in enumerate(conv):
+                if m["role"] != role:
+                    alt = [dict(x) for x in conv]
+                    alt[j]["content"] = o
+                    out.append((tag, alt))
+    return out
+
+
+def _try_cut(r, s, key, sep, cases, template, specials):
+    """Model the template's handling of content holding sep as a cut (keep what follows
+    the last sep, then an lstrip), if one reproduces jinja2 on every case holding sep
+    and on cut_probes; True if it was recorded."""
+    if sep not in s["content"][key]["refuse_substrings"] and not s["content"][key]["cut_after"]:
+        relevant = [c for c in cases if c[0] == ("substr", key, sep)]
+        relevant += cut_probes(template, specials, key, sep)
+        for lstrip in CUT_LSTRIPS:
+            cand = json.loads(json.dumps(s))
+            cand["content"][key].update(cut_after=sep, cut_lstrip=lstrip)
+            if not verify(r, cand, relevant):
+                s["content"][key].update(cut_after=sep, cut_lstrip=lstrip)
+                return True
+    return False
 
 
 def _restrict(s, tag):
@@ -439,11 +503,20 @@ def compile_template(template, tokenizer_config, added_tokens=()):
     cases = probes(template, specials)
     tokens = set(added_tokens) | {v for k, v in specials.items() if isinstance(v, str)}
     s = derive(r, [c for c in cases if c[0] is None], tokens)
+    cut_tried = set()
     for _ in range(64):
         bad = verify(r, s, cases)
         if not bad:
             break
         tag, msgs, want, got = bad[0]
+        if (isinstance(tag, tuple) and tag[0] == "substr" and tag[1] == "assistant"
+                and tag not in cut_tried):
+            cut_tried.add(tag)
+            if _try_cut(r, s, tag[1], tag[2], cases, template, specials):
+                cases += cut_probes(template, specials, tag[1], tag[2])  # verified to the end
+                continue
+        if tag == ("substr", "assistant", s["content"]["assistant"]["cut_after"]):
+            s["content"]["assistant"].update(cut_after="", cut_lstrip="")  # the cut failed
         if not _restrict(s, tag):
             raise TemplateRefused(
                 "the runtime's structure does not reproduce jinja2 on %s: jinja2 gives %r, the "

@@ -46,6 +46,16 @@ CONVERSATIONS = [
     [m("user", "Hi"), m("user", "Hi again")],
     [m("user", "Hi"), m("assistant", "Trailing assistant message.")],
     [m("system", "Only a system message.")],
+    # past reasoning: R1 and its distills keep what follows an assistant message's last
+    # </think> (0, 1 and 2 of them, at the start, at the end, the whole content)
+    [m("system", "Think step by step."), m("user", "Q1"),
+     m("assistant", "<think>\nfirst\n</think>\n\nAnswer one."), m("user", "Q2"),
+     m("assistant", "No thinking here."), m("user", "Q3"),
+     m("assistant", "<think>a</think>b</think>\n\nc"), m("user", "Q4")],
+    [m("user", "Hi"), m("assistant", "</think>"), m("user", "Again"),
+     m("assistant", "</think>starts with it"), m("user", "And?"),
+     m("assistant", "ends with it</think>"), m("user", "Done?")],
+    [m("user", "Hi"), m("assistant", "</think></think>"), m("user", "x </think> y")],
 ]
 
 

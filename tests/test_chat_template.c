@@ -8,6 +8,7 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -16,7 +17,7 @@
 #include "tokenizer/chat_template.h"
 
 static const char *STRUCTURE =
-    "{\"version\": 1, \"no_system\": \"<s>\", \"generation\": \"<A>\", \"end_of_turn\": \"</t>\","
+    "{\"version\": 2, \"no_system\": \"<s>\", \"generation\": \"<A>\", \"end_of_turn\": \"</t>\","
     " \"system_first\": {\"prefix\": \"<s><S>\", \"suffix\": \"</t>\"},"
     " \"roles\": {\"user\": {\"prefix\": \"<U>\", \"suffix\": \"</t>\"},"
     "            \"assistant\": {\"prefix\": \"<A>\", \"suffix\": \"</t>\"},"
@@ -24,13 +25,14 @@ static const char *STRUCTURE =
     " \"rules\": {\"alternate\": false, \"last_user\": true},"
     " \"content\": {"
     "  \"system_first\": {\"strip\": true, \"refuse_empty\": false, \"refuse_padded\": false,"
-    "                     \"refuse_substrings\": []},"
+    "                     \"refuse_substrings\": [], \"cut_after\": \"\", \"cut_lstrip\": \"\"},"
     "  \"system\": {\"strip\": false, \"refuse_empty\": true, \"refuse_padded\": false,"
-    "               \"refuse_substrings\": []},"
+    "               \"refuse_substrings\": [], \"cut_after\": \"\", \"cut_lstrip\": \"\"},"
     "  \"user\": {\"strip\": true, \"refuse_empty\": false, \"refuse_padded\": false,"
-    "             \"refuse_substrings\": []},"
+    "             \"refuse_substrings\": [], \"cut_after\": \"\", \"cut_lstrip\": \"\"},"
     "  \"assistant\": {\"strip\": false, \"refuse_empty\": false, \"refuse_padded\": true,"
-    "                  \"refuse_substrings\": [\"</think>\"]}}}";
+    "                  \"refuse_substrings\": [\"</think>\"],"
+    "                  \"cut_after\": \"\", \"cut_lstrip\": \"\"}}}";
 
 static struct tm fixed_day(void) {
     struct tm tm = {0};
@@ -100,7 +102,7 @@ static void test_refusals(void **state) {
     char *alt = strdup(STRUCTURE);
     char *p = strstr(alt, "\"system_first\": {\"prefix\"");
     assert_non_null(p);
-    const char *no_sys = "{\"version\": 1, \"no_system\": \"<s>[\\ue000%d %b %Y\\ue001]\", "
+    const char *no_sys = "{\"version\": 2, \"no_system\": \"<s>[\\ue000%d %b %Y\\ue001]\", "
                          "\"generation\": \"\", \"end_of_turn\": \"\", \"system_first\": null,"
                          " \"roles\": {\"user\": {\"prefix\": \"[I]\", \"suffix\": \"[/I]\"},"
                          " \"assistant\": {\"prefix\": \"\", \"suffix\": \"</s>\"}},"
@@ -129,7 +131,7 @@ static void test_refusals(void **state) {
 static void test_bad_structures(void **state) {
     (void)state;
     const char *bad[] = {
-        "", "[]", "{", "{\"version\": 2}", "{\"version\": 1}",
+        "", "[]", "{", "{\"version\": 2}", "{\"version\": 3}",
         "{\"version\": 1, \"no_system\": 3}",
         // a date field that never closes
         "{\"version\": 1, \"no_system\": \"\\ue000%d\", \"generation\": \"\", \"end_of_turn\": \"\"}",
@@ -144,7 +146,8 @@ static void test_bad_structures(void **state) {
     }
     // every field of the good structure is required: drop each key in turn
     static const char *keys[] = {"\"no_system\"", "\"generation\"", "\"end_of_turn\"", "\"rules\"",
-                                 "\"alternate\"", "\"refuse_substrings\"", "\"strip\"", "\"assistant\""};
+                                 "\"alternate\"", "\"refuse_substrings\"", "\"strip\"", "\"assistant\"",
+                                 "\"cut_after\"", "\"cut_lstrip\""};
     for (size_t k = 0; k < sizeof keys / sizeof *keys; k++) {
         char *j = strdup(STRUCTURE);
         char *at = strstr(j, keys[k]);
@@ -154,6 +157,86 @@ static void test_bad_structures(void **state) {
         assert_null(chat_template_parse(j, strlen(j), err, sizeof err));
         assert_true(strlen(err) > 0);
         free(j);
+    }
+}
+
+// a copy of base with the first occurrence of `from` replaced by `to`
+static char *edited_from(const char *base, const char *from, const char *to) {
+    const char *at = strstr(base, from);
+    assert_non_null(at);
+    char *j = malloc(strlen(base) + strlen(to) + 1);
+    assert_non_null(j);
+    memcpy(j, base, (size_t)(at - base));
+    strcpy(j + (at - base), to);
+    strcat(j, at + strlen(from));
+    return j;
+}
+
+static char *edited(const char *from, const char *to) { return edited_from(STRUCTURE, from, to); }
+
+// A content cut: text.split(sep)[-1] (non-overlapping occurrences from the left), then
+// lstrip, only where sep occurs. Expected values worked out by hand from Python's rules.
+static void test_cut(void **state) {
+    (void)state;
+    char *j0 = edited("\"refuse_padded\": true", "\"refuse_padded\": false"); // the assistant's
+    char *j = edited_from(j0, "\"refuse_substrings\": [\"</think>\"]", "\"refuse_substrings\": []");
+    free(j0);
+    j0 = j;
+    j = edited_from(j0, "\"cut_after\": \"\", \"cut_lstrip\": \"\"}}}",
+                    "\"cut_after\": \"</think>\", \"cut_lstrip\": \"\\n\"}}}");
+    free(j0);
+    ChatTemplate *t = parse(j);
+    char err[256];
+    const char *cases[][2] = {
+        {"no think", "no think"}, {"\nkept\n", "\nkept\n"}, {"</think>", ""},
+        {"r</think>\n\nans", "ans"}, {"</think>start", "start"}, {"end</think>", ""},
+        {"a</think>b</think>\n c", " c"}, {"</think></think>", ""}, {"x</think>\n", ""},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+        ChatMessage m[] = {{CHAT_USER, "u</think>"}, {CHAT_ASSISTANT, (char *)cases[i][0]},
+                           {CHAT_USER, "v"}};
+        char *s = render(t, m, 3, err);
+        assert_non_null(s);
+        char want[128];
+        snprintf(want, sizeof want, "<s><U>u</think></t><A>%s</t><U>v</t><A>", cases[i][1]);
+        assert_string_equal(s, want);
+        free(s);
+    }
+    chat_template_free(t);
+    free(j);
+    // an overlapping separator: "aaa".split("aa") == ["", "a"]; the user content is
+    // stripped after the cut
+    const char *user = strstr(STRUCTURE, "\"user\": {\"strip\"");
+    assert_non_null(user);
+    const char *from = strstr(user, "\"cut_after\": \"\", \"cut_lstrip\": \"\"");
+    char *k = malloc(strlen(STRUCTURE) + 64);
+    memcpy(k, STRUCTURE, (size_t)(from - STRUCTURE));
+    strcpy(k + (from - STRUCTURE), "\"cut_after\": \"aa\", \"cut_lstrip\": \"b\"");
+    strcat(k, from + strlen("\"cut_after\": \"\", \"cut_lstrip\": \"\""));
+    t = parse(k);
+    const char *ucases[][2] = {{"aaa", "a"}, {"xaaaay", "y"}, {"aaaaa", "a"}, {"aab b ", "b"},
+                               {"x aa bbc ", "bbc"}, {" b ", "b"}};
+    for (size_t i = 0; i < sizeof ucases / sizeof *ucases; i++) {
+        ChatMessage m[] = {{CHAT_USER, (char *)ucases[i][0]}};
+        char *s = render(t, m, 1, err);
+        assert_non_null(s);
+        char want[128];
+        snprintf(want, sizeof want, "<s><U>%s</t><A>", ucases[i][1]);
+        assert_string_equal(s, want);
+        free(s);
+    }
+    chat_template_free(t);
+    free(k);
+    // a cut_lstrip that is not ASCII, a field this runtime does not know
+    const char *bad[][2] = {{"\"cut_lstrip\": \"\"", "\"cut_lstrip\": \"\\u3000\""},
+                            {"\"cut_lstrip\": \"\"", "\"cut_lstrip\": \"\", \"cut_rstrip\": \"\""},
+                            {"\"cut_after\": \"\"", "\"cut_after\": 3"}};
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        char *b = edited(bad[i][0], bad[i][1]);
+        err[0] = 0;
+        assert_null(chat_template_parse(b, strlen(b), err, sizeof err));
+        assert_true(strlen(err) > 0);
+        free(b);
     }
 }
 
@@ -187,6 +270,7 @@ int main(void) {
         cmocka_unit_test(test_render),
         cmocka_unit_test(test_refusals),
         cmocka_unit_test(test_bad_structures),
+        cmocka_unit_test(test_cut),
         cmocka_unit_test(test_messages),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -25,6 +25,8 @@ typedef struct {
     int strip, refuse_empty, refuse_padded;
     char **substrings;
     int n_substrings;
+    char *cut_after;  // "" or: keep what follows the last cut_after (Python's split()[-1]),
+    char *cut_lstrip; // then remove leading bytes of cut_lstrip (ASCII), if it occurred
 } ContentRule;
 
 struct ChatTemplate {
@@ -170,8 +172,8 @@ ChatTemplate *chat_template_parse(const char *json, size_t len, char *err, size_
     ChatTemplate *t = calloc(1, sizeof *t);
     if (!t) { cJSON_Delete(root); fail(err, errlen, "chat template: out of memory"); return NULL; }
     const cJSON *ver = cJSON_GetObjectItemCaseSensitive(root, "version");
-    if (!cJSON_IsNumber(ver) || ver->valuedouble != 1) {
-        fail(err, errlen, "chat template: unknown structure version (this runtime reads version 1)");
+    if (!cJSON_IsNumber(ver) || ver->valuedouble != 2) {
+        fail(err, errlen, "chat template: unknown structure version (this runtime reads version 2)");
         goto fail;
     }
     if (!(t->no_system = dup_string(root, "no_system", "", err, errlen))) goto fail;
@@ -204,6 +206,23 @@ ChatTemplate *chat_template_parse(const char *json, size_t len, char *err, size_
         snprintf(where, sizeof where, "content.%s.", key_names[k]);
         ContentRule *r = &t->content[k];
         if (!cJSON_IsObject(c)) { fail(err, errlen, "chat template: content.%s is missing", key_names[k]); goto fail; }
+        static const char *known[] = {"strip", "refuse_empty", "refuse_padded", "refuse_substrings",
+                                      "cut_after", "cut_lstrip"};
+        for (const cJSON *f = c->child; f; f = f->next) {
+            int ok = 0;
+            for (size_t j = 0; j < sizeof known / sizeof *known; j++) ok |= !strcmp(f->string, known[j]);
+            if (!ok) {
+                fail(err, errlen, "chat template: %s holds a field this runtime does not know", where);
+                goto fail;
+            }
+        }
+        if (!(r->cut_after = dup_string(c, "cut_after", where, err, errlen))) goto fail;
+        if (!(r->cut_lstrip = dup_string(c, "cut_lstrip", where, err, errlen))) goto fail;
+        for (const char *q = r->cut_lstrip; *q; q++)
+            if ((unsigned char)*q >= 0x80) {
+                fail(err, errlen, "chat template: %scut_lstrip is not ASCII", where);
+                goto fail;
+            }
         if (get_bool(c, "strip", &r->strip, where, err, errlen) ||
             get_bool(c, "refuse_empty", &r->refuse_empty, where, err, errlen) ||
             get_bool(c, "refuse_padded", &r->refuse_padded, where, err, errlen))
@@ -240,6 +259,8 @@ void chat_template_free(ChatTemplate *t) {
         free(t->part[k].suffix);
         for (int i = 0; i < t->content[k].n_substrings; i++) free(t->content[k].substrings[i]);
         free(t->content[k].substrings);
+        free(t->content[k].cut_after);
+        free(t->content[k].cut_lstrip);
     }
     free(t);
 }
@@ -278,7 +299,19 @@ static int check_content(const ChatTemplate *t, int key, const char *content, in
     return 0;
 }
 
+// content.split(sep)[-1]: after the last of the non-overlapping occurrences found from
+// the left (as Python's split), or content itself without one; then the lstrip
+static const char *cut_content(const ContentRule *r, const char *content) {
+    const size_t n = strlen(r->cut_after);
+    if (!n || !strstr(content, r->cut_after)) return content;
+    const char *rest = content;
+    for (const char *at; (at = strstr(rest, r->cut_after));) rest = at + n;
+    while (*rest && strchr(r->cut_lstrip, *rest)) rest++;
+    return rest;
+}
+
 static void add_content(Buf *b, const ChatTemplate *t, int key, const char *content) {
+    content = cut_content(&t->content[key], content);
     size_t a = 0, z = strlen(content);
     if (t->content[key].strip) py_strip(content, &a, &z);
     buf_add(b, content + a, z - a);

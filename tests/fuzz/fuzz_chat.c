@@ -65,11 +65,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         if (!t) { check_err(err); return 0; }
         (void)chat_template_accepts_system(t);
         if (!chat_template_end_of_turn(t)) abort();
-        ChatMessage m[4] = {{CHAT_SYSTEM, "Be brief."}, {CHAT_USER, "Hi \xc3\xa9 \xf0\x9f\x98\x80"},
-                            {CHAT_ASSISTANT, "Hello."}, {CHAT_USER, "  spaces  \n"}};
+        ChatMessage m[6] = {{CHAT_SYSTEM, "Be brief."}, {CHAT_USER, "Hi \xc3\xa9 \xf0\x9f\x98\x80"},
+                            {CHAT_ASSISTANT, "Hello."}, {CHAT_USER, "  spaces  \n"},
+                            {CHAT_ASSISTANT, "<think>\nr\n</think>\n\nok</think>"}, {CHAT_USER, "?"}};
         render(t, m, 4);
         render(t, m + 1, 3);
         render(t, m + 1, 0);
+        render(t, m, 6); // a content cut (R1's past reasoning)
         chat_template_free(t);
         return 0;
     }

@@ -100,7 +100,7 @@ def chat(d):
         templates = json.load(f)["templates"]
     with tempfile.TemporaryDirectory() as tmp:
         for t in templates:
-            if t["name"] not in ("llama3.1", "qwen2.5", "zephyr", "mistral-v0.1"):
+            if t["name"] not in ("llama3.1", "qwen2.5", "zephyr", "mistral-v0.1", "deepseek-r1"):
                 continue
             cfg = {k: v for k, v in t.items() if k == "chat_template" or k.endswith("_token")}
             path = os.path.join(tmp, "tokenizer_config.json")
@@ -113,7 +113,9 @@ def chat(d):
     msgs = [[{"role": "user", "content": "Hello!"}],
             [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"},
              {"role": "assistant", "content": "Hello."}, {"role": "user", "content": "caf\u00e9 \ud83d\ude00"}],
-            [{"role": "assistant", "content": "first"}, {"role": "tool", "content": "x"}]]
+            [{"role": "assistant", "content": "first"}, {"role": "tool", "content": "x"}],
+            [{"role": "user", "content": "Q"}, {"role": "assistant", "content": "r</think>a</think>b"},
+             {"role": "user", "content": "</think>"}]]
     for i, m in enumerate(msgs):
         with open(os.path.join(d, "messages%d" % i), "wb") as f:
             f.write(b"\x01" + json.dumps(m).encode())

@@ -82,7 +82,10 @@ class CompileTest(unittest.TestCase):
         self.assertEqual(s["end_of_turn"], "<|im_end|>")
         s = self.compiled("qwen3")
         self.assertEqual(s["no_system"], "")
+        # Qwen3 cuts at </think> too, but renders the cut reasoning when the last user
+        # message is a tool response: no cut is verified, such content stays refused
         self.assertIn("</think>", s["content"]["assistant"]["refuse_substrings"])
+        self.assertEqual(s["content"]["assistant"]["cut_after"], "")
         self.assertTrue(s["rules"]["last_user"])  # a trailing assistant turn gets a think block
 
     def test_deepseek_family(self):
@@ -91,7 +94,12 @@ class CompileTest(unittest.TestCase):
         self.assertNotIn("system", s["roles"])  # later system messages move to the front
         s = self.compiled("r1-distill-qwen")
         self.assertEqual(s["generation"], "<｜Assistant｜><think>\n")
-        self.assertIn("</think>", s["content"]["assistant"]["refuse_substrings"])
+        for name in ("r1-distill-qwen", "r1-distill-llama"):
+            s = self.compiled(name)
+            self.assertEqual((s["content"]["assistant"]["cut_after"],
+                              s["content"]["assistant"]["cut_lstrip"]), ("</think>", ""))
+            self.assertEqual(s["content"]["assistant"]["refuse_substrings"], [])
+            self.assertEqual(s["content"]["user"]["cut_after"], "")
         # DeepSeek-R1 (671B): V3's template with the distills' "</think>" cut; the
         # generation prompt opens a think block since an early-2025 update
         for name, gen in (("deepseek-r1", "<｜Assistant｜><think>\n"),
@@ -102,7 +110,41 @@ class CompileTest(unittest.TestCase):
             self.assertNotIn("system", s["roles"])
             self.assertEqual(s["roles"]["assistant"],
                              {"prefix": "<｜Assistant｜>", "suffix": "<｜end▁of▁sentence｜>"})
-            self.assertIn("</think>", s["content"]["assistant"]["refuse_substrings"])
+            # past reasoning: content.split('</think>')[-1], verified, not refused
+            self.assertEqual((s["content"]["assistant"]["cut_after"],
+                              s["content"]["assistant"]["cut_lstrip"]), ("</think>", ""))
+            self.assertEqual(s["content"]["assistant"]["refuse_substrings"], [])
+
+    def test_content_cuts(self):
+        """A cut is recorded only where its behaviour matches jinja2 on every probe: the
+        separator's last occurrence with an lstrip of '\n' (Qwen3 without its reasoning
+        branch) is found; a cut at the first occurrence, keeping what precedes it, or
+        stripping all whitespace is refused."""
+        head = "{% for m in messages %}{% set c = m.content %}"
+        tail = "<{{ m.role }}>{{ c }}</s>{% endfor %}{% if add_generation_prompt %}<a>{% endif %}"
+        ifthink = "{% if m.role == 'assistant' and '</think>' in c %}"
+        cases = {
+            "split[-1].lstrip": (ifthink + "{% set c = c.split('</think>')[-1].lstrip('\n') %}"
+                                 "{% endif %}", ("</think>", "\n")),
+            "split[-1], no if": ("{% if m.role == 'assistant' %}"
+                                 "{% set c = c.split('</think>')[-1] %}{% endif %}", ("</think>", "")),
+            "split[1]": (ifthink + "{% set c = c.split('</think>')[1] %}{% endif %}", None),
+            "split[0]": (ifthink + "{% set c = c.split('</think>')[0] %}{% endif %}", None),
+            "split[-1].strip": (ifthink + "{% set c = c.split('</think>')[-1].strip() %}"
+                                "{% endif %}", None),
+            "split[-1].lstrip(' ')": (
+                ifthink + "{% set c = c.split('</think>')[-1].lstrip(' ') %}{% endif %}", None),
+        }
+        for why, (body, want) in cases.items():
+            with self.subTest(why=why):
+                s = ct.compile_template(head + body + tail, {"eos_token": "</s>"})
+                a = s["content"]["assistant"]
+                if want is None:
+                    self.assertEqual(a["cut_after"], "")
+                    self.assertIn("</think>", a["refuse_substrings"])
+                else:
+                    self.assertEqual((a["cut_after"], a["cut_lstrip"]), want)
+                    self.assertEqual(a["refuse_substrings"], [])
 
     def test_deepseek_r1_2501_matches_huggingface_js(self):
         # huggingface.js's own test of this template (packages/jinja/test/e2e.test.js,
