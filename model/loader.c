@@ -570,10 +570,15 @@ static int bind_tensors(Ctx *c) {
         for (int k = 0; k < 4; k++) t->shape[k] = e->shape[k];
         t->nbytes = e->nbytes;
         // what one decode step reads: every matrix once, but of an untied embedding
-        // only one row; vectors as the f32 they were widened to
+        // only one row, of stacked experts only the router's top_k; vectors as the f32
+        // they were widened to
+        int layer = -1, end = 0;
         if (e->ndim == 1) t->bytes_per_token = e->count * sizeof(float);
         else if (!strcmp(e->name, "tok_embeddings") && !cfg->tied_embeddings)
             t->bytes_per_token = e->nbytes / e->shape[0];
+        else if (e->ndim == 3 && sscanf(e->name, "layers.%d.experts.%*s%n", &layer, &end) == 1 &&
+                 end > 0 && layer >= 0 && layer < cfg->n_layers && m->layers[layer].ffn == FFN_MOE)
+            t->bytes_per_token = e->nbytes / e->shape[0] * (uint64_t)m->layers[layer].moe.top_k;
         else t->bytes_per_token = e->nbytes;
         m->weight_bytes_per_token += t->bytes_per_token;
     }

@@ -124,6 +124,18 @@ class MoERuntimeTest(unittest.TestCase):
         self.assertEqual(info["n_params"], n_params)
         self.assertEqual(info["active_params"], n_params - skipped)
         self.assertEqual(info["hidden_dim"], 64)  # widest FFN (the shared expert)
+        # bytes a decode step reads (f32 file, untied): one embedding row, of each stacked
+        # expert tensor only the top_k experts' share, everything else whole
+        want = 0
+        for name, a in self.tensors.items():
+            nbytes = 4 * int(np.prod(a.shape))
+            if name == "tok_embeddings":
+                nbytes //= a.shape[0]
+            elif ".experts." in name:
+                layer = info["layers"][int(name.split(".")[1])]
+                nbytes = nbytes // layer["n_experts"] * layer["top_k"]
+            want += nbytes
+        self.assertEqual(info["weight_bytes_per_token"], want)
 
     # -- corrupt feed-forward descriptors ------------------------------------------------
 
