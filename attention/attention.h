@@ -62,6 +62,12 @@ static inline char *gqa_row(const GQACache *c, const void *part, int kv, int pos
     return (char *)part + ((size_t)kv * c->context + pos) * head_bytes;
 }
 
+// Prefill tiles of gqa_attend (gqa.c): chunks of at least GQA_TILE_MIN_TOKENS tokens attend
+// a tile of gqa_tile_tokens(group) tokens at a time, about GQA_TILE_ROWS query rows.
+#define GQA_TILE_MIN_TOKENS 8
+#define GQA_TILE_ROWS 32
+static inline int gqa_tile_tokens(int group) { return group >= GQA_TILE_ROWS ? 1 : GQA_TILE_ROWS / group; }
+
 // --- MLA -------------------------------------------------------------------------
 
 typedef struct {
@@ -115,7 +121,9 @@ typedef struct {
     float *q_a;        // [max_tokens, max dq]
     float *kv_a;       // [max_tokens, max dc+dr or 2*Hkv*d]: new latents, or new K and V
     float *heads;      // [max_tokens, max H*d or H*dv] concatenated head outputs
-    float *att;        // [n_threads, att_stride] attention weights
+    float *att;        // [n_threads, att_stride] attention weights (gqa.c's tiles: their
+                       // packed queries, outputs, scores and widened keys and values)
+    int tile_ok;       // att is sized for gqa.c's prefill tiles (max_tokens >= GQA_TILE_MIN_TOKENS)
     size_t att_stride; // context * the most query heads one task attends for
                        // (a GQA group, or all heads of an MLA layer)
     float *latent_tmp; // [n_threads, latent_tmp_stride] absorbed MLA: latent queries and outputs
@@ -128,6 +136,7 @@ typedef struct {
 typedef struct {
     size_t q, q_a, kv_a, heads; // floats per token (kv_a: MLA's dc+dr, or GQA's new K and V)
     size_t task_heads;          // most query heads one task attends for
+    size_t tile_rows, tile_d;   // gqa.c's prefill tiles: most query rows per tile, widest head
     size_t latent;              // H * dc of the widest MLA layer
     size_t k_decomp, v_decomp;  // H * dn, H * dv (naive MLA)
 } AttnScratchSize;

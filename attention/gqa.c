@@ -19,6 +19,7 @@
 #include "attention/kv.h"
 #include "attention/split.h"
 #include "kernels/kernels.h"
+#include "kernels/vec.h"
 
 void gqa_attention(const GQAWeights *w, const GQACache *cache, const Rope *rope, int dim,
                    int n, int pos0, int window, const float *x, float *out, AttnScratch *s) {
@@ -72,8 +73,15 @@ void gqa_attention(const GQAWeights *w, const GQACache *cache, const Rope *rope,
 // with h / group == kv: each cached key and value row is read once for all of them.
 // When there are fewer (token, KV head) pairs than threads (MQA decoding), the group
 // is cut into slices (attention/split.h) so that every thread has work.
+static void gqa_attend_tiles(const GQAWeights *w, const GQACache *cache, int n, int pos0, int window,
+                             const float *q, float *heads, AttnScratch *s);
+
 void gqa_attend(const GQAWeights *w, const GQACache *cache, int n, int pos0, int window,
                 const float *q, float *heads, AttnScratch *s) {
+    if (n >= GQA_TILE_MIN_TOKENS && s->tile_ok) {
+        gqa_attend_tiles(w, cache, n, pos0, window, q, heads, s);
+        return;
+    }
     const int H = w->n_heads, Hkv = w->n_kv_heads, d = w->head_dim;
     const int group = H / Hkv; // query heads per KV head
     const int q_dim = H * d;
@@ -111,6 +119,90 @@ void gqa_attend(const GQAWeights *w, const GQACache *cache, int n, int pos0, int
                 memset(o_t + h0 * d, 0, sizeof(float) * (size_t)nh * d);
                 rows_axpy(o_t + h0 * d, (size_t)d, att, (size_t)len, nh, type, value0, head_bytes, len, d);
             }
+        }
+    }
+}
+
+// --- attend: a prefill chunk, tile by tile ----------------------------------------
+//
+// For n >= GQA_TILE_MIN_TOKENS queries the tasks are (a tile of tq consecutive tokens, one
+// KV head): its R = tq * group query rows (tokens t0.., each with the group's heads) meet
+// the L cached keys from the first token's first key to the last token's position:
+//
+//   K, V  = cache rows [first, last] of KV head kv, widened to f32 once   [L, d] each
+//   S     = Q K^T                                                         [R, L]
+//   S[r]  = softmax(S[r][lo_r, hi_r] / sqrt(d)), 0 outside                (row r: token t,
+//           lo_r = attn_first_key(pos_t) - first, hi_r = pos_t - first:    causal + window)
+//   O     = S V                                                           [R, d]
+//
+// so each key and value is converted once per tile instead of once per query (the decode
+// loop above), and both products run over many rows at once (kernels/vec.h's rows_dot and
+// rows_axpy keep a few key rows in L1 for all R queries). The masked corner of S (keys
+// after a row's own position, within the tile's diagonal block) costs zeros, at most
+// tq - 1 of the L keys per row. Same sums as the plain loop in another order: the tests
+// (tests/test_attention.c) hold it to it within 1e-6 relative.
+static void gqa_attend_tiles(const GQAWeights *w, const GQACache *cache, int n, int pos0, int window,
+                             const float *q, float *heads, AttnScratch *s) {
+    const int H = w->n_heads, Hkv = w->n_kv_heads, d = w->head_dim;
+    const int group = H / Hkv, q_dim = H * d;
+    const int tq = gqa_tile_tokens(group);     // tokens per tile
+    const int tiles = (n + tq - 1) / tq;
+    const float scale = 1.0f / sqrtf((float)d);
+    const DType type = cache->type;
+    const size_t head_bytes = dtype_row_bytes(type, d);
+    const int threads = split_threads(s->n_threads);
+
+    // the last tiles attend over the most keys: hand them out first
+    #pragma omp parallel for collapse(2) schedule(dynamic) num_threads(threads)
+    for (int tile = tiles - 1; tile >= 0; tile--) {
+        for (int kv = 0; kv < Hkv; kv++) {
+            const int t0 = tile * tq, nt = n - t0 < tq ? n - t0 : tq, R = nt * group;
+            const int first = attn_first_key(pos0 + t0, window), last = pos0 + t0 + nt - 1;
+            const int L = last - first + 1;
+            float *buf = s->att + (size_t)omp_get_thread_num() * s->att_stride;
+            float *Q = buf;                          // [R, d]  the tile's queries, packed
+            float *O = Q + (size_t)R * d;            // [R, d]  their outputs
+            float *S = O + (size_t)R * d;            // [R, L]  scores, then weights
+            float *K = S + (size_t)R * L;            // [L, d]  keys as f32
+            float *V = K + (size_t)L * d;            // [L, d]  values as f32
+            const char *key0 = gqa_row(cache, cache->key, kv, first, head_bytes);
+            const char *value0 = gqa_row(cache, cache->value, kv, first, head_bytes);
+            // a head's rows are one contiguous run (head-major cache): widen them in one go
+            const float *Kf = (const float *)key0;
+            if (type != DTYPE_F32) {
+                vec_widen(type, K, key0, L * d);
+                Kf = K;
+            }
+            for (int t = 0; t < nt; t++) // row r = t * group + j: token t0 + t, head kv*group + j
+                memcpy(Q + (size_t)t * group * d, q + (size_t)(t0 + t) * q_dim + (size_t)kv * group * d,
+                       sizeof(float) * (size_t)group * d);
+
+            const Matrix Km = {Kf, DTYPE_F32, L, d};
+            matmul(S, &Km, Q, NULL, R); // S[r][k] = Q[r] . K[k]
+            for (int r = 0; r < R; r++) {
+                const int pos = pos0 + t0 + r / group;
+                const int lo = attn_first_key(pos, window) - first, hi = pos - first; // [lo, hi]
+                float *row = S + (size_t)r * L;
+                memset(row, 0, sizeof(float) * (size_t)lo);
+                memset(row + hi + 1, 0, sizeof(float) * (size_t)(L - 1 - hi));
+                vec_scale(row + lo, scale, hi - lo + 1);
+                vec_softmax(row + lo, hi - lo + 1);
+            }
+            // V transposed, [d, L], so that O = S V is a matmul too (K's space is free now)
+            float *Vt = V;
+            const float *Vf = (const float *)value0;
+            if (type != DTYPE_F32) {
+                vec_widen(type, K, value0, L * d);
+                Vf = K;
+            }
+            for (int k = 0; k < L; k++)
+                for (int c = 0; c < d; c++) Vt[(size_t)c * L + k] = Vf[(size_t)k * d + c];
+            const Matrix Vm = {Vt, DTYPE_F32, d, L};
+            matmul(O, &Vm, S, NULL, R); // O[r][c] = sum_k S[r][k] V[k][c] = S[r] . Vt[c]
+
+            for (int t = 0; t < nt; t++)
+                memcpy(heads + (size_t)(t0 + t) * q_dim + (size_t)kv * group * d, O + (size_t)t * group * d,
+                       sizeof(float) * (size_t)group * d);
         }
     }
 }

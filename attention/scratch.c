@@ -3,7 +3,8 @@
 //
 //   q, q_a, kv_a, heads: per token of the largest chunk, widest layer
 //   att:        per thread, context scores for each query head one task serves
-//               (gqa.c: a KV head's group or a slice of it; mla.c: a slice of all heads)
+//               (gqa.c: a KV head's group or a slice of it; mla.c: a slice of all heads),
+//               or for a prefill chunk gqa.c's tile: queries, outputs, scores, keys, values
 //   latent_tmp: per thread, the absorbed MLA path's q_lat and o_lat, [heads, dc] each
 //   k_decomp, v_decomp: the naive MLA path's decompressed keys and values
 #include <stdlib.h>
@@ -18,7 +19,10 @@ void attn_scratch_fit_gqa(AttnScratchSize *z, const GQAWeights *w) {
     z->q = max_sz(z->q, q_dim);
     z->kv_a = max_sz(z->kv_a, 2 * (size_t)w->n_kv_heads * w->head_dim); // new K and V, then cached
     z->heads = max_sz(z->heads, q_dim);
-    z->task_heads = max_sz(z->task_heads, (size_t)(w->n_heads / w->n_kv_heads)); // one group
+    const int group = w->n_heads / w->n_kv_heads;
+    z->task_heads = max_sz(z->task_heads, (size_t)group); // one group
+    z->tile_rows = max_sz(z->tile_rows, (size_t)gqa_tile_tokens(group) * group);
+    z->tile_d = max_sz(z->tile_d, (size_t)w->head_dim);
 }
 
 void attn_scratch_fit_mla(AttnScratchSize *z, const MLAWeights *w) {
@@ -46,6 +50,8 @@ static Sizes sizes(const AttnScratchSize *z, int context, int max_tokens, int n_
     s.kv_a = T * max_sz(z->kv_a, 1);
     s.heads = T * max_sz(z->heads, 1);
     s.att_stride = max_sz(z->task_heads, 1) * C;
+    if (T >= GQA_TILE_MIN_TOKENS) // a prefill tile: Q, O [R, d], S [R, C], K, V [C, d]
+        s.att_stride = max_sz(s.att_stride, z->tile_rows * (2 * z->tile_d + C) + 2 * C * z->tile_d);
     s.att = P * s.att_stride;
     s.latent_stride = 2 * max_sz(z->latent, 1); // q_lat then o_lat
     s.latent = P * s.latent_stride;
@@ -72,6 +78,7 @@ int attn_scratch_create(AttnScratch *a, const AttnScratchSize *z, int context, i
     a->kv_a = malloc(sizeof(float) * s.kv_a);
     a->heads = malloc(sizeof(float) * s.heads);
     a->att_stride = s.att_stride;
+    a->tile_ok = max_tokens >= GQA_TILE_MIN_TOKENS;
     a->att = malloc(sizeof(float) * s.att);
     a->latent_tmp_stride = s.latent_stride;
     a->latent_tmp = malloc(sizeof(float) * s.latent);

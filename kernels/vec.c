@@ -499,6 +499,7 @@ void vec_scale(float *y, float a, int n) { PICK(scale, y, a, n) }
 float vec_max(const float *x, int n) { PICK(max, x, n) }
 void vec_exp(float *y, const float *x, int n) { PICK(exp, y, x, n) }
 static void widen(DType t, float *dst, const void *row, int n) { PICK(widen, t, dst, row, n) }
+void vec_widen(DType t, float *dst, const void *row, int n) { widen(t, dst, row, n); }
 
 void vec_softmax(float *x, int n) {
     if (n <= 0) return;

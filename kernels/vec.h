@@ -31,6 +31,10 @@ void rows_dot(float *out, size_t out_stride, const float *q, size_t q_stride, in
 void rows_axpy(float *y, size_t y_stride, const float *a, size_t a_stride, int nq, DType t,
                const void *rows, size_t row_stride, int nrows, int n);
 
+// dst[i] = row[i] as f32, i < n (a run of n values of dtype t; q8_0/q4_0: n % 32 == 0),
+// SIMD for every dtype that has it (the reference: dequantize_row)
+void vec_widen(DType t, float *dst, const void *row, int n);
+
 // one query, one row
 static inline float row_dot(DType t, const void *row, const float *x, int n) {
     float out;

@@ -378,6 +378,63 @@ static void test_gqa_fast_equals_plain_loop(void **state) {
     omp_set_num_threads(saved);
 }
 
+/* A prefill chunk of at least GQA_TILE_MIN_TOKENS tokens takes gqa.c's tiled path (tiles of
+ * query rows against the widened keys, S = Q K^T and O = S V as matmuls). It equals the plain
+ * per-query loop for every family (MHA, GQA, MQA, a group wider than GQA_TILE_ROWS: one token
+ * per tile), head widths with SIMD tails (d = 6, 40), chunk sizes that leave partial tiles and
+ * start mid-cache (17 = tiles of 16 + 1 at pos0 = 0, 17, 34), sliding windows and each cache
+ * type. Tolerance: the same products summed in another order (FMA, blocked over d and the
+ * keys) and the masked keys as exact zeros, so a few f32 ulps of the largest term: 1e-5. */
+static void test_gqa_tiles_equal_plain_loop(void **state) {
+    (void)state;
+    enum { T = 45 };
+    const int shapes[][3] = {{6, 6, 8}, {6, 3, 8}, {4, 2, 6}, {6, 1, 8}, {34, 1, 4}, {2, 1, 40}};
+    static const DType types[] = {DTYPE_F32, DTYPE_F16, DTYPE_BF16};
+    static const int chunks[] = {T, 17, 8, 9};
+    static const int windows[] = {0, 5};
+    const int saved = omp_get_max_threads();
+    for (size_t i = 0; i < sizeof shapes / sizeof *shapes; i++) {
+        for (size_t ty = 0; ty < sizeof types / sizeof *types; ty++) {
+            omp_set_num_threads(ty == 1 ? 3 : 2);
+            Fx f;
+            fx_init(&f, 64);
+            tu_add_gqa(&f.tm, shapes[i][0], shapes[i][1], shapes[i][2], shapes[i][2], 0);
+            tu_fill_tensors(&f.tm, 3700 + i);
+            char err[256];
+            if (tu_load(&f.tm, &f.m, &f.buf, err, sizeof err)) fail_msg("model_load_buffer: %s", err);
+            if (state_create(&f.s, &f.m, T + 3, T, MLA_ABSORBED, types[ty], err, sizeof err))
+                fail_msg("state_create: %s", err);
+            f.have_state = 1;
+            assert_true(f.s.scratch.tile_ok);
+            const Layer *l = &f.m.layers[0];
+            const int q_dim = l->gqa.n_heads * l->gqa.head_dim;
+            float *x = tu_rand_array((size_t)T * DIM, 1.0f, 3800 + i), out[T * DIM], att[T + 3];
+            float *plain = malloc(sizeof(float) * (size_t)T * q_dim);
+            assert_non_null(plain);
+            for (size_t c = 0; c < sizeof chunks / sizeof *chunks; c++) {
+                for (size_t w = 0; w < 2; w++) {
+                    for (int p = 0; p < T; p += chunks[c]) {
+                        const int n = T - p < chunks[c] ? T - p : chunks[c];
+                        gqa_attention(&l->gqa, &f.s.cache[0].gqa, l->rope, DIM, n, p, windows[w],
+                                      x + (size_t)p * DIM, out + (size_t)p * DIM, &f.s.scratch);
+                        gqa_attend_reference(&l->gqa, &f.s.cache[0].gqa, n, p, windows[w], f.s.scratch.q,
+                                             plain, att);
+                        char what[128];
+                        snprintf(what, sizeof what, "H=%d Hkv=%d d=%d type=%d chunk=%d window=%d pos0=%d",
+                                 shapes[i][0], shapes[i][1], shapes[i][2], (int)types[ty], chunks[c],
+                                 windows[w], p);
+                        TU_CHECK_CLOSE(f.s.scratch.heads, plain, (size_t)n * q_dim, 1e-5, 1e-5, what);
+                    }
+                }
+            }
+            free(plain);
+            free(x);
+            fx_close(&f);
+        }
+    }
+    omp_set_num_threads(saved);
+}
+
 /* Decoding token by token = one chunk of n tokens = chunks of 3 (and 4). */
 static void test_gqa_chunked_equals_decode(void **state) {
     (void)state;
@@ -609,6 +666,7 @@ int main(void) {
         cmocka_unit_test(test_gqa_sliding_window),
         cmocka_unit_test(test_gqa_mqa_equal_replicated_mha),
         cmocka_unit_test(test_gqa_fast_equals_plain_loop),
+        cmocka_unit_test(test_gqa_tiles_equal_plain_loop),
         cmocka_unit_test(test_gqa_chunked_equals_decode),
         cmocka_unit_test(test_mla_naive_and_absorbed_vs_reference),
         cmocka_unit_test(test_mla_window_vs_reference),
