@@ -16,6 +16,7 @@
 
 #include "kernels/kernels.h"
 #include "kernels/tensor.h"
+#include "kernels/vec.h"
 
 // The dtype a cache part of `width` values per row really uses for a requested type.
 static inline DType kv_part_type(DType requested, int width) {
@@ -24,7 +25,7 @@ static inline DType kv_part_type(DType requested, int width) {
 
 static inline void kv_store(DType t, void *row, const float *x, int n) {
     if (t == DTYPE_F32) memcpy(row, x, sizeof(float) * (size_t)n);
-    else quantize_row(t, row, x, n);
+    else vec_narrow(t, row, x, n);
 }
 
 // A row of a cache part as f32 (the naive MLA path decompresses latents from it).

@@ -278,6 +278,23 @@ AVX512 static void avx512_widen(DType t, float *dst, const void *row, int n) {
     }
 }
 
+// f32 -> f16 with round to nearest even (vcvtps2ph, as f32_to_f16 does): bit for bit the
+// scalar result for every non-NaN input (a NaN stays a NaN, its payload may differ)
+AVX512 static int avx512_narrow(DType t, void *dst, const float *src, int n) {
+    if (t != DTYPE_F16) return 0;
+    uint16_t *h = dst;
+    int i = 0;
+    for (; i + 16 <= n; i += 16)
+        _mm256_storeu_si256((__m256i *)(h + i),
+                            _mm512_cvtps_ph(_mm512_loadu_ps(src + i), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+    if (i < n) {
+        const __mmask16 m = tail_mask(n - i);
+        const __m256i v = _mm512_cvtps_ph(_mm512_maskz_loadu_ps(m, src + i), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+        _mm256_mask_storeu_epi16(h + i, m, v);
+    }
+    return 1;
+}
+
 // Rows of f32/f16/bf16/q8_0 used in place (no widening buffer): the conversion happens in
 // registers. Three things make these stream a long cache at memory speed (measured on a
 // stories110M 4096-token f16 cache, 1 thread, docs/KERNELS.md):
@@ -500,6 +517,13 @@ float vec_max(const float *x, int n) { PICK(max, x, n) }
 void vec_exp(float *y, const float *x, int n) { PICK(exp, y, x, n) }
 static void widen(DType t, float *dst, const void *row, int n) { PICK(widen, t, dst, row, n) }
 void vec_widen(DType t, float *dst, const void *row, int n) { widen(t, dst, row, n); }
+
+void vec_narrow(DType t, void *dst, const float *src, int n) {
+#ifdef VEC_X86
+    if (kernels_isa() == ISA_AVX512 && avx512_narrow(t, dst, src, n)) return;
+#endif
+    quantize_row(t, dst, src, n);
+}
 
 void vec_softmax(float *x, int n) {
     if (n <= 0) return;

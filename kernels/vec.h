@@ -34,6 +34,9 @@ void rows_axpy(float *y, size_t y_stride, const float *a, size_t a_stride, int n
 // dst[i] = row[i] as f32, i < n (a run of n values of dtype t; q8_0/q4_0: n % 32 == 0),
 // SIMD for every dtype that has it (the reference: dequantize_row)
 void vec_widen(DType t, float *dst, const void *row, int n);
+// dst = src in dtype t (quantize_row; f16 by SIMD where there is AVX-512: the same bits for
+// every non-NaN value, tests/test_vec.c)
+void vec_narrow(DType t, void *dst, const float *src, int n);
 
 // one query, one row
 static inline float row_dot(DType t, const void *row, const float *x, int n) {
