@@ -195,8 +195,11 @@ static void gqa_attend_tiles(const GQAWeights *w, const GQACache *cache, int n, 
                 vec_widen(type, K, value0, L * d);
                 Vf = K;
             }
-            for (int k = 0; k < L; k++)
-                for (int c = 0; c < d; c++) Vt[(size_t)c * L + k] = Vf[(size_t)k * d + c];
+            for (int k0 = 0; k0 < L; k0 += 16) { // 16 keys at a time: 16-float runs of Vt
+                const int kn = L - k0 < 16 ? L - k0 : 16;
+                for (int c = 0; c < d; c++)
+                    for (int k = 0; k < kn; k++) Vt[(size_t)c * L + k0 + k] = Vf[(size_t)(k0 + k) * d + c];
+            }
             const Matrix Vm = {Vt, DTYPE_F32, d, L};
             matmul(O, &Vm, S, NULL, R); // O[r][c] = sum_k S[r][k] V[k][c] = S[r] . Vt[c]
 
