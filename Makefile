@@ -53,7 +53,7 @@ $(BUILD)/tests/quantize_rows: tests/quantize_rows.c $(CORE_OBJ) $(HDRS)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -o $@ $< $(CORE_OBJ) $(LDFLAGS) -lm
 
-test-py: run $(BUILD)/tests/quantize_rows
+test-py: run $(BUILD)/tests/quantize_rows $(BUILD)/bench_prefill $(BUILD)/bench_decode
 	$(PYTHON) -m unittest discover -s tests/python -t . -v
 
 # The whole C suite under AddressSanitizer + UBSan, in its own build folder.
@@ -100,7 +100,11 @@ valgrind:
 build-vg/run: run.c $(CORE_OBJ) $(TOK_OBJ) $(TEXT_OBJ) $(HDRS)
 	$(CC) $(CFLAGS) -o $@ run.c $(CORE_OBJ) $(TOK_OBJ) $(TEXT_OBJ) $(LDFLAGS) $(LDLIBS)
 
-$(BUILD)/bench_decode: bench/decode.c $(CORE_OBJ) $(HDRS)
+$(BUILD)/bench_decode: bench/decode.c bench/bench_args.h $(CORE_OBJ) $(HDRS)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -o $@ $< $(CORE_OBJ) $(LDFLAGS) -lm
+
+$(BUILD)/bench_prefill: bench/prefill.c bench/bench_args.h $(CORE_OBJ) $(HDRS)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -o $@ $< $(CORE_OBJ) $(LDFLAGS) -lm
 
@@ -118,7 +122,7 @@ $(BUILD)/bench_bandwidth: bench/bandwidth.c
 
 # Speed (never in tests): random-weight models of llama2.c's and DeepSeek-V2-Lite's shapes,
 # each weight type (cached in build-bench/). About 8 minutes on this project's 2-core VM.
-bench: run $(BUILD)/bench_decode $(BUILD)/bench_bandwidth
+bench: run $(BUILD)/bench_decode $(BUILD)/bench_prefill $(BUILD)/bench_bandwidth
 	$(PYTHON) bench/bench.py
 
 # Real models' shapes with random weights, written straight to their type (build-bench/,

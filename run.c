@@ -185,11 +185,7 @@ static Options parse_args(int argc, char **argv) {
         else if (!strcmp(a, "--dump-logits")) o.dump_logits = v;
         else if (!strcmp(a, "--ppl")) o.ppl_path = v;
         else if (!strcmp(a, "--kv-type")) {
-            int t = -1;
-            for (int k = 0; k < DTYPE_COUNT; k++)
-                if (!strcmp(v, dtype_name(k)) && kv_type_ok((DType)k)) t = k;
-            if (t < 0) die("--kv-type must be f32, bf16, f16 or q8_0, got '%s'", v);
-            o.kv_type = (DType)t;
+            if (kv_type_from_name(v, &o.kv_type)) die("--kv-type must be f32, bf16, f16 or q8_0, got '%s'", v);
         }
         else if (!strcmp(a, "--system")) o.system = v;
         else if (!strcmp(a, "--encode-chat")) {

@@ -4,7 +4,8 @@
 Random-weight models (speed does not depend on what the weights hold):
   - llama2.c's stories15M and stories110M shapes (MHA), written in f32 and re-encoded by
     scripts/quantize.py to bf16, q8_0 and q4_0 (cached in build-bench/), timed through
-    ./run: decode tok/s, prefill tok/s for 128- and 512-token prompts, 1 and 2 threads,
+    ./run: decode tok/s; prefill tok/s for 128- and 512-token prompts (build/bench_prefill,
+    after a warm-up, as llama-bench); 1 and 2 threads,
     peak resident memory (VmHWM), and decode's fraction of the memory bandwidth measured
     in the same run by build/bench_bandwidth (a streaming read);
   - DeepSeek-V2-Lite's attention shape (16 heads, kv_lora_rank 512, rope 64, nope 128,
@@ -104,12 +105,21 @@ def prefill_decode(model, threads, n_prompt, n_gen):
     return prefill[0], decode[0]
 
 
+def prefill_steady(model, threads, n_prompt):
+    """Prefill tok/s after a warm-up prefill in the same process (build/bench_prefill), as
+    llama-bench measures its pp rows: a first ./run also pays for mapping the weights' pages."""
+    out = run([os.path.join(BUILD, "bench_prefill"), model, str(n_prompt), "1"], threads)
+    return float(re.search(r"prefill_tok_s_median=([\d.]+)", out).group(1))
+
+
 def weight_types(a):
     print("## Weight types, llama2.c shapes (random weights; best and median of %d runs)\n" % a.reps)
     print("stories15M: dim 288, 6 layers, 6 heads, hidden 768, vocab 32000, tied; stories110M: dim "
           "768, 12 layers, 12 heads, hidden 2048. Decode: %d tokens after an 8-token prompt. "
           "Bandwidth: a streaming read of 512 MiB with the same threads, in this run; "
-          "'of bandwidth' = decode tok/s x weight bytes read per token / best bandwidth.\n"
+          "'of bandwidth' = decode tok/s x weight bytes read per token / best bandwidth. "
+          "Prefill: build/bench_prefill, one prefill timed after a warm-up in the same process "
+          "(as llama-bench's pp rows).\n"
           % a.n_gen)
     bw = {t: bandwidth(t, a.reps) for t in a.threads}
     for t in a.threads:
@@ -130,8 +140,8 @@ def weight_types(a):
                 dec, pp128, pp512 = [], [], []
                 for _ in range(a.reps):  # interleaved, so a slow moment hits every metric
                     dec.append(prefill_decode(path, t, 8, a.n_gen)[1])
-                    pp128.append(prefill_decode(path, t, 128, 1)[0])
-                    pp512.append(prefill_decode(path, t, 512, 1)[0])
+                    pp128.append(prefill_steady(path, t, 128))
+                    pp512.append(prefill_steady(path, t, 512))
                 rss = run_rss([RUN, path, "--tokens", "1 2 3", "-n", "16", "-t", "0", "--print-ids"], t)
                 d, p1, p5 = speed.best_median(dec), speed.best_median(pp128), speed.best_median(pp512)
                 print("| %s | %s | %d | %.1f | %.1f | %.1f (median %.1f) | %.0f %% | %.0f (%.0f) "

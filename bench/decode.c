@@ -10,16 +10,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "attention/kv.h"
+#include "bench/bench_args.h"
 #include "model/model.h"
-
-static double now_seconds(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
-}
 
 static uint64_t rng = 88172645463325252ull;
 
@@ -38,19 +32,26 @@ int main(int argc, char **argv) {
         fprintf(stderr, "usage: bench_decode MODEL.bin CONTEXT absorbed|naive N_TOKENS [f16|bf16|f32|q8_0]\n");
         return 1;
     }
-    const int context = atoi(argv[2]), n_tokens = atoi(argv[4]);
-    const MlaMode mode = strcmp(argv[3], "naive") == 0 ? MLA_NAIVE : MLA_ABSORBED;
-    if (context < 2 || n_tokens < 1 || n_tokens >= context) {
-        fprintf(stderr, "bench_decode: need 1 <= N_TOKENS < CONTEXT\n");
+    long context_arg, n_tokens_arg;
+    if (parse_long(argv[2], 2, 1000000, &context_arg) || parse_long(argv[4], 1, 1000000, &n_tokens_arg) ||
+        n_tokens_arg >= context_arg) {
+        fprintf(stderr, "bench_decode: need integers 1 <= N_TOKENS < CONTEXT <= 1000000\n");
+        return 1;
+    }
+    const int context = (int)context_arg, n_tokens = (int)n_tokens_arg;
+    MlaMode mode;
+    if (!strcmp(argv[3], "absorbed")) mode = MLA_ABSORBED;
+    else if (!strcmp(argv[3], "naive")) mode = MLA_NAIVE;
+    else {
+        fprintf(stderr, "bench_decode: MODE must be absorbed or naive, got '%s'\n", argv[3]);
         return 1;
     }
     DType kv_type = DTYPE_F16;
     if (argc == 6) {
-        int t = -1;
-        for (int k = 0; k < DTYPE_COUNT; k++)
-            if (!strcmp(argv[5], dtype_name(k)) && kv_type_ok((DType)k)) t = k;
-        if (t < 0) { fprintf(stderr, "bench_decode: bad KV type %s\n", argv[5]); return 1; }
-        kv_type = (DType)t;
+        if (kv_type_from_name(argv[5], &kv_type)) {
+            fprintf(stderr, "bench_decode: bad KV type %s\n", argv[5]);
+            return 1;
+        }
     }
     char err[512];
     Model m;

@@ -5,6 +5,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 #include "attention/attention.h"
 #include "kernels/tensor.h"
@@ -102,6 +103,15 @@ size_t model_kv_bytes_per_token(const Model *m, DType kv_type);
 // 1 for the types the KV cache can be stored in: f32, bf16, f16, q8_0
 static inline int kv_type_ok(DType t) {
     return t == DTYPE_F32 || t == DTYPE_BF16 || t == DTYPE_F16 || t == DTYPE_Q8_0;
+}
+// The KV-cache type called `name` ("f16", ...) in *t; 0, or -1 for any other name
+static inline int kv_type_from_name(const char *name, DType *t) {
+    for (int k = 0; k < DTYPE_COUNT; k++)
+        if (!strcmp(name, dtype_name(k)) && kv_type_ok((DType)k)) {
+            *t = (DType)k;
+            return 0;
+        }
+    return -1;
 }
 // Weights one token reads: everything except the experts its router leaves out
 size_t model_active_params(const Model *m);
