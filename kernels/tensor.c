@@ -16,13 +16,14 @@ typedef struct {
     void (*quantize_act)(const ActQ8 *a, int t, const float *x);
     void (*rows)(float *y, const Matrix *W, int r0, int r1, const void *x);
     void (*gemm)(float *Y, size_t ldy, const Matrix *W, int r0, int r1, const void *X, int n);
+    int float_panel_cols; // float gemm: columns of each token it keeps in cache at once (0: all)
 } IsaKernels;
 
 static const IsaKernels isa_kernels[ISA_COUNT] = {
-    {ref_quantize_act, ref_rows, ref_gemm},
+    {ref_quantize_act, ref_rows, ref_gemm, 0},
 #ifdef KERNELS_X86
-    {avx2_quantize_act, avx2_rows, avx2_gemm},
-    {avx512_quantize_act, avx512_rows, avx512_gemm},
+    {avx2_quantize_act, avx2_rows, avx2_gemm, 0},
+    {avx512_quantize_act, avx512_rows, avx512_gemm, AVX512_PANEL_COLS},
 #endif
 };
 
@@ -194,7 +195,8 @@ void matmul(float *Y, const Matrix *W, const float *X, const float *bias, int n)
         act.lsum = (int32_t *)(act.d + (size_t)n * nb);
         act.q = (int8_t *)(act.lsum + (size_t)n * cols / 4);
     }
-    const size_t act_bytes = block ? (size_t)cols * 5 + (size_t)nb * 4 : sizeof(float) * (size_t)cols;
+    const int float_cols = k->float_panel_cols && k->float_panel_cols < cols ? k->float_panel_cols : cols;
+    const size_t act_bytes = block ? (size_t)cols * 5 + (size_t)nb * 4 : sizeof(float) * (size_t)float_cols;
     int tile = (int)(TILE_ACT_BYTES / (act_bytes ? act_bytes : 1));
     tile = tile < 4 ? 4 : tile & ~3;
     const int threads = (size_t)rows * cols * n >= PARALLEL_MIN_WEIGHTS ? omp_get_max_threads() : 1;

@@ -97,6 +97,137 @@ INLINE void tile_float(DType t, int R, int T, float *Y, size_t ldy, const char *
     }
 }
 
+// --- float dtypes: outer products (prefill of 16 tokens or more) ---------------------------------
+//
+// The tile above sums row . token dot products, so it ends in horizontal sums and re-reads each
+// activation vector once per 4 rows. For longer prefills the product is turned around, as BLAS
+// does: Y[k][r .. r+32) += x[k][c] * W[r .. r+32)[c] summed over c. Column c of 32 rows is two
+// vectors of a panel packed from W (transposed, widened to f32) and x[k][c] is one broadcast,
+// so a register tile of 32 rows x 12 tokens does 24 FMAs per 2 vector loads + 12 broadcasts,
+// and each accumulator is already 16 consecutive outputs. One panel (32 rows x 512 columns,
+// 64 KB, in L2) is packed once for all the tokens; 512 measured better than 128, 256 or 1024
+// (docs/KERNELS.md).
+#define PANEL_ROWS 32
+#define PANEL_COLS AVX512_PANEL_COLS
+#define OUTER_MIN_TOKENS 16
+
+// v[i][j] -> v[j][i]: 16 x 16 floats in registers (pairs, then quads within 128-bit lanes,
+// then the lanes themselves)
+INLINE void transpose16(__m512 v[16]) {
+    __m512 t[16];
+    for (int i = 0; i < 16; i += 2) {
+        t[i] = _mm512_unpacklo_ps(v[i], v[i + 1]);     // per lane: a0 b0 a1 b1
+        t[i + 1] = _mm512_unpackhi_ps(v[i], v[i + 1]); //           a2 b2 a3 b3
+    }
+    for (int i = 0; i < 16; i += 4) { // lane L of v[i + j] = column 4L + j of rows i .. i+3
+        const __m512d a = _mm512_castps_pd(t[i]), b = _mm512_castps_pd(t[i + 1]);
+        const __m512d c = _mm512_castps_pd(t[i + 2]), d = _mm512_castps_pd(t[i + 3]);
+        v[i] = _mm512_castpd_ps(_mm512_unpacklo_pd(a, c));
+        v[i + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(a, c));
+        v[i + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(b, d));
+        v[i + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(b, d));
+    }
+    for (int j = 0; j < 4; j++) { // column 4L + j: lane L of v[j], v[4 + j], v[8 + j], v[12 + j]
+        const __m512 s0 = _mm512_shuffle_f32x4(v[j], v[4 + j], 0x44); // lanes 0 1 of each
+        const __m512 s1 = _mm512_shuffle_f32x4(v[j], v[4 + j], 0xEE); // lanes 2 3
+        const __m512 s2 = _mm512_shuffle_f32x4(v[8 + j], v[12 + j], 0x44);
+        const __m512 s3 = _mm512_shuffle_f32x4(v[8 + j], v[12 + j], 0xEE);
+        t[j] = _mm512_shuffle_f32x4(s0, s2, 0x88);
+        t[4 + j] = _mm512_shuffle_f32x4(s0, s2, 0xDD);
+        t[8 + j] = _mm512_shuffle_f32x4(s1, s3, 0x88);
+        t[12 + j] = _mm512_shuffle_f32x4(s1, s3, 0xDD);
+    }
+    for (int i = 0; i < 16; i++) v[i] = t[i];
+}
+
+// P[c][i] = W[i][c0 + c] (as f32) for rows i < R, 0 for R <= i < 32; columns c < C
+INLINE void pack_panel(DType t, float *P, const char *W, size_t rb, int R, int c0, int C) {
+    for (int c = 0; c < C; c += 16) {
+        const int width = C - c < 16 ? C - c : 16;
+        const __mmask16 m = (__mmask16)((1u << width) - 1);
+        for (int half = 0; half < PANEL_ROWS; half += 16) {
+            __m512 v[16];
+            for (int i = 0; i < 16; i++)
+                v[i] = half + i < R ? load16_tail(t, W + (half + i) * rb, c0 + c, m) : _mm512_setzero_ps();
+            transpose16(v);
+            for (int j = 0; j < width; j++) _mm512_store_ps(P + (c + j) * PANEL_ROWS + half, v[j]);
+        }
+    }
+}
+
+// Y[k][0 .. 32) (lanes m0, m1 of its two halves) = (first ? 0 : Y) + sum_c x[k][c] * P[c] for
+// tokens k < T; x[k] = X + k * ldx
+// (V = 2 vectors of 16 rows, or 1 for a panel of at most 16 rows: a thread's last one)
+INLINE void outer_tile(int V, int T, float *Y, size_t ldy, const float *P, int C, const float *X,
+                       size_t ldx, const __mmask16 m[2], int first) {
+    __m512 acc[12][2];
+    for (int k = 0; k < T; k++)
+        for (int v = 0; v < V; v++)
+            acc[k][v] = first ? _mm512_setzero_ps() : _mm512_maskz_loadu_ps(m[v], Y + k * ldy + 16 * v);
+    for (int c = 0; c < C; c++) {
+        __m512 w[2];
+        for (int v = 0; v < V; v++) w[v] = _mm512_load_ps(P + c * PANEL_ROWS + 16 * v);
+        for (int k = 0; k < T; k++) {
+            const __m512 x = _mm512_set1_ps(X[k * ldx + c]);
+            for (int v = 0; v < V; v++) acc[k][v] = _mm512_fmadd_ps(w[v], x, acc[k][v]);
+        }
+    }
+    for (int k = 0; k < T; k++)
+        for (int v = 0; v < V; v++) _mm512_mask_storeu_ps(Y + k * ldy + 16 * v, m[v], acc[k][v]);
+}
+
+// The weights the next pack_panel will read (rows x bytes from p, rows rb apart). Fetched
+// into cache while the tokens pass the current panel, a slice after each register tile: a
+// product's weights come from memory once (a stories15M layer does not stay in L3 across a
+// prefill), and packing them straight from DRAM was a third of the time.
+typedef struct { const char *p; size_t rb; int rows, lines; } NextPanel; // lines: 64 B per row
+
+INLINE void prefetch_slice(const NextPanel *f, int part, int parts) {
+    const int total = f->rows * f->lines;
+    for (int i = total * part / parts; i < total * (part + 1) / parts; i++)
+        __builtin_prefetch(f->p + (size_t)(i / f->lines) * f->rb + (size_t)(i % f->lines) * 64, 0, 3);
+}
+
+// all n tokens past one packed panel: 12 at a time, then 8, 4, 2, 1
+INLINE void outer_tokens(int V, float *Y, size_t ldy, const float *P, int C, const float *X, int cols,
+                         int n, const __mmask16 m[2], int first, const NextPanel *next) {
+    int k = 0;
+    const int tiles = n / 12 > 0 ? n / 12 : 1;
+    for (; k + 12 <= n; k += 12) {
+        outer_tile(V, 12, Y + k * ldy, ldy, P, C, X + (size_t)k * cols, cols, m, first);
+        prefetch_slice(next, k / 12, tiles);
+    }
+    if (n < 12) prefetch_slice(next, 0, 1);
+    if (k + 8 <= n) { outer_tile(V, 8, Y + k * ldy, ldy, P, C, X + (size_t)k * cols, cols, m, first); k += 8; }
+    if (k + 4 <= n) { outer_tile(V, 4, Y + k * ldy, ldy, P, C, X + (size_t)k * cols, cols, m, first); k += 4; }
+    if (k + 2 <= n) { outer_tile(V, 2, Y + k * ldy, ldy, P, C, X + (size_t)k * cols, cols, m, first); k += 2; }
+    if (k < n) outer_tile(V, 1, Y + k * ldy, ldy, P, C, X + (size_t)k * cols, cols, m, first);
+}
+
+// Y[k * ldy + r - r0] = row r . token k for rows r0 <= r < r1 and tokens k < n
+INLINE void gemm_outer(DType t, float *Y, size_t ldy, const char *W, size_t rb, int r0, int r1,
+                       const float *X, int cols, int n) {
+    _Alignas(64) float P[PANEL_ROWS * PANEL_COLS];
+    for (int r = r0; r < r1; r += PANEL_ROWS) {
+        const int R = r1 - r < PANEL_ROWS ? r1 - r : PANEL_ROWS;
+        const __mmask16 m[2] = {(__mmask16)(R >= 16 ? 0xFFFF : (1u << R) - 1),
+                                (__mmask16)(R >= 32 ? 0xFFFF : R > 16 ? (1u << (R - 16)) - 1 : 0)};
+        for (int c0 = 0; c0 < cols; c0 += PANEL_COLS) {
+            const int C = cols - c0 < PANEL_COLS ? cols - c0 : PANEL_COLS;
+            pack_panel(t, P, W + (size_t)r * rb, rb, R, c0, C);
+            // the panel packed after this one: the next columns of these rows, or the next rows
+            const int nc0 = c0 + C < cols ? c0 + C : 0, nr = nc0 ? r : r + PANEL_ROWS;
+            const int nR = r1 - nr < PANEL_ROWS ? r1 - nr : PANEL_ROWS;
+            const int nC = cols - nc0 < PANEL_COLS ? cols - nc0 : PANEL_COLS;
+            const size_t es = t == DTYPE_F32 ? 4 : 2;
+            const NextPanel next = {nR > 0 ? W + (size_t)nr * rb + nc0 * es : W, rb, nR > 0 ? nR : 0,
+                                    (int)((nC * es + 63) / 64)}; // (none after the last)
+            if (R > 16) outer_tokens(2, Y + (r - r0), ldy, P, C, X + c0, cols, n, m, c0 == 0, &next);
+            else outer_tokens(1, Y + (r - r0), ldy, P, C, X + c0, cols, n, m, c0 == 0, &next);
+        }
+    }
+}
+
 // --- block dtypes ---------------------------------------------------------------------------------
 
 // 32 weights of a block as unsigned bytes u with u - off = the weight: q8_0 flips the sign bit
@@ -219,7 +350,8 @@ INLINE float row_q8_0(const char *w, size_t rb, const ActQ8 *a) {
     for (int b = 0; b < nb; b += 2) {
         const int two = b + 1 < nb;
         const char *p = w + b * sizeof(BlockQ8_0);
-        _mm_prefetch(p + Q8_PREFETCH_ROWS * rb, _MM_HINT_T0);
+        _mm_prefetch(p + Q8_PREFETCH_ROWS * rb, _MM_HINT_T0); // both ends of the 68 bytes
+        _mm_prefetch(p + Q8_PREFETCH_ROWS * rb + 2 * sizeof(BlockQ8_0) - 1, _MM_HINT_T0);
         const __m256i w0 = _mm256_loadu_si256((const __m256i *)(p + 2));
         const __m512i u = _mm512_xor_si512(
             two ? _mm512_inserti64x4(_mm512_castsi256_si512(w0), _mm256_loadu_si256((const __m256i *)(p + 36)), 1)
@@ -327,17 +459,21 @@ INLINE __m512 group_q4_0(__m512 acc, __m512i lo, __m512i hi, __m512 dw, const Ac
     return _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot), _mm512_mul_ps(dw, x->dx), acc);
 }
 
-// decode: R rows . one token, the activation's group shared by the R rows
-INLINE void rows_q4_0(int R, float *y, const char *W, size_t rb, const ActQ8 *a) {
+// decode: R rows . one token, the activation's groups shared by the R rows (packed: x[g] is
+// group g, prepared once per product; NULL: each group prepared here, for these R rows)
+INLINE void rows_q4_0(int R, float *y, const char *W, size_t rb, const ActQ8 *a, const ActGroupQ4 *packed) {
     const int nb = a->cols / QK;
     __m512 acc[4];
     for (int r = 0; r < R; r++) acc[r] = _mm512_setzero_ps();
     for (int b = 0; b < nb; b += 4) {
-        const ActGroupQ4 x = act_group(a->q, a->d, a->lsum, nb, b, 3);
+        const ActGroupQ4 x = packed ? packed[b / 4] : act_group(a->q, a->d, a->lsum, nb, b, 3);
         const int left = nb - b < 4 ? nb - b : 4;
         for (int r = 0; r < R; r++) {
             const char *p = W + r * rb + b * sizeof(BlockQ4_0);
+            // both ends of the group's 72 bytes: one prefetch per group would skip every
+            // ninth cache line of the row (72 > 64), and each skipped line stalled a load
             _mm_prefetch(p + Q4_PREFETCH_ROWS * rb, _MM_HINT_T0);
+            _mm_prefetch(p + Q4_PREFETCH_ROWS * rb + 4 * sizeof(BlockQ4_0) - 1, _MM_HINT_T0);
             __m512i lo, hi;
             __m512 dw;
             weights_q4_0(p, left, &lo, &hi, &dw);
@@ -414,9 +550,19 @@ AVX512 void avx512_rows(float *y, const Matrix *W, int r0, int r1, const void *x
         for (int r = r0; r < r1; r++) y[r - r0] = row_q8_0(base + r * rb, rb, x);
         break;
     case DTYPE_Q4_0: {
+        // the activation's groups prepared once for all this call's rows (on the stack up
+        // to 16384 columns: 32 KB; wider rows prepare them per 4 rows)
+        const ActQ8 *a = x;
+        const int nb = W->cols / QK, groups = (nb + 3) / 4;
+        _Alignas(64) ActGroupQ4 stack[groups <= 128 ? groups : 1];
+        const ActGroupQ4 *packed = NULL;
+        if (groups <= 128) {
+            for (int g = 0; g < groups; g++) stack[g] = act_group(a->q, a->d, a->lsum, nb, 4 * g, 3);
+            packed = stack;
+        }
         int r = r0;
-        for (; r + 4 <= r1; r += 4) rows_q4_0(4, y + r - r0, base + r * rb, rb, x);
-        for (; r < r1; r++) rows_q4_0(1, y + r - r0, base + r * rb, rb, x);
+        for (; r + 4 <= r1; r += 4) rows_q4_0(4, y + r - r0, base + r * rb, rb, a, packed);
+        for (; r < r1; r++) rows_q4_0(1, y + r - r0, base + r * rb, rb, a, packed);
         break;
     }
     }
@@ -454,9 +600,12 @@ AVX512 void avx512_gemm(float *Y, size_t ldy, const Matrix *W, int r0, int r1, c
     const char *base = (const char *)W->data;
     const ActQ8 *a = X;
     switch (W->dtype) {
-    case DTYPE_F32: GEMM_LOOP(DTYPE_F32, tile_float, FLOAT_X) break;
-    case DTYPE_F16: GEMM_LOOP(DTYPE_F16, tile_float, FLOAT_X) break;
-    case DTYPE_BF16: GEMM_LOOP(DTYPE_BF16, tile_float, FLOAT_X) break;
+#define FLOAT_GEMM(T)                                                                          \
+    case T:                                                                                    \
+        if (n >= OUTER_MIN_TOKENS) gemm_outer(T, Y, ldy, base, rb, r0, r1, X, W->cols, n);     \
+        else GEMM_LOOP(T, tile_float, FLOAT_X)                                                 \
+        break;
+    FLOAT_GEMM(DTYPE_F32) FLOAT_GEMM(DTYPE_F16) FLOAT_GEMM(DTYPE_BF16)
     case DTYPE_Q8_0: case DTYPE_Q4_0: {
         // the n tokens' activation packed in the groups' order once, for all the rows
         const int nb = W->cols / QK, groups = (nb + 3) / 4;

@@ -27,6 +27,12 @@ typedef struct { int8_t *q; float *d; int32_t *lsum; int cols; } ActQ8;
     void NAME##_gemm(float *Y, size_t ldy, const Matrix *W, int r0, int r1, const void *X, int n);
 
 DECLARE_ISA(ref)
+
+// avx512_gemm's float products walk the columns in panels this wide (tensor_avx512.c), so a
+// token's cache footprint there is this many floats, not the whole row
+#ifndef AVX512_PANEL_COLS
+#define AVX512_PANEL_COLS 512
+#endif
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__)) && !defined(KERNELS_NO_SIMD)
 #define KERNELS_X86 1
 DECLARE_ISA(avx2)

@@ -515,8 +515,7 @@ void vec_axpy(float *y, float a, const float *x, int n) { PICK(axpy, y, a, x, n)
 void vec_scale(float *y, float a, int n) { PICK(scale, y, a, n) }
 float vec_max(const float *x, int n) { PICK(max, x, n) }
 void vec_exp(float *y, const float *x, int n) { PICK(exp, y, x, n) }
-static void widen(DType t, float *dst, const void *row, int n) { PICK(widen, t, dst, row, n) }
-void vec_widen(DType t, float *dst, const void *row, int n) { widen(t, dst, row, n); }
+void vec_widen(DType t, float *dst, const void *row, int n) { PICK(widen, t, dst, row, n) }
 
 void vec_narrow(DType t, void *dst, const float *src, int n) {
 #ifdef VEC_X86
@@ -553,7 +552,7 @@ void rows_dot(float *out, size_t out_stride, const float *q, size_t q_stride, in
             const int m = n - c < CHUNK ? n - c : CHUNK;
             const float *w = (const float *)row + c;
             if (t != DTYPE_F32) {
-                widen(t, buf, row + dtype_row_bytes(t, c), m);
+                vec_widen(t, buf, row + dtype_row_bytes(t, c), m);
                 w = buf;
             }
             for (int i = 0; i < nq; i++) out[(size_t)i * out_stride + k] += vec_dot(q + (size_t)i * q_stride + c, w, m);
@@ -575,7 +574,7 @@ void rows_axpy(float *y, size_t y_stride, const float *a, size_t a_stride, int n
             const int m = n - c < CHUNK ? n - c : CHUNK;
             const float *v = (const float *)row + c;
             if (t != DTYPE_F32) {
-                widen(t, buf, row + dtype_row_bytes(t, c), m);
+                vec_widen(t, buf, row + dtype_row_bytes(t, c), m);
                 v = buf;
             }
             for (int i = 0; i < nq; i++) vec_axpy(y + (size_t)i * y_stride + c, a[(size_t)i * a_stride + k], v, m);

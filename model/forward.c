@@ -30,6 +30,9 @@ float *forward(const Model *m, RunState *s, const int *tokens, int n, int pos0, 
         const Layer *layer = &m->layers[l];
 
         // --- attention block
+        // (the elementwise steps of a prefill are spread over the threads too: left to the
+        // master, they would leave the others spinning between the products)
+        #pragma omp parallel for schedule(static) if (n > 1)
         for (int t = 0; t < n; t++)
             rmsnorm(s->xb + (size_t)t * D, s->x + (size_t)t * D, layer->attn_norm, D, c->norm_eps);
         if (layer->kind == ATTN_GQA)
@@ -38,11 +41,13 @@ float *forward(const Model *m, RunState *s, const int *tokens, int n, int pos0, 
         else
             mla_attention(&layer->mla, &s->cache[l].mla, layer->rope, D, n, pos0, c->sliding_window,
                           s->mla_mode, s->xb, s->xb2, &s->scratch);
-        axpy(s->x, c->residual_scale, s->xb2, n * D);
-
         // --- feed-forward block: SwiGLU, or a mixture of SwiGLU experts
-        for (int t = 0; t < n; t++)
+        // (first the attention's residual: x += residual_scale * its output, token by token)
+        #pragma omp parallel for schedule(static) if (n > 1)
+        for (int t = 0; t < n; t++) {
+            axpy(s->x + (size_t)t * D, c->residual_scale, s->xb2 + (size_t)t * D, D);
             rmsnorm(s->xb + (size_t)t * D, s->x + (size_t)t * D, layer->ffn_norm, D, c->norm_eps);
+        }
         if (layer->ffn == FFN_MOE) {
             moe_forward(&layer->moe, D, n, s->xb, s->xb2, &s->moe);
         } else if (n == 1) {
@@ -61,10 +66,12 @@ float *forward(const Model *m, RunState *s, const int *tokens, int n, int pos0, 
             const int I = layer->ffn_hidden;
             matmul(s->hb, &layer->w1, s->xb, layer->b1, n);  // [n, I]
             matmul(s->hb2, &layer->w3, s->xb, layer->b3, n); // [n, I]
-            swiglu(s->hb, s->hb2, n * I);
+            #pragma omp parallel for schedule(static)
+            for (int t = 0; t < n; t++) swiglu(s->hb + (size_t)t * I, s->hb2 + (size_t)t * I, I);
             matmul(s->xb2, &layer->w2, s->hb, layer->b2, n); // [n, D]
         }
-        axpy(s->x, c->residual_scale, s->xb2, n * D);
+        #pragma omp parallel for schedule(static) if (n > 1) // x += residual_scale * FFN output
+        for (int t = 0; t < n; t++) axpy(s->x + (size_t)t * D, c->residual_scale, s->xb2 + (size_t)t * D, D);
     }
 
     // --- final norm and head, for the last n_logits tokens only
