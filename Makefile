@@ -53,7 +53,7 @@ $(BUILD)/tests/quantize_rows: tests/quantize_rows.c $(CORE_OBJ) $(HDRS)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -o $@ $< $(CORE_OBJ) $(LDFLAGS) -lm
 
-test-py: run $(BUILD)/tests/quantize_rows $(BUILD)/bench_prefill $(BUILD)/bench_decode
+test-py: run $(BUILD)/tests/quantize_rows $(BUILD)/bench_prefill $(BUILD)/bench_decode $(BUILD)/bench_bandwidth $(BUILD)/bench_kernels
 	$(PYTHON) -m unittest discover -s tests/python -t . -v
 
 # The whole C suite under AddressSanitizer + UBSan, in its own build folder.
@@ -109,14 +109,14 @@ $(BUILD)/bench_prefill: bench/prefill.c bench/bench_args.h $(CORE_OBJ) $(HDRS)
 	$(CC) $(CFLAGS) -o $@ $< $(CORE_OBJ) $(LDFLAGS) -lm
 
 # Kernel speed per weight type and instruction set (GB/s, GFLOP/s, fork/join cost).
-$(BUILD)/bench_kernels: bench/kernels.c $(CORE_OBJ) $(HDRS)
+$(BUILD)/bench_kernels: bench/kernels.c bench/stream_read.h bench/bench_args.h $(CORE_OBJ) $(HDRS)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -o $@ $< $(CORE_OBJ) $(LDFLAGS) -lm
 
 bench-kernels: $(BUILD)/bench_kernels
 	$(BUILD)/bench_kernels
 
-$(BUILD)/bench_bandwidth: bench/bandwidth.c
+$(BUILD)/bench_bandwidth: bench/bandwidth.c bench/stream_read.h bench/bench_args.h
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -o $@ $<
 

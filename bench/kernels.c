@@ -4,11 +4,13 @@
 // a real decode), plus the memory bandwidth of a plain streaming read measured in the same run
 // and the cost of an OpenMP fork/join. Not a test: numbers only.
 //
-//   build/bench_kernels [stories15M|stories110M|all] [threads...]     (default: all 1 2)
+//   build/bench_kernels [stories15M|stories110M|mistral7B_4L|all] [threads...]  (default: all 1 2;
+//   all: the two stories shapes)
 //   BENCH_TYPES=q8_0,f32 limits the weight types
 //   prints one line per (shape, type, isa, threads, op): ms per step, GB/s of weights, GFLOP/s,
 //   and the CPU time per step (GFLOP per CPU-second for matmul: the kernels' own speed even
 //   when other jobs share the cores)
+#define _DEFAULT_SOURCE
 #include <omp.h>
 #include <sys/resource.h>
 #include <stdint.h>
@@ -17,6 +19,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "bench/stream_read.h"
 #include "kernels/tensor.h"
 
 // CPU seconds of this process (all threads): on a machine shared with other jobs, work per
@@ -28,14 +31,15 @@ static double cpu_seconds(void) {
            r.ru_stime.tv_usec * 1e-6;
 }
 
-static double now(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
-}
 
-typedef struct { const char *name; int dim, hidden, layers, vocab; } Shape;
-static const Shape shapes[] = {{"stories15M", 288, 768, 6, 32000}, {"stories110M", 768, 2048, 12, 32000}};
+// kv_dim: the rows of wk and wv (n_kv_heads * head_dim); mistral7B_4L: 4 of Mistral-7B's 32
+// layers and its head (0.56 GB in q4_0, far past the caches: streamed as in a real decode)
+typedef struct { const char *name; int dim, kv_dim, hidden, layers, vocab; } Shape;
+static const Shape shapes[] = {{"stories15M", 288, 288, 768, 6, 32000},
+                               {"stories110M", 768, 768, 2048, 12, 32000},
+                               {"mistral7B_4L", 4096, 1024, 14336, 4, 32000}};
+#define MAX_COLS 14336 // the widest row of any shape (x holds 128 tokens of it)
+#define MAX_ROWS 32000 // the tallest matrix (y holds 128 tokens of it)
 
 typedef struct { Matrix m[8 * 16 + 1]; int count; size_t bytes, weights; } Step;
 
@@ -63,7 +67,10 @@ static void add_matrix(Step *s, DType t, int rows, int cols) {
 static void build_step(Step *s, const Shape *sh, DType t) {
     memset(s, 0, sizeof *s);
     for (int l = 0; l < sh->layers; l++) {
-        for (int i = 0; i < 4; i++) add_matrix(s, t, sh->dim, sh->dim);
+        add_matrix(s, t, sh->dim, sh->dim);    // wq
+        add_matrix(s, t, sh->kv_dim, sh->dim); // wk
+        add_matrix(s, t, sh->kv_dim, sh->dim); // wv
+        add_matrix(s, t, sh->dim, sh->dim);    // wo
         add_matrix(s, t, sh->hidden, sh->dim);
         add_matrix(s, t, sh->hidden, sh->dim);
         add_matrix(s, t, sh->dim, sh->hidden);
@@ -95,9 +102,9 @@ static double time_step(const Step *s, float *y, const float *x, int n, int reps
     run_step(s, y, x, n); // warm up
     const double c0 = cpu_seconds();
     for (int r = 0; r < reps; r++) {
-        const double t0 = now();
+        const double t0 = now_seconds();
         run_step(s, y, x, n);
-        t[r] = now() - t0;
+        t[r] = now_seconds() - t0;
     }
     *cpu = (cpu_seconds() - c0) / reps;
     for (int i = 1; i < reps; i++)
@@ -105,71 +112,66 @@ static double time_step(const Step *s, float *y, const float *x, int n, int reps
     return t[reps / 2];
 }
 
-// streaming read of a 512 MB buffer with the given threads: GB/s
-static double stream_bandwidth(int threads) {
-    const size_t n = (512u << 20) / sizeof(uint64_t);
-    uint64_t *buf = malloc(n * sizeof(uint64_t));
-    if (!buf) return 0;
-    memset(buf, 1, n * sizeof(uint64_t));
-    double best = 0;
-    for (int rep = 0; rep < 5; rep++) {
-        uint64_t acc = 0;
-        const double t0 = now();
-        #pragma omp parallel for num_threads(threads) reduction(^ : acc) schedule(static)
-        for (size_t i = 0; i < n; i++) acc ^= buf[i];
-        const double dt = now() - t0;
-        if (acc == 42) printf(" ");
-        if (n * 8 / dt / 1e9 > best) best = n * 8 / dt / 1e9;
-    }
-    free(buf);
-    return best;
-}
-
 // the cost of entering and leaving a parallel region (microseconds)
 static void fork_join_cost(int threads) {
     enum { REPS = 200000 };
     volatile int sink = 0;
-    double t0 = now();
+    double t0 = now_seconds();
     for (int i = 0; i < REPS; i++) {
         #pragma omp parallel num_threads(threads)
         { if (omp_get_thread_num() == 99) sink++; }
     }
-    const double empty = (now() - t0) / REPS * 1e6;
-    t0 = now();
+    const double empty = (now_seconds() - t0) / REPS * 1e6;
+    t0 = now_seconds();
     for (int i = 0; i < REPS; i++) {
         #pragma omp parallel num_threads(threads)
         {
             #pragma omp barrier
         }
     }
-    const double barrier = (now() - t0) / REPS * 1e6 - empty;
+    const double barrier = (now_seconds() - t0) / REPS * 1e6 - empty;
     printf("omp threads=%d fork_join_us=%.3f extra_barrier_us=%.3f\n", threads, empty, barrier);
 }
 
 int main(int argc, char **argv) {
     const char *which = argc > 1 ? argv[1] : "all";
+    int known = !strcmp(which, "all");
+    for (size_t si = 0; si < sizeof shapes / sizeof *shapes; si++) known |= !strcmp(which, shapes[si].name);
     int threads[8] = {1, 2}, nthreads = 2;
-    if (argc > 2) {
-        nthreads = 0;
-        for (int i = 2; i < argc && nthreads < 8; i++) threads[nthreads++] = atoi(argv[i]);
+    if (argc > 2) nthreads = 0;
+    for (int i = 2; i < argc; i++) {
+        long t;
+        if (nthreads == 8 || parse_long(argv[i], 1, 256, &t)) known = 0;
+        else threads[nthreads++] = (int)t;
+    }
+    if (!known) {
+        fprintf(stderr, "usage: bench_kernels [stories15M|stories110M|mistral7B_4L|all] [threads 1..256, up to 8 of them]\n");
+        return 1;
     }
     for (int i = 0; i < nthreads; i++) {
-        printf("stream threads=%d GB/s=%.1f\n", threads[i], stream_bandwidth(threads[i]));
+        double best = 0, median = 0;
+        float checksum = 0;
+        if (stream_read((size_t)512 << 20, threads[i], 5, &best, &median, &checksum)) { // as bench_bandwidth
+            fprintf(stderr, "bench_kernels: cannot allocate the 512 MiB bandwidth buffer\n");
+            return 1;
+        }
+        printf("stream threads=%d GB/s=%.1f median=%.1f%s\n", threads[i], best, median, checksum == 42 ? " " : "");
         fork_join_cost(threads[i]);
     }
     const KernelIsa best = kernels_best_isa();
-    float *x = malloc(sizeof(float) * 128 * 4096), *y = malloc(sizeof(float) * 128 * 32000);
+    float *x = malloc(sizeof(float) * 128 * MAX_COLS), *y = malloc(sizeof(float) * 128 * MAX_ROWS);
     if (!x || !y) return 1;
-    for (int i = 0; i < 128 * 4096; i++) x[i] = frand();
+    for (int i = 0; i < 128 * MAX_COLS; i++) x[i] = frand();
     for (size_t si = 0; si < sizeof shapes / sizeof *shapes; si++) {
         const Shape *sh = &shapes[si];
-        if (strcmp(which, "all") && strcmp(which, sh->name)) continue;
+        if (strcmp(which, sh->name) && (strcmp(which, "all") || sh->dim > 1024)) continue;
         for (int t = 0; t < DTYPE_COUNT; t++) {
             const char *only = getenv("BENCH_TYPES"); // e.g. BENCH_TYPES=q8_0,f32
             if (only && !strstr(only, dtype_name(t))) continue;
             Step s;
             build_step(&s, sh, (DType)t);
-            for (int isa = ISA_SCALAR; isa <= (int)best; isa++) {
+            // (the scalar reference at 7B's shape would take minutes per type)
+            for (int isa = sh->dim > 1024 ? (int)best : ISA_SCALAR; isa <= (int)best; isa++) {
                 kernels_set_isa((KernelIsa)isa);
                 for (int ti = 0; ti < nthreads; ti++) {
                     omp_set_num_threads(threads[ti]);

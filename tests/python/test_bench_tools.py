@@ -1,5 +1,5 @@
-"""build/bench_prefill and build/bench_decode, the timing tools behind `make bench` and the side
-by side: bad arguments and bad checkpoints give one error line and a non-zero exit (never a
+"""build/bench_prefill, build/bench_decode, build/bench_bandwidth and build/bench_kernels, the
+timing tools behind `make bench`, `make bench-kernels` and the side by side: bad arguments and bad checkpoints give one error line and a non-zero exit (never a
 crash), and a good run prints its one result line. What they time is not tested here (speed
 is measured in benchmarks, not in tests)."""
 import os
@@ -29,7 +29,7 @@ class BenchTools(unittest.TestCase):
         self.assertGreater(p.returncode, 0, "%s: killed by a signal" % what)  # not a crash
         lines = p.stderr.strip().splitlines()
         self.assertEqual(len(lines), 1, "%s: %r" % (what, p.stderr))
-        self.assertRegex(lines[0], r"^(usage: )?bench_(prefill|decode)", what)
+        self.assertRegex(lines[0], r"^(usage: )?bench_(prefill|decode|bandwidth|kernels)", what)
         self.assertEqual(p.stdout, "", what)
 
     def test_prefill_bad_arguments(self):
@@ -64,6 +64,22 @@ class BenchTools(unittest.TestCase):
     def test_decode_bad_kv_type(self):
         for kv in ("q4_0", "", "f16 "):
             self.assert_one_error(tool("bench_decode", [MODEL, "64", "absorbed", "8", kv]), kv)
+
+    def test_bandwidth_and_kernels_bad_arguments(self):
+        # all rejected before any buffer is allocated or any timing starts
+        for args in (["8"], ["64x"], [""], ["99999999"], ["64", "0"], ["64", "1001"], ["64", "3", "x"]):
+            self.assert_one_error(tool("bench_bandwidth", args), "bench_bandwidth " + " ".join(args))
+        for args in (["stories"], ["ALL"], [""], ["all", "0"], ["all", "2x"], ["all", "-1"],
+                     ["stories15M"] + ["1"] * 9):
+            self.assert_one_error(tool("bench_kernels", args), "bench_kernels " + " ".join(args))
+
+    def test_bandwidth_good_run(self):
+        p = tool("bench_bandwidth", ["16", "3"])
+        self.assertEqual(p.returncode, 0, p.stderr)
+        m = re.fullmatch(r"bandwidth_gb_s=([\d.]+) median_gb_s=([\d.]+) threads=1 mib=16 checksum=\S+\n", p.stdout)
+        self.assertIsNotNone(m, p.stdout)
+        self.assertGreaterEqual(float(m.group(1)), float(m.group(2)))
+        self.assertGreater(float(m.group(2)), 0)
 
     def test_truncated_and_garbage_checkpoints(self):
         with open(MODEL, "rb") as f:
