@@ -31,7 +31,6 @@ static double cpu_seconds(void) {
            r.ru_stime.tv_usec * 1e-6;
 }
 
-
 // kv_dim: the rows of wk and wv (n_kv_heads * head_dim); mistral7B_4L: 4 of Mistral-7B's 32
 // layers and its head (0.56 GB in q4_0, far past the caches: streamed as in a real decode)
 typedef struct { const char *name; int dim, kv_dim, hidden, layers, vocab; } Shape;
