@@ -410,9 +410,10 @@ static void print_info(const Model *m, int context, DType kv_type) {
            "  \"kv_bytes_at_context\": %zu,\n", dtype_name(kv_type), per_token, context,
            per_token * (size_t)context);
     // the weights: each tensor's stored type, and what one decode step reads of them
-    printf("  \"file_bytes\": %zu,\n  \"weights_mapped\": %s,\n  \"weight_bytes_per_token\": %llu,\n"
-           "  \"tensors\": [\n", m->file_bytes, m->file_mapped ? "true" : "false",
-           (unsigned long long)m->weight_bytes_per_token);
+    printf("  \"file_bytes\": %zu,\n  \"weights_mapped\": %s,\n  \"huge_page_bytes\": %zu,\n"
+           "  \"reread_for_huge_pages\": %s,\n  \"weight_bytes_per_token\": %llu,\n"
+           "  \"tensors\": [\n", m->file_bytes, m->file_mapped ? "true" : "false", m->file_huge_bytes,
+           m->file_reread ? "true" : "false", (unsigned long long)m->weight_bytes_per_token);
     for (int i = 0; i < m->n_tensors; i++) {
         const TensorInfo *t = &m->tensors[i];
         printf("    {\"name\": \"%s\", \"dtype\": \"%s\", \"shape\": [", t->name, dtype_name(t->dtype));

@@ -79,6 +79,8 @@ typedef struct {
     const unsigned char *file;      // the checkpoint, read-only: every Matrix points into it
     size_t file_bytes;
     int file_mapped;                // 1: mmap of the file (model_load); 0: a private copy
+    size_t file_huge_bytes;         // of the mapping, bytes in 2 MB pages (model/file_map.h)
+    int file_reread;                // 1: its cached 4 KB pages were dropped and read again
     float *vectors;                 // owns the 1-D tensors, widened to f32
 } Model;
 
