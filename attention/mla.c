@@ -50,21 +50,12 @@ static void head_product(float *y, const Matrix *W, int r0, int n, const float *
 }
 
 // y = sum_i a[i] W[r0 + i, :] for i < n (y: [cols]): the transposed W_UK[h]^T q_nope[h],
-// row by row (each row dequantized once, if stored in another dtype than f32)
+// row by row in the rows' stored dtype (kernels/vec.h rows_axpy: f32/f16/bf16/q8_0 in
+// registers, q4_0 widened a chunk at a time)
 static void head_product_t(float *y, const Matrix *W, int r0, int n, const float *a) {
-    const int cols = W->cols;
-    const size_t row_bytes = dtype_row_bytes(W->dtype, cols);
-    memset(y, 0, sizeof(float) * (size_t)cols);
-    float tmp[W->dtype == DTYPE_F32 ? 1 : cols];
-    for (int i = 0; i < n; i++) {
-        const void *row = (const char *)W->data + (size_t)(r0 + i) * row_bytes;
-        const float *w_i = (const float *)row;
-        if (W->dtype != DTYPE_F32) {
-            dequantize_row(W->dtype, tmp, row, cols);
-            w_i = tmp;
-        }
-        axpy(y, a[i], w_i, cols);
-    }
+    const size_t row_bytes = dtype_row_bytes(W->dtype, W->cols);
+    memset(y, 0, sizeof(float) * (size_t)W->cols);
+    rows_axpy(y, 0, a, 1, 1, W->dtype, (const char *)W->data + (size_t)r0 * row_bytes, row_bytes, n, W->cols);
 }
 
 // --- naive: materialise per-head keys and values of every cached token, then MHA ----

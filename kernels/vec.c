@@ -273,6 +273,18 @@ AVX512 static void avx512_widen(DType t, float *dst, const void *row, int n) {
                 _mm512_storeu_ps(dst + i + j, _mm512_mul_ps(d, _mm512_cvtepi32_ps(q)));
             }
         }
+    } else if (t == DTYPE_Q4_0) { // byte j: column j in its low nibble, j + 16 in its high
+        const __m128i low4 = _mm_set1_epi8(15);
+        const __m512i eight = _mm512_set1_epi32(8);
+        for (; i + QK <= n; i += QK) {
+            const BlockQ4_0 *b = (const BlockQ4_0 *)row + i / QK;
+            const __m512 d = _mm512_set1_ps(_cvtsh_ss(b->d));
+            const __m128i p = _mm_loadu_si128((const __m128i *)b->qs);
+            const __m512i lo = _mm512_sub_epi32(_mm512_cvtepu8_epi32(_mm_and_si128(p, low4)), eight);
+            const __m512i hi = _mm512_sub_epi32(_mm512_cvtepu8_epi32(_mm_and_si128(_mm_srli_epi16(p, 4), low4)), eight);
+            _mm512_storeu_ps(dst + i, _mm512_mul_ps(d, _mm512_cvtepi32_ps(lo)));
+            _mm512_storeu_ps(dst + i + 16, _mm512_mul_ps(d, _mm512_cvtepi32_ps(hi)));
+        }
     } else {
         ref_widen(t, dst, row, n);
     }
