@@ -228,6 +228,10 @@ class CliTest(unittest.TestCase):
                 # the default cache is f16: half the bytes
                 info16 = json.loads(self.ok([model, "--info", "-c", "32"]))
                 self.assertEqual((info16["kv_type"], info16["kv_bytes_per_token"]), ("f16", sum(want) // 2))
+                # a small file is mapped as it comes (model/file_map.c): nothing in 2 MB pages
+                # (the file is far smaller than one), nothing read again
+                self.assertEqual(info["file_bytes"], os.path.getsize(model))
+                self.assertEqual((info["huge_page_bytes"], info["reread_for_huge_pages"]), (0, False))
 
     def test_tokens_print_ids_without_tokenizer(self):
         args = [self.notok, "--tokens", "1 5 9", "-n", "6", "-t", "0", "--print-ids"]
