@@ -1,11 +1,10 @@
 // Mapping a checkpoint in 2 MB pages.
 //
 // Decode reads every weight once per token. With 4 KB pages a 4 GB model has a million
-// page-table entries (8 MB of them, more than the caches keep beside the weights), so in
-// a virtual machine, where each TLB miss walks two levels of tables, the weights stream
-// several times slower than from 2 MB pages: Mistral-7B's shape in q4_0 read at 10-35
-// GB/s from 4 KB pages and at 60-70 GB/s from 2 MB pages on this project's machine
-// (docs/FORMAT.md, "Huge pages"). A file mapping gets 2 MB pages only where the page
+// page-table entries (8 MB of them, more than the caches keep beside the weights), and
+// in a virtual machine a TLB miss costs more still: on this project's VM the weights of
+// Mistral-7B's shape in q4_0 streamed at 10-35 GB/s from 4 KB pages and at 60-70 GB/s
+// from 2 MB pages (2 threads; docs/FORMAT.md, "Huge pages"). A file mapping gets 2 MB pages only where the page
 // cache holds the file in 2 MB folios; it does when the file is read in through a
 // MADV_HUGEPAGE mapping, and does not when it was written, copied or read() in small
 // pieces. So: map, advise huge pages, read everything in, look at how much came in 2 MB

@@ -5,8 +5,9 @@
 
 #include <stddef.h>
 
-// Files smaller than this are mapped as they come: their page tables stay in cache, and
-// 4 KB pages read as fast as 2 MB ones (measured: stories110M's 438 MB, the same tok/s).
+// Files smaller than this are only mapped and read ahead: their page tables (under 0.5 MB)
+// stay in cache beside the weights. Measured: stories110M's 438 MB decoded at the same
+// tok/s from 4 KB and from 2 MB pages, Mistral-7B's 4.1 GB 6-10x faster from 2 MB pages.
 #define FILE_MAP_REREAD_MIN ((size_t)256 << 20)
 
 typedef struct {
