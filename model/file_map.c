@@ -18,11 +18,30 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/vfs.h>
 
 #ifndef MADV_POPULATE_READ
 #define MADV_POPULATE_READ 22 // Linux 5.14; older kernels answer EINVAL
 #endif
 #define PMD_BYTES ((uintptr_t)2 << 20)
+
+// Local file systems whose page cache can hold a file in 2 MB folios (ext4 since Linux 6.16,
+// XFS, btrfs; tmpfs keeps its pages, so re-reading costs nothing there). On others (a
+// network file system, FUSE) a re-read that cannot help would cost a fetch of the file at
+// every load, so it is not tried.
+static int reread_can_help(int fd) {
+    struct statfs fs;
+    if (fstatfs(fd, &fs) != 0) return 0;
+    switch ((unsigned long)fs.f_type) {
+    case 0xEF53UL:     // ext2/3/4
+    case 0x58465342UL: // XFS
+    case 0x9123683EUL: // btrfs
+    case 0x01021994UL: // tmpfs
+        return 1;
+    default:
+        return 0;
+    }
+}
 
 // a "Key:   N kB" line of /proc/meminfo in bytes; 0 when absent
 static size_t meminfo_bytes(const char *key) {
@@ -69,10 +88,10 @@ void *file_map(int fd, size_t nbytes, size_t reread_min, FileMapInfo *info) {
     }
     info->populated = 1;
     info->huge_before = info->huge_bytes = file_map_huge_bytes(map);
-    // Read again only where it can help: an address that 2 MB pages can map, and a kernel
-    // that makes huge file pages at all (some part of this file, or of another, came in
-    // 2 MB folios); otherwise every load would re-read the file for nothing.
-    const int can = (uintptr_t)map % PMD_BYTES == 0 &&
+    // Read again only where it can help: an address that 2 MB pages can map, a local file
+    // system, and a kernel that makes huge file pages at all (some part of this file, or of
+    // another, came in 2 MB folios); otherwise every load would re-read the file for nothing.
+    const int can = (uintptr_t)map % PMD_BYTES == 0 && reread_can_help(fd) &&
                     (info->huge_before > 0 || meminfo_bytes("FileHugePages") > 0);
     if (can && info->huge_before < nbytes / 2) {
         madvise(map, nbytes, MADV_DONTNEED);          // let go of the 4 KB pages...
