@@ -25,9 +25,9 @@
 #endif
 #define PMD_BYTES ((uintptr_t)2 << 20)
 
-// Local file systems whose page cache can hold a file in 2 MB folios (ext4 on recent kernels,
-// as this machine's 6.18;
-// XFS, btrfs; tmpfs keeps its pages, so re-reading costs nothing there). On others (a
+// Local file systems whose page cache can hold a file in 2 MB folios (ext4 on recent
+// kernels, as this machine's 6.18; XFS, btrfs; tmpfs keeps its pages, so re-reading costs
+// nothing there). On others (a
 // network file system, FUSE) a re-read that cannot help would cost a fetch of the file at
 // every load, so it is not tried.
 static int reread_can_help(int fd) {
